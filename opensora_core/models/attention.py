@@ -1,0 +1,263 @@
+"""Attention backends and the attention modules of the Open-Sora model zoo.
+
+Backends (all take q/k/v shaped [B, H, N, D] and return [B, H, N_q, D]):
+- ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels, no [N, N] matrix
+  kept for backward where the platform has one).
+- ``"flash"``: ``flash_attn.flash_attn_func`` on CUDA tensors in fp16/bf16; a clear error otherwise.
+- ``"math"``: the reference numerics, ``softmax(float32((q * scale) @ k^T)).to(dtype) @ v``.
+
+Self-attention keeps its attention core in one overridable call, ``Attention._attend(q, k, v)`` on
+[B, H, N, D], so sequence parallelism (Ulysses all-to-all) can be wrapped around it from outside.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opensora_core.models.layers import RMSNorm
+
+__all__ = [
+    "ATTN_BACKENDS",
+    "Attention",
+    "MultiHeadCrossAttention",
+    "attention",
+    "flash_attn_available",
+    "resolve_attn_backend",
+    "set_attn_backend",
+]
+
+ATTN_BACKENDS: tuple[str, ...] = ("sdpa", "flash", "math")
+
+
+def flash_attn_available() -> bool:
+    """True when the ``flash_attn`` package is importable and CUDA is available."""
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in ATTN_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTN_BACKENDS)}")
+    return backend
+
+
+def resolve_attn_backend(attn_backend: str | None, enable_flash_attn: bool = False) -> str:
+    """Pick the backend from our ``attn_backend`` and Open-Sora's ``enable_flash_attn`` flag.
+
+    An explicit attn_backend wins. ``enable_flash_attn=True`` means ``"flash"`` where flash-attn is usable and
+    falls back to ``"sdpa"`` elsewhere (so Open-Sora training configs also run on CPU).
+    """
+    if attn_backend is not None:
+        return _check_backend(attn_backend)
+    if enable_flash_attn and flash_attn_available():
+        return "flash"
+    return "sdpa"
+
+
+def _math_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    attn = (q * scale) @ k.transpose(-2, -1)  # [B, H, Nq, Nk] in the input dtype
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn = attn.masked_fill(~attn_mask, float("-inf"))
+        else:
+            attn = attn + attn_mask
+    if attn.dtype != torch.float32:
+        attn = attn.to(torch.float32).softmax(dim=-1).to(q.dtype)
+    else:
+        attn = attn.softmax(dim=-1)
+    return attn @ v
+
+
+def _flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    if not q.is_cuda:
+        raise RuntimeError(
+            "attention backend 'flash' needs CUDA tensors; use attn_backend='sdpa' on CPU "
+            "(or set_attn_backend(model, 'sdpa'))"
+        )
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        raise RuntimeError(
+            f"attention backend 'flash' needs fp16/bf16 inputs, got {q.dtype}; use 'sdpa' for fp32"
+        )
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError as exc:
+        raise RuntimeError(
+            "attention backend 'flash' needs the flash-attn package (installed in the train image); "
+            "use attn_backend='sdpa' instead"
+        ) from exc
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale)
+    return out.transpose(1, 2)  # [B, H, N, D]
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    backend: str,
+    attn_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Scaled dot-product attention on [B, H, N, D] tensors with the chosen backend.
+
+    attn_mask: bool (True = attend) or additive float, broadcastable to [B, H, Nq, Nk]; not supported by
+    ``"flash"``. scale defaults to 1/sqrt(D). Returns [B, H, Nq, D] in q's dtype.
+    """
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+    if backend == "math":
+        return _math_attention(q, k, v, attn_mask, scale)
+    if backend == "flash":
+        if attn_mask is not None:
+            raise ValueError("attention backend 'flash' does not take an attn_mask; use 'sdpa' or 'math'")
+        return _flash_attention(q, k, v, scale)
+    raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTN_BACKENDS)}")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (keys ``qkv``, ``q_norm``, ``k_norm``, ``proj``).
+
+    x [B, N, C] -> [B, N, C]. Optional qk-norm (RMSNorm over head_dim, weight only, eps 1e-6) and an optional
+    ``rope`` callable applied to q and k ([B, H, N, D]) before the qk-norm, as in the reference.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        backend: str = "sdpa",
+        rope: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden size {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.backend = _check_backend(backend)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.q_norm = RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.attn_drop = float(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        # A plain callable (e.g. a bound method of the model's shared RotaryEmbedding), not a submodule, so
+        # its parameters are not duplicated under every block in the state dict.
+        self.rope = rope
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attention core: q, k, v [B, H, N, D] -> [B, H, N, D]."""
+        return attention(q, k, v, self.backend, scale=self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # [B, H, N, D] each
+        if self.rope is not None:
+            q, k = self.rope(q), self.rope(k)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = self._attend(q, k, v)  # [B, H, N, D]
+        x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(x))
+
+
+def _as_key_mask(mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    """Text mask ([B, L], [B, 1, 1, L]; 1/True = token) -> bool [B, L] repeated to ``batch``, or None if full."""
+    if mask is None:
+        return None
+    mask = mask.reshape(mask.shape[0], -1)
+    if mask.shape[1] != length:
+        raise ValueError(f"text mask has {mask.shape[1]} tokens but the caption has {length}")
+    if mask.shape[0] != batch:
+        if batch % mask.shape[0]:
+            raise ValueError(f"text mask batch {mask.shape[0]} does not divide the caption batch {batch}")
+        mask = mask.repeat(batch // mask.shape[0], 1)
+    return mask != 0
+
+
+class MultiHeadCrossAttention(nn.Module):
+    """Cross-attention from video tokens to text tokens (keys ``q_linear``, ``kv_linear``, ``proj``).
+
+    x [B, N, C], cond [B, L, C], mask [B, L] (1 = valid token) -> [B, N, C]. Each sample's queries see only its
+    own valid text tokens, which equals the reference's packed block-diagonal attention; a sample with no
+    valid token gets a zero attention output (so the block adds ``proj.bias`` only).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        backend: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"hidden size {d_model} is not divisible by num_heads {num_heads}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.scale = self.head_dim**-0.5
+        self.backend = _check_backend(backend)
+        self.q_linear = nn.Linear(d_model, d_model)
+        self.kv_linear = nn.Linear(d_model, d_model * 2)
+        self.attn_drop = float(attn_drop)
+        self.proj = nn.Linear(d_model, d_model)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """q [B, H, N, D], k/v [B, H, L, D], key_mask bool [B, L] or None -> [B, H, N, D]."""
+        if key_mask is None:
+            return attention(q, k, v, self.backend, scale=self.scale)
+        # flash-attn has no key mask here: masked cross-attention runs through sdpa.
+        backend = "sdpa" if self.backend == "flash" else self.backend
+        has_token = key_mask.any(dim=1)  # [B]
+        # Rows without any valid key would give NaN; let them attend to everything and zero them afterwards.
+        safe_mask = key_mask | ~has_token[:, None]
+        out = attention(q, k, v, backend, attn_mask=safe_mask[:, None, None, :], scale=self.scale)
+        if not bool(has_token.all()):
+            out = torch.where(has_token[:, None, None, None], out, torch.zeros_like(out))
+        return out
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        bc, length, _ = cond.shape
+        if bc != b:
+            raise ValueError(f"cross-attention: video batch {b} != caption batch {bc}")
+        key_mask = _as_key_mask(mask, b, length)
+        if key_mask is not None and bool(key_mask.all()):
+            key_mask = None
+        q = self.q_linear(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, N, D]
+        kv = self.kv_linear(cond).reshape(b, length, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # [B, H, L, D]
+        x = self._attend(q, k, v, key_mask)
+        x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(x))
+
+
+def set_attn_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Switch every attention module inside ``model`` to ``backend``; returns the model."""
+    _check_backend(backend)
+    for module in model.modules():
+        # Our modules and any other module with the same contract (a ``backend`` string and ``_attend``).
+        if isinstance(module, Attention | MultiHeadCrossAttention) or (
+            isinstance(getattr(module, "backend", None), str) and hasattr(module, "_attend")
+        ):
+            module.backend = backend
+    if hasattr(model, "attn_backend"):
+        model.attn_backend = backend
+    return model

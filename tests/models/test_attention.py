@@ -1,0 +1,160 @@
+"""Attention backends and modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opensora_core.models.attention import (
+    Attention,
+    MultiHeadCrossAttention,
+    attention,
+    resolve_attn_backend,
+    set_attn_backend,
+)
+from opensora_core.models.layers import RotaryEmbedding
+
+
+def _qkv(b=2, h=3, n=7, d=8, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, n, d, generator=g).to(dtype) for _ in range(3)]
+
+
+def _reference(q, k, v, mask=None, scale=None):
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = torch.einsum("bhnd,bhmd->bhnm", q.double(), k.double()) * scale
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return torch.einsum("bhnm,bhmd->bhnd", logits.softmax(-1), v.double())
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_backends_match_float64_reference(backend):
+    q, k, v = _qkv()
+    out = attention(q, k, v, backend)
+    assert out.shape == q.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), _reference(q, k, v), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_backends_with_bool_mask_and_custom_scale(backend):
+    q, k, v = _qkv()
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[0, ..., 4:] = False
+    out = attention(q, k, v, backend, attn_mask=mask, scale=0.3)
+    torch.testing.assert_close(out.double(), _reference(q, k, v, mask, 0.3), atol=1e-5, rtol=0)
+
+
+def test_math_backend_softmax_in_fp32_for_bf16():
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    out = attention(q, k, v, "math")
+    assert out.dtype == torch.bfloat16
+    expected = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).float().softmax(-1).to(torch.bfloat16) @ v
+    assert torch.equal(out, expected)
+
+
+def test_unknown_and_unusable_backends_raise_clear_errors():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="unknown attention backend 'xformers'"):
+        attention(q, k, v, "xformers")
+    with pytest.raises(ValueError, match="does not take an attn_mask"):
+        attention(q, k, v, "flash", attn_mask=torch.ones(1, 1, 1, 7, dtype=torch.bool))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+            attention(q, k, v, "flash")
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        Attention(16, 2, backend="fast")
+
+
+def test_resolve_backend_prefers_explicit_and_falls_back_without_flash_attn():
+    assert resolve_attn_backend("math", enable_flash_attn=True) == "math"
+    assert resolve_attn_backend(None) == "sdpa"
+    if not torch.cuda.is_available():
+        assert resolve_attn_backend(None, enable_flash_attn=True) == "sdpa"
+
+
+def test_self_attention_backends_agree_and_attend_hook_is_used():
+    torch.manual_seed(0)
+    attn = Attention(32, num_heads=4, qk_norm=True)
+    x = torch.randn(2, 9, 32)
+    out_sdpa = attn(x)
+    attn.backend = "math"
+    torch.testing.assert_close(attn(x), out_sdpa, atol=1e-5, rtol=0)
+
+    seen = []
+
+    def spy(q, k, v):
+        seen.append(q.shape)
+        return torch.zeros_like(q)
+
+    attn._attend = spy
+    out = attn(x)
+    assert seen == [torch.Size([2, 4, 9, 8])]
+    torch.testing.assert_close(out, attn.proj.bias.expand(2, 9, 32))
+
+
+def test_self_attention_qk_norm_keys_and_rope_before_norm():
+    assert set(Attention(16, 2).state_dict()) == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+    keys = set(Attention(16, 2, qk_norm=True).state_dict())
+    assert {"q_norm.weight", "k_norm.weight"} <= keys
+
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(8)
+    attn = Attention(16, 2, qk_norm=True, rope=rope.rotate_queries_or_keys)
+    assert "rope.freqs" not in "".join(attn.state_dict())
+    with torch.no_grad():
+        attn.q_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(1, 5, 16)
+    captured = {}
+    attn._attend = lambda q, k, v: captured.setdefault("q", q) * 0 + v
+    attn(x)
+    q = attn.qkv(x).reshape(1, 5, 3, 2, 8).permute(2, 0, 3, 1, 4)[0]
+    torch.testing.assert_close(captured["q"], attn.q_norm(rope.rotate_queries_or_keys(q)))
+
+
+def _packed_reference(mod: MultiHeadCrossAttention, x, cond, mask):
+    """Per-sample cross-attention over that sample's valid tokens only (the reference's packed semantics)."""
+    outs = []
+    for i in range(x.shape[0]):
+        valid = cond[i][mask[i].bool()]
+        q = mod.q_linear(x[i]).reshape(-1, mod.num_heads, mod.head_dim).transpose(0, 1)
+        if valid.shape[0] == 0:
+            o = torch.zeros_like(q)
+        else:
+            kv = mod.kv_linear(valid).reshape(-1, 2, mod.num_heads, mod.head_dim).permute(1, 2, 0, 3)
+            o = ((q @ kv[0].transpose(-2, -1)) * mod.scale).softmax(-1) @ kv[1]
+        outs.append(mod.proj(o.transpose(0, 1).reshape(x.shape[1], -1)))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_cross_attention_matches_packed_block_diagonal_semantics(backend):
+    torch.manual_seed(0)
+    mod = MultiHeadCrossAttention(32, 4, backend=backend)
+    x, cond = torch.randn(3, 6, 32), torch.randn(3, 5, 32)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
+    out = mod(x, cond, mask)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, _packed_reference(mod, x, cond, mask), atol=1e-5, rtol=0)
+    # zero valid tokens -> zero attention output -> only the projection bias remains
+    torch.testing.assert_close(out[2], mod.proj.bias.expand(6, 32))
+    # no mask == all tokens valid; [B, 1, 1, L] masks are accepted too
+    torch.testing.assert_close(mod(x, cond), mod(x, cond, torch.ones(3, 1, 1, 5)), atol=1e-6, rtol=0)
+
+
+def test_cross_attention_repeats_a_smaller_mask_batch_for_cfg():
+    torch.manual_seed(0)
+    mod = MultiHeadCrossAttention(16, 2)
+    x, cond = torch.randn(4, 3, 16), torch.randn(4, 5, 16)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    torch.testing.assert_close(mod(x, cond, mask), mod(x, cond, mask.repeat(2, 1)))
+    with pytest.raises(ValueError, match="text mask has 4 tokens"):
+        mod(x, cond, mask[:, :4])
+
+
+def test_set_attn_backend_walks_modules():
+    model = torch.nn.Sequential(Attention(16, 2), torch.nn.Sequential(MultiHeadCrossAttention(16, 2)))
+    set_attn_backend(model, "math")
+    assert model[0].backend == "math" and model[1][0].backend == "math"
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        set_attn_backend(model, "nope")

@@ -1,0 +1,470 @@
+"""Frozen text encoders that turn prompts into the conditioning ``y`` of the diffusion models.
+
+Three kinds, chosen by ``type`` in the ``text_encoder`` config (Open-Sora spelling):
+
+- ``"t5"``: T5 encoder (``DeepFloyd/t5-v1_1-xxl`` in Open-Sora, d_model 4096). ``encode(prompts)`` returns
+  ``y = last_hidden_state[:, None]`` ``[B, 1, L, D]`` and the attention ``mask`` ``[B, L]`` with
+  ``L = model_max_length`` (padding to max length, truncation, EOS appended).
+- ``"clip"``: CLIP text model; ``y`` is the pooled output ``[B, 1, 1, hidden]`` (max length 77).
+- ``"classes"``: prompts are class ids written as strings; ``y`` is a LongTensor ``[B]``; null = ``num_classes``.
+
+The null caption for classifier-free guidance is the diffusion model's learned ``y_embedder.y_embedding``:
+call :meth:`T5TextEncoder.set_null_from_model` once (or pass ``model=`` to ``null``).
+
+``from_pretrained`` accepts a hub id, a local folder, or a debug id (``debug/tiny-t5``, ``debug/tiny-clip``) that
+builds a tiny deterministic model in code. Missing models raise one
+:class:`~opensora_core.models.pretrained.ModelNotFoundError` saying how to fetch them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from opensora_core.models.pretrained import (
+    call_hub,
+    hub_kwargs,
+    is_debug_id,
+    looks_like_local_path,
+    parse_typed_config,
+    resolve_local_folder,
+)
+
+# Files a tokenizer may need; fetched (small) when from_pretrained is a hub id.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+# ----------------------------------------------------------------------------------------------- configs
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class T5EncoderConfig(_Base):
+    """``text_encoder = dict(type="t5", from_pretrained="DeepFloyd/t5-v1_1-xxl", model_max_length=120)``."""
+
+    type: Literal["t5"] = "t5"
+    from_pretrained: str = "DeepFloyd/t5-v1_1-xxl"
+    model_max_length: int = Field(120, gt=0)
+    cache_dir: str | None = None
+    local_files_only: bool = False
+    subfolder: str | None = None
+    # Accepted for Open-Sora config compatibility: ColossalAI's ShardFormer fused T5 is not used here; the
+    # encoder runs in the dtype given to build_text_encoder.
+    shardformer: bool = False
+    # Open-Sora 1.0 spelling meaning "from_pretrained is a local folder"; local folders are detected anyway.
+    local_cache: bool = False
+
+
+class ClipEncoderConfig(_Base):
+    """``text_encoder = dict(type="clip", from_pretrained="openai/clip-vit-base-patch32", model_max_length=77)``."""
+
+    type: Literal["clip"] = "clip"
+    from_pretrained: str
+    model_max_length: int = Field(77, gt=0)
+    cache_dir: str | None = None
+    local_files_only: bool = False
+    subfolder: str | None = None
+
+
+class ClassEncoderConfig(_Base):
+    """``text_encoder = dict(type="classes", num_classes=1000)``: class-conditional models (DiT/Latte)."""
+
+    type: Literal["classes"] = "classes"
+    num_classes: int = Field(gt=0)
+
+
+TextEncoderConfig = T5EncoderConfig | ClipEncoderConfig | ClassEncoderConfig
+
+
+# ----------------------------------------------------------------------------------------- sentencepiece
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _proto_fields(buf: bytes) -> Iterator[tuple[int, int, Any]]:
+    """Yield ``(field_number, wire_type, value)`` of a serialized protobuf message (no schema needed)."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _read_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            size, pos = _read_varint(buf, pos)
+            value, pos = buf[pos : pos + size], pos + size
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire} in sentencepiece model")
+        yield field, wire, value
+
+
+def sentencepiece_charsmap(model_proto: bytes) -> bytes | None:
+    """The normalizer's ``precompiled_charsmap`` of a sentencepiece ``ModelProto`` (None when absent).
+
+    Parsed from the wire format directly: the protobuf-generated sentencepiece module does not load with
+    protobuf 6 (gencode/runtime mismatch), which is also why transformers 5 cannot convert ``spiece.model``.
+    """
+    for field, wire, value in _proto_fields(model_proto):
+        if field == 3 and wire == 2:  # ModelProto.normalizer_spec
+            for sub_field, sub_wire, sub_value in _proto_fields(value):
+                if sub_field == 2 and sub_wire == 2:  # NormalizerSpec.precompiled_charsmap
+                    return bytes(sub_value) or None
+    return None
+
+
+def t5_tokenizer_from_sentencepiece(
+    model_proto: bytes, extra_ids: int = 100, model_max_length: int | None = None
+):
+    """Build a transformers 5 ``T5Tokenizer`` from the bytes of a sentencepiece unigram model (``spiece.model``).
+
+    The vocabulary (pieces and scores) is read by sentencepiece itself, the normalizer charsmap from the proto;
+    ``extra_ids`` sentinel tokens are appended in T5's order (``<extra_id_0>`` last). Token ids equal
+    ``SentencePieceProcessor.encode`` ids plus the EOS that T5 appends.
+    """
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    expected = {"pad": (sp.pad_id(), 0), "eos": (sp.eos_id(), 1), "unk": (sp.unk_id(), 2)}
+    wrong = {k: v[0] for k, v in expected.items() if v[0] != v[1]}
+    if wrong:
+        raise ValueError(
+            f"not a T5 sentencepiece model: T5 needs pad=0, eos=1, unk=2 but the model has {wrong}"
+        )
+    vocab = [(sp.id_to_piece(i), float(sp.get_score(i))) for i in range(sp.get_piece_size())]
+    vocab += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(extra_ids))]
+    kwargs: dict[str, Any] = {}
+    if model_max_length is not None:
+        kwargs["model_max_length"] = model_max_length
+    return T5Tokenizer(
+        vocab=vocab,
+        eos_token=sp.id_to_piece(1),
+        unk_token=sp.id_to_piece(2),
+        pad_token=sp.id_to_piece(0),
+        _spm_precompiled_charsmap=sentencepiece_charsmap(model_proto),
+        extra_ids=extra_ids,
+        **kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _tokenizer_folder(
+    name: str, cache_dir: str | None, local_files_only: bool, subfolder: str | None, what: str
+) -> Path:
+    """Local folder holding the tokenizer files of ``name`` (downloading the small files for hub ids)."""
+    if looks_like_local_path(name):
+        return resolve_local_folder(name, subfolder, what, legacy_children=("t5-v1_1-xxl",))
+    from huggingface_hub import snapshot_download
+
+    prefix = f"{subfolder.strip('/')}/" if subfolder else ""
+    kwargs = hub_kwargs(cache_dir, local_files_only, None)
+    snapshot = call_hub(
+        snapshot_download,
+        name,
+        what,
+        subfolder,
+        allow_patterns=[prefix + f for f in _TOKENIZER_FILES],
+        **kwargs,
+    )
+    return Path(snapshot) / prefix if prefix else Path(snapshot)
+
+
+def load_tokenizer(
+    name: str,
+    what: str,
+    cache_dir: str | None = None,
+    local_files_only: bool = False,
+    subfolder: str | None = None,
+):
+    """Load a tokenizer from a hub id or local folder; ``spiece.model``-only folders go through sentencepiece."""
+    from transformers import AutoTokenizer
+
+    folder = _tokenizer_folder(name, cache_dir, local_files_only, subfolder, what)
+    if not (folder / "tokenizer.json").is_file() and (folder / "spiece.model").is_file():
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        return t5_tokenizer_from_sentencepiece(
+            (folder / "spiece.model").read_bytes(), int(config.get("extra_ids", 100))
+        )
+    return call_hub(AutoTokenizer.from_pretrained, str(folder), what, subfolder)
+
+
+def _load_model(
+    model_cls: Any, name: str, what: str, cache_dir, local_files_only, subfolder, dtype
+) -> nn.Module:
+    if looks_like_local_path(name):
+        folder = resolve_local_folder(name, subfolder, what, legacy_children=("t5-v1_1-xxl",))
+        return call_hub(model_cls.from_pretrained, str(folder), what, subfolder, dtype=dtype)
+    kwargs = hub_kwargs(cache_dir, local_files_only, subfolder)
+    return call_hub(model_cls.from_pretrained, name, what, subfolder, dtype=dtype, **kwargs)
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("encode() takes a list of prompts, got a single string; wrap it in a list")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("encode() got an empty list of prompts")
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"prompts must be strings; entries {bad[:5]} are {type(prompts[bad[0]]).__name__}")
+    return prompts
+
+
+def _dedupe(prompts: list[str]) -> tuple[list[str], torch.Tensor]:
+    """Unique prompts (first-seen order) and, per input prompt, the index of its unique entry."""
+    position: dict[str, int] = {}
+    index = [position.setdefault(p, len(position)) for p in prompts]
+    return list(position), torch.tensor(index, dtype=torch.long)
+
+
+def _null_embedding(y_embedder: Any, owner: str) -> torch.Tensor:
+    emb = getattr(y_embedder, "y_embedding", None)
+    if not isinstance(emb, torch.Tensor):
+        raise ValueError(
+            f"{owner}: the model's y_embedder has no tensor 'y_embedding' (the learned null caption)"
+        )
+    return emb
+
+
+def _y_embedder_of(model: nn.Module, owner: str) -> Any:
+    y_embedder = getattr(model, "y_embedder", None)
+    if y_embedder is None:
+        raise ValueError(
+            f"{owner}: {type(model).__name__} has no 'y_embedder'; the null caption for classifier-free guidance "
+            f"is the diffusion model's y_embedder.y_embedding"
+        )
+    return y_embedder
+
+
+# ----------------------------------------------------------------------------------------------- encoders
+class T5TextEncoder:
+    """A frozen T5 encoder and its tokenizer; ``encode(prompts) -> {"y": [B,1,L,D], "mask": [B,L]}``."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, model_max_length: int, device: torch.device | str = "cpu"
+    ):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.model_max_length = int(model_max_length)
+        self.output_dim = int(model.config.d_model)
+        self.device = torch.device(device)
+        self.y_embedder: Any = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask ``[B, L]`` (padded to ``model_max_length``, truncated, EOS added)."""
+        tokens = self.tokenizer(
+            _check_prompts(prompts),
+            max_length=self.model_max_length,
+            padding="max_length",
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return tokens["input_ids"], tokens["attention_mask"]
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Encode prompts; identical prompts are tokenized and run through the model once."""
+        unique, index = _dedupe(_check_prompts(prompts))
+        ids, mask = self.tokenize(unique)  # [U, L]
+        ids, mask, index = ids.to(self.device), mask.to(self.device), index.to(self.device)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [U, L, D]
+        return {"y": hidden[index][:, None], "mask": mask[index]}  # [B, 1, L, D], [B, L]
+
+    def set_null_from_model(self, model: nn.Module) -> None:
+        """Use ``model.y_embedder.y_embedding`` (``[L, D]``, tracked live) as the null caption."""
+        self.y_embedder = _y_embedder_of(model, "T5TextEncoder.set_null_from_model")
+
+    def null(self, n: int, model: nn.Module | None = None) -> torch.Tensor:
+        """Null caption ``[n, 1, L, D]`` from the diffusion model's learned ``y_embedding``."""
+        y_embedder = _y_embedder_of(model, "T5TextEncoder.null") if model is not None else self.y_embedder
+        if y_embedder is None:
+            raise ValueError(
+                "T5TextEncoder.null: no null embedding; call set_null_from_model(model) or pass model=... "
+                "(the null caption is the diffusion model's y_embedder.y_embedding)"
+            )
+        emb = _null_embedding(y_embedder, "T5TextEncoder.null")
+        if tuple(emb.shape) != (self.model_max_length, self.output_dim):
+            raise ValueError(
+                f"T5TextEncoder.null: y_embedding has shape {tuple(emb.shape)} but the text encoder gives "
+                f"(model_max_length, output_dim) = ({self.model_max_length}, {self.output_dim}); build the "
+                f"diffusion model with model_max_length={self.model_max_length} and caption_channels={self.output_dim}"
+            )
+        return emb[None].repeat(n, 1, 1)[:, None]  # [n, 1, L, D]
+
+
+class ClipTextEncoder:
+    """A frozen CLIP text model; ``encode(prompts) -> {"y": pooled [B, 1, 1, hidden]}``."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, model_max_length: int = 77, device: torch.device | str = "cpu"
+    ):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.model_max_length = int(model_max_length)
+        self.output_dim = int(model.config.hidden_size)
+        self.device = torch.device(device)
+        self.y_embedder: Any = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pooled CLIP text features; identical prompts are encoded once."""
+        unique, index = _dedupe(_check_prompts(prompts))
+        tokens = self.tokenizer(
+            unique,
+            max_length=self.model_max_length,
+            padding="max_length",
+            truncation=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        ids = tokens["input_ids"].to(self.device)  # [U, L]
+        pooled = self.model(input_ids=ids).pooler_output  # [U, hidden]
+        return {"y": pooled[index.to(self.device)][:, None, None]}  # [B, 1, 1, hidden]
+
+    def set_null_from_model(self, model: nn.Module) -> None:
+        """Use the diffusion model's ``y_embedder.y_embedding`` as null caption instead of CLIP("")."""
+        self.y_embedder = _y_embedder_of(model, "ClipTextEncoder.set_null_from_model")
+
+    def null(self, n: int, model: nn.Module | None = None) -> torch.Tensor:
+        """Null caption ``[n, 1, 1, hidden]``: the model's ``y_embedding`` when set, else CLIP of ``""``."""
+        y_embedder = _y_embedder_of(model, "ClipTextEncoder.null") if model is not None else self.y_embedder
+        if y_embedder is None:
+            return self.encode([""] * n)["y"]
+        emb = _null_embedding(y_embedder, "ClipTextEncoder.null").reshape(1, 1, 1, -1)
+        return emb.repeat(n, 1, 1, 1)
+
+
+class ClassEncoder:
+    """Class-conditional "text": prompts are class ids as strings -> ``{"y": LongTensor [B]}``."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device)
+        self.model_max_length = None
+        self.output_dim = None
+
+    def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Parse class ids; each must be an integer in ``[0, num_classes)``."""
+        ids = []
+        for i, prompt in enumerate(_check_prompts(prompts)):
+            try:
+                value = int(prompt.strip())
+            except ValueError:
+                raise ValueError(
+                    f"text_encoder type 'classes' expects class ids as prompts; prompt {i} is {prompt!r}, "
+                    f"not an integer (use a t5/clip text encoder for free text)"
+                ) from None
+            if not 0 <= value < self.num_classes:
+                raise ValueError(f"class id {value} (prompt {i}) is outside [0, {self.num_classes})")
+            ids.append(value)
+        return {"y": torch.tensor(ids, dtype=torch.long, device=self.device)}
+
+    def null(self, n: int, model: nn.Module | None = None) -> torch.Tensor:
+        """The null class (``num_classes``) repeated ``n`` times."""
+        return torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
+
+
+# ------------------------------------------------------------------------------------------------ factory
+def _build_t5(cfg: T5EncoderConfig, device: torch.device, dtype: torch.dtype) -> T5TextEncoder:
+    name = cfg.from_pretrained
+    if is_debug_id(name):
+        from opensora_core.models import tiny
+
+        model, tokenizer = tiny.load_debug_text_model(name, "t5")
+    else:
+        from transformers import T5EncoderModel
+
+        args = (name, "T5 text encoder", cfg.cache_dir, cfg.local_files_only, cfg.subfolder)
+        tokenizer = load_tokenizer(*args)
+        model = _load_model(T5EncoderModel, *args, dtype)
+    return T5TextEncoder(model.to(device=device, dtype=dtype), tokenizer, cfg.model_max_length, device)
+
+
+def _build_clip(cfg: ClipEncoderConfig, device: torch.device, dtype: torch.dtype) -> ClipTextEncoder:
+    name = cfg.from_pretrained
+    if is_debug_id(name):
+        from opensora_core.models import tiny
+
+        model, tokenizer = tiny.load_debug_text_model(name, "clip")
+    else:
+        from transformers import CLIPTextModel
+
+        args = (name, "CLIP text encoder", cfg.cache_dir, cfg.local_files_only, cfg.subfolder)
+        tokenizer = load_tokenizer(*args)
+        model = _load_model(CLIPTextModel, *args, dtype)
+    return ClipTextEncoder(model.to(device=device, dtype=dtype), tokenizer, cfg.model_max_length, device)
+
+
+def parse_text_encoder_config(cfg: dict[str, Any] | BaseModel) -> TextEncoderConfig:
+    """Validate a ``text_encoder`` config dict (clear errors for unknown types/keys)."""
+    choices = {"t5": T5EncoderConfig, "clip": ClipEncoderConfig, "classes": ClassEncoderConfig}
+    return parse_typed_config(cfg, choices, "text_encoder")  # type: ignore[return-value]
+
+
+def build_text_encoder(
+    cfg: dict[str, Any] | BaseModel,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> T5TextEncoder | ClipTextEncoder | ClassEncoder:
+    """Build the text encoder described by an Open-Sora ``text_encoder`` config dict.
+
+    >>> enc = build_text_encoder(dict(type="t5", from_pretrained="debug/tiny-t5", model_max_length=16))
+    >>> out = enc.encode(["a red circle moving left"]); out["y"].shape, out["mask"].shape
+    (torch.Size([1, 1, 16, 32]), torch.Size([1, 16]))
+    """
+    parsed = parse_text_encoder_config(cfg)
+    device = torch.device(device)
+    if isinstance(parsed, ClassEncoderConfig):
+        return ClassEncoder(parsed.num_classes, device)
+    builders = {T5EncoderConfig: _build_t5, ClipEncoderConfig: _build_clip}
+    return builders[type(parsed)](parsed, device, dtype)
+
+
+__all__ = [
+    "ClassEncoder",
+    "ClassEncoderConfig",
+    "ClipEncoderConfig",
+    "ClipTextEncoder",
+    "T5EncoderConfig",
+    "T5TextEncoder",
+    "build_text_encoder",
+    "load_tokenizer",
+    "parse_text_encoder_config",
+    "sentencepiece_charsmap",
+    "t5_tokenizer_from_sentencepiece",
+]

@@ -1,0 +1,364 @@
+"""Video VAEs: the frozen autoencoders that map videos ``[B, C, T, H, W]`` to latents and back.
+
+Open-Sora 1.0/1.1 use the Stable Diffusion image VAE frame by frame (``VideoAutoencoderKL``):
+
+- ``encode(x [B,3,T,H,W]) -> z [B,4,T,H/8,W/8]``: frames are flattened to ``[B*T,3,H,W]``, encoded in chunks of
+  ``micro_batch_size`` frames (None = all at once), the posterior is sampled (or its mean taken when
+  ``sample_posterior=False``) and scaled by ``scaling_factor`` (0.18215).
+- ``decode(z) -> x``: divide by the scaling factor and decode, same chunking. Chunking bounds activation
+  memory (see ``benchmarks/vae_decode.py``) and never changes the result.
+
+Also available: ``VideoAutoencoderKLTemporalDecoder`` (the SVD temporal decoder; decode only) and ``identity``
+(latents are pixels; for pixel-space debugging and tiny demos).
+
+The VAE is frozen: modules are put in eval mode with gradients off and ``encode``/``decode`` run under
+``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from opensora_core.models.pretrained import (
+    call_hub,
+    hub_kwargs,
+    is_debug_id,
+    looks_like_local_path,
+    parse_typed_config,
+    resolve_local_folder,
+)
+
+SD_VAE_SCALING_FACTOR = 0.18215
+
+
+class VAEOperationError(RuntimeError):
+    """The VAE cannot do what was asked (e.g. encoding with a decode-only VAE)."""
+
+
+# ----------------------------------------------------------------------------------------------- configs
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VideoAutoencoderKLConfig(_Base):
+    """``vae = dict(type="VideoAutoencoderKL", from_pretrained="stabilityai/sd-vae-ft-ema", micro_batch_size=4)``."""
+
+    type: Literal["VideoAutoencoderKL"] = "VideoAutoencoderKL"
+    from_pretrained: str = "stabilityai/sd-vae-ft-ema"
+    micro_batch_size: int | None = Field(None, gt=0)
+    scaling_factor: float = SD_VAE_SCALING_FACTOR
+    sample_posterior: bool = True
+    subfolder: str | None = None
+    cache_dir: str | None = None
+    local_files_only: bool = False
+
+
+class VideoAutoencoderKLTemporalDecoderConfig(_Base):
+    """``vae = dict(type="VideoAutoencoderKLTemporalDecoder", from_pretrained=..., subfolder="vae")`` (decode only)."""
+
+    type: Literal["VideoAutoencoderKLTemporalDecoder"] = "VideoAutoencoderKLTemporalDecoder"
+    from_pretrained: str
+    micro_batch_size: int | None = Field(None, gt=0)
+    scaling_factor: float = SD_VAE_SCALING_FACTOR
+    subfolder: str | None = None
+    cache_dir: str | None = None
+    local_files_only: bool = False
+
+
+class IdentityVAEConfig(_Base):
+    """``vae = dict(type="identity")``: latents are the pixels themselves."""
+
+    type: Literal["identity"] = "identity"
+    in_channels: int = Field(3, gt=0)
+    micro_batch_size: int | None = Field(None, gt=0)
+
+
+VAEConfig = VideoAutoencoderKLConfig | VideoAutoencoderKLTemporalDecoderConfig | IdentityVAEConfig
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _check_video(x: torch.Tensor, channels: int, what: str) -> None:
+    if x.ndim != 5:
+        raise ValueError(f"{what} expects a 5-D tensor [B, C, T, H, W], got shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"{what} expects {channels} channels in dim 1 of [B, C, T, H, W], got shape {tuple(x.shape)}"
+        )
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B*T, C, H, W]."""
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+
+
+def _videos(frames: torch.Tensor, b: int, t: int) -> torch.Tensor:
+    """[B*T, C, H, W] -> [B, C, T, H, W]."""
+    _, c, h, w = frames.shape
+    return frames.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def _chunks(n: int, size: int | None) -> list[slice]:
+    """Slices covering ``range(n)`` in pieces of ``size`` (one piece when size is None)."""
+    step = n if size is None else size
+    return [slice(i, min(i + step, n)) for i in range(0, n, max(step, 1))]
+
+
+def _latent_size(
+    input_size: Sequence[int | None], patch_size: tuple[int, int, int]
+) -> tuple[int | None, ...]:
+    if len(input_size) != 3:
+        raise ValueError(f"get_latent_size expects (T, H, W), got {tuple(input_size)}")
+    return tuple(None if s is None else s // p for s, p in zip(input_size, patch_size, strict=True))
+
+
+def _module_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def _load_diffusers(model_cls: Any, name: str, what: str, cfg: Any) -> nn.Module:
+    # Without accelerate, diffusers warns unless low_cpu_mem_usage is off explicitly.
+    low_mem = importlib.util.find_spec("accelerate") is not None
+    if looks_like_local_path(name):
+        folder = resolve_local_folder(name, cfg.subfolder, what)
+        return call_hub(
+            model_cls.from_pretrained, str(folder), what, cfg.subfolder, low_cpu_mem_usage=low_mem
+        )
+    kwargs = hub_kwargs(cfg.cache_dir, cfg.local_files_only, cfg.subfolder)
+    return call_hub(model_cls.from_pretrained, name, what, cfg.subfolder, low_cpu_mem_usage=low_mem, **kwargs)
+
+
+# -------------------------------------------------------------------------------------------------- VAEs
+class VideoAutoencoderKL(nn.Module):
+    """Frame-wise video wrapper around a diffusers ``AutoencoderKL`` (the SD image VAE)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        micro_batch_size: int | None = None,
+        scaling_factor: float = SD_VAE_SCALING_FACTOR,
+        sample_posterior: bool = True,
+    ):
+        super().__init__()
+        self.module = module.eval().requires_grad_(False)
+        self.micro_batch_size = micro_batch_size
+        self.scaling_factor = float(scaling_factor)
+        self.sample_posterior = sample_posterior
+        config = module.config
+        self.in_channels = int(config.in_channels)
+        self.out_channels = int(config.latent_channels)
+        self.patch_size = (
+            1,
+            2 ** (len(config.block_out_channels) - 1),
+            2 ** (len(config.block_out_channels) - 1),
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _module_dtype(self.module)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[B, C, T, H, W]`` pixels in [-1, 1] -> scaled latents ``[B, 4, T, H/8, W/8]``.
+
+        The posterior noise is drawn once for the whole batch (from ``generator`` when given, else torch's
+        global RNG), so the result does not depend on ``micro_batch_size``.
+        """
+        _check_video(x, self.in_channels, "VideoAutoencoderKL.encode")
+        b, t = x.shape[0], x.shape[2]
+        frames = _frames(x.to(_module_dtype(self.module)))  # [B*T, C, H, W]
+        means, stds = [], []
+        for part in _chunks(frames.shape[0], self.micro_batch_size):
+            posterior = self.module.encode(frames[part]).latent_dist
+            means.append(posterior.mean)  # [mb, 4, h, w]
+            stds.append(posterior.std)
+        z = torch.cat(means)  # [B*T, 4, h, w]
+        if self.sample_posterior:
+            noise_device = generator.device if generator is not None else z.device
+            noise = torch.randn(z.shape, generator=generator, device=noise_device, dtype=torch.float32)
+            z = z + torch.cat(stds) * noise.to(device=z.device, dtype=z.dtype)
+        return _videos(z * self.scaling_factor, b, t)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``[B, 4, T, h, w]`` -> pixels ``[B, 3, T, 8h, 8w]``."""
+        _check_video(z, self.out_channels, "VideoAutoencoderKL.decode")
+        b, t = z.shape[0], z.shape[2]
+        latents = _frames(z.to(_module_dtype(self.module))) / self.scaling_factor  # [B*T, 4, h, w]
+        pixels = [
+            self.module.decode(latents[part]).sample
+            for part in _chunks(latents.shape[0], self.micro_batch_size)
+        ]
+        return _videos(torch.cat(pixels), b, t)
+
+    def get_latent_size(self, input_size: Sequence[int | None]) -> tuple[int | None, ...]:
+        """``(T, H, W) -> (T, H/8, W/8)`` (floor division, as the reference); None entries pass through."""
+        return _latent_size(input_size, self.patch_size)
+
+
+class VideoAutoencoderKLTemporalDecoder(nn.Module):
+    """The Stable Video Diffusion VAE decoder (temporal layers across the frames of each video); decode only.
+
+    ``micro_batch_size`` counts frames as for the image VAE, but chunks hold whole videos (the decoder mixes
+    frames of a video): ``max(1, micro_batch_size // T)`` videos per chunk.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        micro_batch_size: int | None = None,
+        scaling_factor: float = SD_VAE_SCALING_FACTOR,
+    ):
+        super().__init__()
+        self.module = module.eval().requires_grad_(False)
+        self.micro_batch_size = micro_batch_size
+        self.scaling_factor = float(scaling_factor)
+        config = module.config
+        self.out_channels = int(config.latent_channels)
+        self.patch_size = (
+            1,
+            2 ** (len(config.block_out_channels) - 1),
+            2 ** (len(config.block_out_channels) - 1),
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _module_dtype(self.module)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Not available: this VAE only decodes."""
+        raise VAEOperationError(
+            "VideoAutoencoderKLTemporalDecoder only decodes (as in Open-Sora); encode videos with "
+            "vae=dict(type='VideoAutoencoderKL', from_pretrained='stabilityai/sd-vae-ft-ema'), whose latents it decodes"
+        )
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``[B, 4, T, h, w]`` -> pixels ``[B, 3, T, 8h, 8w]``."""
+        _check_video(z, self.out_channels, "VideoAutoencoderKLTemporalDecoder.decode")
+        b, t = z.shape[0], z.shape[2]
+        videos_per_chunk = None if self.micro_batch_size is None else max(1, self.micro_batch_size // t)
+        latents = z.to(_module_dtype(self.module)) / self.scaling_factor
+        outputs = []
+        for part in _chunks(b, videos_per_chunk):
+            frames = _frames(latents[part])  # [b_part*T, 4, h, w]
+            pixels = self.module.decode(frames, num_frames=t).sample  # [b_part*T, 3, H, W]
+            outputs.append(_videos(pixels, frames.shape[0] // t, t))
+        return torch.cat(outputs)
+
+    def get_latent_size(self, input_size: Sequence[int | None]) -> tuple[int | None, ...]:
+        """``(T, H, W) -> (T, H/8, W/8)``; None entries pass through."""
+        return _latent_size(input_size, self.patch_size)
+
+
+class IdentityVAE(nn.Module):
+    """Latents are pixels (``patch_size (1,1,1)``): train and sample directly in pixel space."""
+
+    def __init__(self, in_channels: int = 3, micro_batch_size: int | None = None):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = in_channels
+        self.patch_size = (1, 1, 1)
+        self.micro_batch_size = micro_batch_size
+        self.scaling_factor = 1.0
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Return ``x`` unchanged (shape checked)."""
+        _check_video(x, self.in_channels, "IdentityVAE.encode")
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Return ``z`` unchanged (shape checked)."""
+        _check_video(z, self.out_channels, "IdentityVAE.decode")
+        return z
+
+    def get_latent_size(self, input_size: Sequence[int | None]) -> tuple[int | None, ...]:
+        """``(T, H, W)`` unchanged."""
+        return _latent_size(input_size, self.patch_size)
+
+
+# ------------------------------------------------------------------------------------------------ factory
+def _build_kl(cfg: VideoAutoencoderKLConfig) -> VideoAutoencoderKL:
+    if is_debug_id(cfg.from_pretrained):
+        from opensora_core.models import tiny
+
+        module = tiny.load_debug_vae(cfg.from_pretrained, cfg.type)
+    else:
+        from diffusers import AutoencoderKL
+
+        module = _load_diffusers(AutoencoderKL, cfg.from_pretrained, "VAE", cfg)
+    return VideoAutoencoderKL(module, cfg.micro_batch_size, cfg.scaling_factor, cfg.sample_posterior)
+
+
+def _build_temporal(cfg: VideoAutoencoderKLTemporalDecoderConfig) -> VideoAutoencoderKLTemporalDecoder:
+    if is_debug_id(cfg.from_pretrained):
+        from opensora_core.models import tiny
+
+        module = tiny.load_debug_vae(cfg.from_pretrained, cfg.type)
+    else:
+        from diffusers import AutoencoderKLTemporalDecoder
+
+        module = _load_diffusers(
+            AutoencoderKLTemporalDecoder, cfg.from_pretrained, "temporal-decoder VAE", cfg
+        )
+    return VideoAutoencoderKLTemporalDecoder(module, cfg.micro_batch_size, cfg.scaling_factor)
+
+
+def _build_identity(cfg: IdentityVAEConfig) -> IdentityVAE:
+    return IdentityVAE(cfg.in_channels, cfg.micro_batch_size)
+
+
+def parse_vae_config(cfg: dict[str, Any] | BaseModel) -> VAEConfig:
+    """Validate a ``vae`` config dict (clear errors for unknown types/keys)."""
+    choices = {
+        "VideoAutoencoderKL": VideoAutoencoderKLConfig,
+        "VideoAutoencoderKLTemporalDecoder": VideoAutoencoderKLTemporalDecoderConfig,
+        "identity": IdentityVAEConfig,
+    }
+    return parse_typed_config(cfg, choices, "vae")  # type: ignore[return-value]
+
+
+def build_vae(
+    cfg: dict[str, Any] | BaseModel,
+) -> VideoAutoencoderKL | VideoAutoencoderKLTemporalDecoder | IdentityVAE:
+    """Build the VAE described by an Open-Sora ``vae`` config dict (on CPU, fp32; move it with ``.to``).
+
+    >>> vae = build_vae(dict(type="VideoAutoencoderKL", from_pretrained="debug/tiny-vae", micro_batch_size=4))
+    >>> vae.get_latent_size((16, 256, 256))
+    (16, 32, 32)
+    """
+    parsed = parse_vae_config(cfg)
+    builders = {
+        VideoAutoencoderKLConfig: _build_kl,
+        VideoAutoencoderKLTemporalDecoderConfig: _build_temporal,
+        IdentityVAEConfig: _build_identity,
+    }
+    return builders[type(parsed)](parsed)
+
+
+__all__ = [
+    "IdentityVAE",
+    "IdentityVAEConfig",
+    "SD_VAE_SCALING_FACTOR",
+    "VAEOperationError",
+    "VideoAutoencoderKL",
+    "VideoAutoencoderKLConfig",
+    "VideoAutoencoderKLTemporalDecoder",
+    "VideoAutoencoderKLTemporalDecoderConfig",
+    "build_vae",
+    "parse_vae_config",
+]

@@ -23,3 +23,13 @@ def shared_path(*parts: str) -> Path:
 def shared_dir() -> Path:
     """The ../shared folder; tests using it skip with a reason when it is absent."""
     return shared_path()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server (sqlite backend) on a free loopback port, shared by the session."""
+    from tests.mlflow_server import start_mlflow_server
+
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()

@@ -1,0 +1,312 @@
+"""Experiment tracking that never blocks or breaks training.
+
+`build_tracker(tracking_cfg)` returns a `Tracker`. `MLflowTracker` talks to an MLflow tracking server through
+`MlflowClient` (no global fluent state) from a background thread: every call only appends to an in-memory
+queue, the thread sends batches, and when the server is unreachable it keeps the buffer, logs one warning per
+outage and retries with exponential backoff. Nothing in training depends on tracking succeeding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import resource
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Keys that look like credentials are never sent as params or tags.
+_SECRET_RE = re.compile(r"(pass(word)?|secret|token|credential|access[_-]?key|api[_-]?key)", re.IGNORECASE)
+_MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
+_BATCH_METRICS = 900  # MLflow accepts 1000 metrics per log_batch
+_BATCH_PARAMS = 90  # and 100 params
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts into dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """Drop every entry whose key looks like a credential."""
+    return {k: v for k, v in params.items() if not _SECRET_RE.search(k)}
+
+
+def system_metrics() -> dict[str, float]:
+    """Cheap process/system metrics: RSS, peak RSS, load average, CUDA memory when present."""
+    m: dict[str, float] = {}
+    try:
+        with open("/proc/self/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        m["system/rss_mb"] = rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        pass
+    m["system/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with contextlib.suppress(OSError):
+        m["system/load_1m"] = os.getloadavg()[0]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            m["system/cuda_mem_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
+            m["system/cuda_max_mem_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    except Exception:  # noqa: BLE001 - metrics are best effort
+        pass
+    return m
+
+
+class Tracker:
+    """No-op tracker; the interface every tracker implements."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record run parameters (flattened, credentials removed)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Record scalar metrics at a global step."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Attach string tags to the run."""
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a local file or folder as a run artifact."""
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Try to send everything buffered; True when the buffer is empty."""
+        return True
+
+    def close(self, status: str = "FINISHED", timeout: float = 30.0) -> None:
+        """Flush and end the run (status FINISHED, FAILED or KILLED)."""
+
+
+@dataclass
+class _Pending:
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: deque = field(default_factory=deque)  # (key, value, timestamp_ms, step)
+    artifacts: deque = field(default_factory=deque)  # (local path, artifact_path)
+    end_status: str | None = None
+
+
+class MLflowTracker(Tracker):
+    """Buffered, retrying MLflow tracker (see module docstring).
+
+    `run_id` resumes an existing run (training resume continues the same MLflow run); otherwise a run is created
+    in `experiment` on first contact with the server. `request_timeout` bounds each HTTP call.
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        experiment: str = "opensora",
+        run_name: str | None = None,
+        run_id: str | None = None,
+        request_timeout: float = 5.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        # Each HTTP call fails fast; the retry policy is ours (buffer + backoff), not MLflow's 7 retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(1, request_timeout))))
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "file:./mlruns"
+        self.experiment = experiment
+        self.run_name = run_name
+        self.run_id = run_id
+        self._client = MlflowClient(tracking_uri=self.uri)
+        self._pending = _Pending()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._retry_now = threading.Event()  # flush()/close() cut a backoff wait short
+        self._backoff = 0.0
+        self._max_backoff = max_backoff
+        self._outage = False
+        self.failures = 0
+        self._thread = threading.Thread(target=self._loop, name="mlflow-tracker", daemon=True)
+        self._thread.start()
+        self._wake.set()  # create/resume the run right away
+
+    # ---- public API: enqueue only -------------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        flat = redact(flatten(params))
+        with self._lock:
+            for k, v in flat.items():
+                self._pending.params[k] = str(v)[:_MAX_PARAM_LEN]
+        self._kick()
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        ts = int(time.time() * 1000)
+        with self._lock:
+            for k, v in metrics.items():
+                if v is None:
+                    continue
+                self._pending.metrics.append((k, float(v), ts, int(step)))
+        self._kick()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        with self._lock:
+            self._pending.tags.update({k: str(v) for k, v in redact(tags).items()})
+        self._kick()
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        with self._lock:
+            self._pending.artifacts.append((str(path), artifact_path))
+        self._kick()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        self._retry_now.set()
+        self._kick()
+        while time.monotonic() < deadline:
+            if self._empty() and self._idle.is_set() and self.run_id is not None:
+                return True
+            time.sleep(0.05)
+        return self._empty() and self.run_id is not None
+
+    def close(self, status: str = "FINISHED", timeout: float = 30.0) -> None:
+        with self._lock:
+            self._pending.end_status = status
+        ok = self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
+        self._retry_now.set()
+        self._thread.join(timeout=5)
+        if not ok:
+            log.warning(
+                "MLflow at %s unreachable at close: %d metric points not sent (training output is unaffected)",
+                self.uri,
+                len(self._pending.metrics),
+            )
+
+    @property
+    def buffered(self) -> int:
+        """Number of metric points waiting to be sent."""
+        return len(self._pending.metrics)
+
+    # ---- background sender ------------------------------------------------------------------------
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def _empty(self) -> bool:
+        p = self._pending
+        return not (p.params or p.tags or p.metrics or p.artifacts or p.end_status)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            try:
+                self._send_all()
+                if self._outage:
+                    log.warning("MLflow at %s reachable again; buffered metrics sent", self.uri)
+                self._outage = False
+                self._backoff = 0.0
+            except Exception as e:  # noqa: BLE001 - any tracking failure is non-fatal
+                self.failures += 1
+                if not self._outage:
+                    log.warning(
+                        "MLflow at %s unreachable (%s); training continues, metrics are buffered and retried",
+                        self.uri,
+                        type(e).__name__,
+                    )
+                self._outage = True
+                self._backoff = min(self._max_backoff, max(0.5, self._backoff * 2))
+                self._retry_now.wait(self._backoff)
+                self._retry_now.clear()
+                self._wake.set()
+                continue
+            if self._empty():
+                self._idle.set()
+
+    def _ensure_run(self) -> None:
+        if self.run_id is not None:
+            return
+        exp = self._client.get_experiment_by_name(self.experiment)
+        exp_id = exp.experiment_id if exp else self._client.create_experiment(self.experiment)
+        run = self._client.create_run(exp_id, run_name=self.run_name)
+        self.run_id = run.info.run_id
+
+    def _send_all(self) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        self._ensure_run()
+        with self._lock:
+            params = dict(self._pending.params)
+            tags = dict(self._pending.tags)
+        items = list(params.items())
+        for i in range(0, len(items), _BATCH_PARAMS):
+            chunk = items[i : i + _BATCH_PARAMS]
+            self._client.log_batch(self.run_id, params=[Param(k, v) for k, v in chunk])
+            with self._lock:
+                for k, _ in chunk:
+                    self._pending.params.pop(k, None)
+        if tags:
+            self._client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            with self._lock:
+                for k in tags:
+                    self._pending.tags.pop(k, None)
+        while True:
+            with self._lock:
+                batch = list(self._pending.metrics)[:_BATCH_METRICS]
+            if not batch:
+                break
+            self._client.log_batch(self.run_id, metrics=[Metric(k, v, ts, s) for k, v, ts, s in batch])
+            with self._lock:
+                for _ in batch:
+                    self._pending.metrics.popleft()
+        while True:
+            with self._lock:
+                if not self._pending.artifacts:
+                    break
+                path, artifact_path = self._pending.artifacts[0]
+            if Path(path).is_dir():
+                self._client.log_artifacts(self.run_id, path, artifact_path)
+            elif Path(path).exists():
+                self._client.log_artifact(self.run_id, path, artifact_path)
+            else:
+                log.warning("artifact %s vanished before upload; skipped", path)
+            with self._lock:
+                self._pending.artifacts.popleft()
+        with self._lock:
+            status = self._pending.end_status
+        if status:
+            self._client.set_terminated(self.run_id, status=status)
+            with self._lock:
+                self._pending.end_status = None
+
+
+def build_tracker(cfg: dict[str, Any] | None, run_id: str | None = None) -> Tracker:
+    """Build a tracker from a `tracking = dict(backend=..., uri=..., experiment=..., run_name=...)` config.
+
+    backend "mlflow" -> MLflowTracker (uri falls back to $MLFLOW_TRACKING_URI); None / "none" -> no-op Tracker.
+    """
+    cfg = dict(cfg or {})
+    backend = cfg.pop("backend", "none") or "none"
+    if backend == "none":
+        return Tracker()
+    if backend == "mlflow":
+        allowed = {"uri", "experiment", "run_name", "request_timeout"}
+        unknown = set(cfg) - allowed
+        if unknown:
+            raise ValueError(f"tracking: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return MLflowTracker(run_id=run_id, **cfg)
+    raise ValueError(f"tracking.backend={backend!r} is not supported; use 'mlflow' or 'none'")

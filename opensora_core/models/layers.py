@@ -15,10 +15,11 @@ Numerics follow the reference where checkpoint compatibility needs it:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 __all__ = [
@@ -35,6 +36,10 @@ __all__ = [
     "T2IFinalLayer",
     "TimestepEmbedder",
     "approx_gelu",
+    "call_block",
+    "sincos_table_1d",
+    "sincos_table_2d",
+    "to_torch_dtype",
     "get_1d_sincos_pos_embed",
     "get_1d_sincos_pos_embed_from_grid",
     "get_2d_sincos_pos_embed",
@@ -49,6 +54,38 @@ __all__ = [
 def approx_gelu() -> nn.Module:
     """GELU with the tanh approximation (the activation of every Open-Sora MLP)."""
     return nn.GELU(approximate="tanh")
+
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def to_torch_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
+    """Open-Sora dtype spellings ("fp32", "bf16", "fp16", "float32", torch.dtype, None) -> torch.dtype."""
+    if dtype is None:
+        return default
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).removeprefix("torch.").lower()
+    if key not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}")
+    return _DTYPES[key]
+
+
+def call_block(block: Callable[..., torch.Tensor], *args: object, checkpoint: bool) -> torch.Tensor:
+    """Run ``block(*args)``, through non-reentrant activation checkpointing when ``checkpoint`` is set and
+    autograd is recording (so checkpointing never changes eval/no-grad runs)."""
+    if checkpoint and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+    return block(*args)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -464,7 +501,8 @@ def sincos_table_2d(
 
 def sincos_table_1d(embed_dim: int, length: int, scale: float = 1.0) -> torch.Tensor:
     """``get_1d_sincos_pos_embed`` as a float32 tensor [1, length, embed_dim]."""
-    return torch.from_numpy(get_1d_sincos_pos_embed(embed_dim, length, scale=scale)).to(torch.float32)[None]
+    table = get_1d_sincos_pos_embed(embed_dim, length, scale=scale)
+    return torch.as_tensor(table, dtype=torch.float32)[None]
 
 
 class PositionEmbedding2D(nn.Module):

@@ -1,0 +1,331 @@
+"""STDiT (Open-Sora 1.0): spatial-temporal DiT with adaLN-single and T5 cross-attention.
+
+Checkpoint-compatible with the released Open-Sora 1.0 weights: same module names, shapes and numerics,
+including the reference quirks that trained weights depend on:
+- the temporal attention works on the un-normalised residual and re-uses the spatial gate ``gate_msa``;
+- the temporal sin-cos embedding is added only to the temporal-attention input of block 0;
+- cross-attention has no norm and no gate; the final layer is modulated by the raw timestep embedding.
+Fixed from the reference: caption dropout works on CPU; non-divisible T/H/W are padded and cropped back;
+inputs whose size differs from ``input_size`` get positional tables computed for their own grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from opensora_core.models.attention import Attention, MultiHeadCrossAttention, resolve_attn_backend
+from opensora_core.models.layers import (
+    CaptionEmbedder,
+    DropPath,
+    Mlp,
+    PatchEmbed3D,
+    T2IFinalLayer,
+    TimestepEmbedder,
+    approx_gelu,
+    call_block,
+    select_by_frame,
+    sincos_table_1d,
+    sincos_table_2d,
+    t2i_modulate,
+    to_torch_dtype,
+    unpatchify,
+)
+
+__all__ = ["STDiT", "STDiTBlock", "apply_freeze", "check_x_mask", "init_stdit_weights"]
+
+logger = logging.getLogger(__name__)
+
+POSITIONAL_BUFFERS = ("pos_embed", "pos_embed_temporal")
+
+
+class STDiTBlock(nn.Module):
+    """One STDiT block: spatial attn -> temporal attn -> cross-attn -> MLP (keys as Open-Sora 1.0)."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        backend: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True, backend=backend)
+        self.cross_attn = MultiHeadCrossAttention(hidden_size, num_heads, backend=backend)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=approx_gelu)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)
+        self.attn_temp = Attention(hidden_size, num_heads=num_heads, qkv_bias=True, backend=backend)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        t_mod: torch.Tensor,
+        y_mask: torch.Tensor | None,
+        tpe: torch.Tensor | None,
+        x_mask: torch.Tensor | None,
+        t0_mod: torch.Tensor | None,
+        T: int,
+        S: int,
+    ) -> torch.Tensor:
+        """x [B, T*S, C], y [B, L, C], t_mod/t0_mod [B, 6C], y_mask [B, L], tpe [1, T, C], x_mask [B, T]."""
+        B, N, C = x.shape
+        mod = select_by_frame(x_mask, t_mod, t0_mod)  # [B, T or 1, 1, 6C]
+        mod = mod + self.scale_shift_table.reshape(1, 1, 1, 6 * C)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+
+        # spatial attention over the S tokens of each frame
+        h = x.view(B, T, S, C)
+        x_m = t2i_modulate(self.norm1(h), shift_msa, scale_msa)  # [B, T, S, C]
+        x_s = self.attn(x_m.reshape(B * T, S, C)).view(B, T, S, C)
+        h = h + self.drop_path(gate_msa * x_s)
+
+        # temporal attention over the T frames of each spatial position (un-normalised residual, gate_msa)
+        x_t = h.transpose(1, 2).reshape(B * S, T, C)
+        if tpe is not None:
+            x_t = x_t + tpe
+        x_t = self.attn_temp(x_t).view(B, S, T, C).transpose(1, 2)  # [B, T, S, C]
+        h = h + self.drop_path(gate_msa * x_t)
+
+        # cross-attention to the caption (no norm, no gate)
+        x = h.reshape(B, N, C)
+        x = x + self.cross_attn(x, y, y_mask)
+
+        # MLP
+        h = x.view(B, T, S, C)
+        x_m = t2i_modulate(self.norm2(h), shift_mlp, scale_mlp)
+        h = h + self.drop_path(gate_mlp * self.mlp(x_m))
+        return h.reshape(B, N, C)
+
+
+def check_x_mask(x_mask: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor | None:
+    """Validate a frame mask: bool-like [B, T] with T = number of temporal patches."""
+    if x_mask is None:
+        return None
+    if x_mask.shape != (batch, frames):
+        raise ValueError(f"x_mask must be [B, T] = [{batch}, {frames}], got {list(x_mask.shape)}")
+    return x_mask.to(torch.bool)
+
+
+def apply_freeze(model: nn.Module, freeze: str | None) -> None:
+    """Open-Sora ``freeze``: None, "not_temporal" (train attn_temp only) or "text" (freeze cross_attn)."""
+    if freeze is None:
+        return
+    if freeze == "not_temporal":
+        for name, p in model.named_parameters():
+            if "attn_temp" not in name:
+                p.requires_grad_(False)
+    elif freeze == "text":
+        for name, p in model.named_parameters():
+            if "cross_attn" in name:
+                p.requires_grad_(False)
+    else:
+        raise ValueError(f"freeze must be None, 'not_temporal' or 'text', got {freeze!r}")
+
+
+def init_stdit_weights(model: nn.Module) -> None:
+    """Reference initialisation shared by STDiT and STDiT2.
+
+    xavier-uniform on every Linear (bias 0); patch conv weight xavier on its [C, -1] view; timestep MLPs,
+    t_block and caption MLP weights N(0, 0.02); cross_attn.proj, attn_temp.proj and the final linear zero.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    w = model.x_embedder.proj.weight
+    nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))
+    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
+    nn.init.normal_(model.t_block[1].weight, std=0.02)
+    nn.init.normal_(model.y_embedder.y_proj.fc1.weight, std=0.02)
+    nn.init.normal_(model.y_embedder.y_proj.fc2.weight, std=0.02)
+    for block in model.blocks:
+        for lin in (block.cross_attn.proj, block.attn_temp.proj):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+    nn.init.zeros_(model.final_layer.linear.weight)
+    nn.init.zeros_(model.final_layer.linear.bias)
+
+
+class STDiT(nn.Module):
+    """Open-Sora 1.0 STDiT. ``forward(x [B, C_in, T, H, W], timestep [B], y [B, 1, L, C_cap], mask [B, L])``
+    -> [B, C_out, T, H, W] float32 (C_out = 2*C_in with pred_sigma).
+
+    Arguments are Open-Sora's (``enable_layernorm_kernel`` is accepted and uses torch LayerNorm,
+    ``enable_sequence_parallelism`` and ``no_temporal_pos_emb`` are accepted and ignored, as in the reference
+    single-device STDiT) plus ``attn_backend`` ("sdpa" | "flash" | "math", default from enable_flash_attn)
+    and ``grad_checkpointing`` (per-block activation checkpointing in training).
+    """
+
+    def __init__(
+        self,
+        input_size: Sequence[int] = (1, 32, 32),
+        in_channels: int = 4,
+        patch_size: Sequence[int] = (1, 2, 2),
+        hidden_size: int = 1152,
+        depth: int = 28,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        class_dropout_prob: float = 0.1,
+        pred_sigma: bool = True,
+        drop_path: float = 0.0,
+        no_temporal_pos_emb: bool = False,
+        caption_channels: int = 4096,
+        model_max_length: int = 120,
+        dtype: str | torch.dtype | None = torch.float32,
+        space_scale: float = 1.0,
+        time_scale: float = 1.0,
+        freeze: str | None = None,
+        enable_flash_attn: bool = False,
+        enable_layernorm_kernel: bool = False,
+        enable_sequence_parallelism: bool = False,
+        attn_backend: str | None = None,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(input_size) != 3 or len(patch_size) != 3:
+            raise ValueError(f"input_size and patch_size need 3 values (T, H, W): {input_size}, {patch_size}")
+        if any(s is None for s in input_size):
+            raise ValueError("STDiT needs a fixed input_size (T, H, W); use STDiT2 for dynamic sizes")
+        if enable_sequence_parallelism:
+            logger.info("STDiT: enable_sequence_parallelism is applied by the trainer, not inside the model")
+        self.input_size = tuple(int(s) for s in input_size)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.in_channels = in_channels
+        self.pred_sigma = pred_sigma
+        self.out_channels = in_channels * 2 if pred_sigma else in_channels
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.depth = depth
+        self.mlp_ratio = mlp_ratio
+        self.caption_channels = caption_channels
+        self.model_max_length = model_max_length
+        self.dtype = to_torch_dtype(dtype)
+        self.space_scale = space_scale
+        self.time_scale = time_scale
+        self.no_temporal_pos_emb = no_temporal_pos_emb
+        self.attn_backend = resolve_attn_backend(attn_backend, enable_flash_attn)
+        self.grad_checkpointing = grad_checkpointing
+        self.grid = tuple(math.ceil(s / p) for s, p in zip(self.input_size, self.patch_size, strict=True))
+        self.num_temporal = self.grid[0]
+        self.num_spatial = self.grid[1] * self.grid[2]
+
+        self.register_buffer("pos_embed", self._spatial_table(self.grid[1], self.grid[2]))  # [1, S, C]
+        self.register_buffer("pos_embed_temporal", self._temporal_table(self.grid[0]))  # [1, T, C]
+        self.x_embedder = PatchEmbed3D(self.patch_size, in_channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
+        self.y_embedder = CaptionEmbedder(
+            caption_channels,
+            hidden_size,
+            class_dropout_prob,
+            act_layer=approx_gelu,
+            token_num=model_max_length,
+        )
+        rates = [r.item() for r in torch.linspace(0, drop_path, depth, device="cpu")]
+        self.blocks = nn.ModuleList(
+            STDiTBlock(hidden_size, num_heads, mlp_ratio, rates[i], self.attn_backend) for i in range(depth)
+        )
+        self.final_layer = T2IFinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels)
+
+        init_stdit_weights(self)
+        apply_freeze(self, freeze)
+        # Positional buffers are functions of the config: never loaded from a checkpoint (as the reference,
+        # which deletes them before loading); a state dict with or without them loads.
+        self.register_load_state_dict_pre_hook(_keep_positional_buffers)
+
+    # ---- helpers --------------------------------------------------------------------------------------
+
+    def _spatial_table(self, h: int, w: int) -> torch.Tensor:
+        return sincos_table_2d(self.hidden_size, (h, w), scale=self.space_scale)
+
+    def _temporal_table(self, t: int) -> torch.Tensor:
+        return sincos_table_1d(self.hidden_size, t, scale=self.time_scale)
+
+    def _pos_tables(
+        self, grid: tuple[int, int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        t, h, w = grid
+        if (h, w) == self.grid[1:]:
+            spatial = self.pos_embed
+        else:
+            spatial = self._spatial_table(h, w).to(device=device, dtype=self.pos_embed.dtype)
+        if t == self.grid[0]:
+            temporal = self.pos_embed_temporal
+        else:
+            temporal = self._temporal_table(t).to(device=device, dtype=self.pos_embed_temporal.dtype)
+        return spatial, temporal
+
+    def null_caption(self, batch_size: int) -> torch.Tensor:
+        """The learned null caption repeated: [B, 1, L, caption_channels] (the ``y_null`` of CFG)."""
+        return self.y_embedder.y_embedding[None, None].repeat(batch_size, 1, 1, 1)
+
+    # ---- forward --------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        x_mask: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
+        **video_info: Any,
+    ) -> torch.Tensor:
+        """x [B, C_in, T, H, W], timestep [B], y [B, 1, L, C_cap], mask [B, L] (1 = token) or None,
+        x_mask bool [B, T] (False = frame modulated as timestep 0). Extra video_info kwargs are ignored."""
+        x = x.to(self.dtype)
+        timestep = timestep.to(self.dtype)
+        y = y.to(self.dtype)
+        B, _, Tx, Hx, Wx = x.shape
+        grid = tuple(math.ceil(s / p) for s, p in zip((Tx, Hx, Wx), self.patch_size, strict=True))
+        T, S = grid[0], grid[1] * grid[2]
+        x_mask = check_x_mask(x_mask, B, T)
+        pos_spatial, pos_temporal = self._pos_tables(grid, x.device)
+
+        # embedding
+        x = self.x_embedder(x)  # [B, T*S, C]
+        x = (x.view(B, T, S, -1) + pos_spatial[:, None]).flatten(1, 2)  # same spatial table for every frame
+        t = self.t_embedder(timestep, dtype=x.dtype)  # [B, C]
+        t_mod = self.t_block(t)  # [B, 6C]
+        t0 = t0_mod = None
+        if x_mask is not None:
+            t0 = self.t_embedder(torch.zeros_like(timestep), dtype=x.dtype)
+            t0_mod = self.t_block(t0)
+        y = self.y_embedder(y, self.training, force_drop_ids).squeeze(1)  # [B, L, C]
+
+        # blocks (temporal sin-cos only into block 0's temporal attention)
+        checkpoint = self.grad_checkpointing and self.training
+        for i, block in enumerate(self.blocks):
+            tpe = pos_temporal if i == 0 else None
+            x = call_block(block, x, y, t_mod, mask, tpe, x_mask, t0_mod, T, S, checkpoint=checkpoint)
+
+        # final layer + unpatchify
+        x = self.final_layer(x, t, x_mask, t0, T, S)  # [B, N, prod(patch) * C_out]
+        x = unpatchify(x, grid, self.patch_size, self.out_channels, crop=(Tx, Hx, Wx))
+        return x.to(torch.float32)
+
+
+def _keep_positional_buffers(
+    module: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    prefix: str,
+    *args: Any,
+) -> None:
+    """load_state_dict pre-hook: positional buffers always keep the values computed from the config."""
+    for name in POSITIONAL_BUFFERS:
+        buf = getattr(module, name, None)
+        if isinstance(buf, torch.Tensor):
+            state_dict[prefix + name] = buf

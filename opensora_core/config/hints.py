@@ -1,0 +1,50 @@
+"""Small helpers that turn config mistakes into actionable messages."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+
+# Key names that look like credentials. Configs are saved with every run and checkpoint and logged as MLflow
+# params, so secrets must never live in them.
+_SECRET_KEY_RE = re.compile(
+    r"((^|_)pass(word|wd)?$|secret|token|credential|access[_-]?key|api[_-]?key|private[_-]?key)",
+    re.IGNORECASE,
+)
+
+SECRET_HINT = (
+    "secrets do not belong in config files (configs are saved with every run and logged to MLflow); "
+    "pass credentials through environment variables instead (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+    "for object storage, MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD for MLflow)"
+)
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """Return the candidate closest to `name` (difflib ratio >= 0.6, case-insensitive), or None."""
+    cands = [str(c) for c in candidates]
+    lowered = {c.lower(): c for c in cands}
+    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[match[0]] if match else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+    """Return "; did you mean 'PREFIXbest'?" for the closest candidate, or "" when nothing is close."""
+    best = closest(name, candidates)
+    return f"; did you mean '{prefix}{best}'?" if best is not None else ""
+
+
+def is_secret_key(key: object) -> bool:
+    """True when a config key name looks like it holds a credential (password, secret_key, token, ...)."""
+    return isinstance(key, str) and bool(_SECRET_KEY_RE.search(key))
+
+
+def join_path(*parts: object) -> str:
+    """Join location parts into a dotted path: ("model", "depth") -> "model.depth"; ints become [i]."""
+    out = ""
+    for p in parts:
+        if isinstance(p, int) and not isinstance(p, bool):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out

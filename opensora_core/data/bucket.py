@@ -1,0 +1,571 @@
+"""Multi-resolution buckets of Open-Sora v1.1 (``opensora/datasets/bucket.py`` @ v1.1.0 behaviour).
+
+A ``bucket_config`` maps a resolution name of :data:`~opensora_core.data.aspect.ASPECT_RATIOS` to
+``{num_frames: (keep_prob, batch_size)}`` (batch size per GPU; ``(0.0, None)`` disables a bucket).
+A bucket key is ``(resolution, num_frames, ratio_key)``.
+
+Assignment rule (reproduced exactly, see ``OPEN_SORA_REFERENCE.md`` §5):
+
+* resolutions are tried from the largest pixel count to the smallest, frame keys from largest to smallest;
+  bucket ids enumerate ``(resolution, num_frames)`` in that order;
+* a resolution is a candidate when ``H * W >= 0.8 * pixels(resolution)``;
+* an image (``T == 1``) can only go to frame key 1; a video takes the largest key ``t != 1`` with
+  ``T > t * frame_interval`` (strict);
+* the sample is kept with probability ``keep_prob``: the draw is
+  ``np.random.default_rng(seed + bucket_id).random() < keep_prob`` (videos with ``keep_prob == 1`` skip the draw);
+  a sample that is not kept falls through to the next smaller resolution;
+* the ratio key is the closest H/W ratio of that resolution's table.
+
+Besides the scalar :meth:`Bucket.get_bucket_id`, :meth:`Bucket.assign` does the same for whole metadata columns
+with numpy (the keep_prob draws are computed by a vectorised re-implementation of numpy's ``SeedSequence`` +
+``PCG64`` first double, bit-identical to ``np.random.default_rng(seed).random()``) and reports why the rows that
+fit no bucket were left out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from opensora_core.data.aspect import ASPECT_RATIOS, get_closest_ratio
+
+logger = logging.getLogger(__name__)
+
+BucketKey = tuple[str, int, str]
+
+PIXEL_APPROX = 0.8  # a resolution is a candidate when H*W >= 0.8 * its pixel count
+
+# Reasons for rows that fit no bucket (codes stored in BucketAssignment.reason).
+REASON_ASSIGNED = 0
+REASON_TOO_SMALL = 1  # H*W below 0.8x the pixels of every configured resolution
+REASON_TOO_SHORT = (
+    2  # a video with T <= t*frame_interval for every frame key t != 1 of the candidate resolutions
+)
+REASON_NO_IMAGE_BUCKET = 3  # an image, but no candidate resolution has frame key 1
+REASON_KEEP_PROB = 4  # fitted at least one bucket but every keep_prob draw rejected it
+REASON_INVALID = 5  # missing / non-positive num_frames, height or width
+REASON_NAMES = {
+    REASON_ASSIGNED: "assigned",
+    REASON_TOO_SMALL: "too_small",
+    REASON_TOO_SHORT: "too_short",
+    REASON_NO_IMAGE_BUCKET: "no_image_bucket",
+    REASON_KEEP_PROB: "dropped_by_keep_prob",
+    REASON_INVALID: "invalid_metadata",
+}
+
+_AR_SLOTS = 64  # > the largest ratio table (40 keys): bucket code = bucket_id * _AR_SLOTS + ratio index
+
+
+def _parse_bucket_config(bucket_config: Mapping[str, Any]) -> dict[str, dict[int, tuple[float, int | None]]]:
+    """Validate a bucket_config and normalise frame keys to int and values to (float, int | None)."""
+    if not isinstance(bucket_config, Mapping) or not bucket_config:
+        raise ValueError(
+            "bucket_config must be a non-empty dict {resolution: {num_frames: (keep_prob, batch_size)}}"
+        )
+    parsed: dict[str, dict[int, tuple[float, int | None]]] = {}
+    for res, frames in bucket_config.items():
+        if res not in ASPECT_RATIOS:
+            hint = difflib.get_close_matches(str(res), list(ASPECT_RATIOS), n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(
+                f"bucket_config: unknown resolution {res!r}{extra}; known: {list(ASPECT_RATIOS)}"
+            )
+        if not isinstance(frames, Mapping) or not frames:
+            raise ValueError(
+                f"bucket_config[{res!r}] must be a non-empty dict {{num_frames: (keep_prob, batch_size)}}"
+            )
+        entries: dict[int, tuple[float, int | None]] = {}
+        for t_key, value in frames.items():
+            try:
+                t = int(t_key)
+            except (TypeError, ValueError):
+                raise ValueError(f"bucket_config[{res!r}]: frame key {t_key!r} is not an integer") from None
+            if t < 1 or str(t) != str(t_key).strip():
+                raise ValueError(f"bucket_config[{res!r}]: frame key {t_key!r} must be a positive integer")
+            if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+                raise ValueError(
+                    f"bucket_config[{res!r}][{t}] must be (keep_prob, batch_size), got {value!r}; "
+                    "use (0.0, None) to disable a bucket"
+                )
+            prob, bs = float(value[0]), value[1]
+            if not prob >= 0.0:
+                raise ValueError(f"bucket_config[{res!r}][{t}]: keep_prob must be >= 0, got {value[0]!r}")
+            if bs is not None:
+                if isinstance(bs, bool) or int(bs) != bs or int(bs) < 1:
+                    raise ValueError(
+                        f"bucket_config[{res!r}][{t}]: batch_size must be a positive int, got {bs!r}"
+                    )
+                bs = int(bs)
+            elif prob > 0:
+                raise ValueError(
+                    f"bucket_config[{res!r}][{t}]: batch_size is None but keep_prob is {prob}; "
+                    "give a batch size or disable the bucket with (0.0, None)"
+                )
+            if t in entries:
+                raise ValueError(f"bucket_config[{res!r}]: frame key {t} given twice")
+            entries[t] = (prob, bs)
+        parsed[str(res)] = entries
+    return parsed
+
+
+@dataclass
+class BucketAssignment:
+    """Vectorised result of :meth:`Bucket.assign` for N rows.
+
+    ``res_index`` indexes :attr:`Bucket.resolutions` (-1: no bucket), ``num_frames`` is the frame key (0: none),
+    ``ar_index`` indexes that resolution's ratio table, ``reason`` holds the ``REASON_*`` codes.
+    """
+
+    res_index: np.ndarray
+    num_frames: np.ndarray
+    ar_index: np.ndarray
+    reason: np.ndarray
+
+    @property
+    def assigned(self) -> np.ndarray:
+        """Boolean mask of rows that got a bucket."""
+        return self.res_index >= 0
+
+    def reason_counts(self) -> dict[str, int]:
+        """Counts of rows per reason name (``assigned`` included)."""
+        codes, counts = np.unique(self.reason, return_counts=True)
+        out = {name: 0 for name in REASON_NAMES.values()}
+        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
+            out[REASON_NAMES[int(code)]] = int(count)
+        return out
+
+
+@dataclass
+class BucketSummary:
+    """Per-epoch bucket statistics: samples/batches per bucket and why rows were left out."""
+
+    num_rows: int
+    num_assigned: int
+    dropped: dict[str, int]
+    buckets: dict[BucketKey, tuple[int, int]] = field(default_factory=dict)  # key -> (samples, batches)
+    num_batches: int = 0
+
+    def format(self, max_lines: int = 40) -> str:
+        """Human-readable table (aggregated per (resolution, num_frames)) for the training log."""
+        head = (
+            f"buckets: {self.num_assigned}/{self.num_rows} samples in {len(self.buckets)} buckets, "
+            f"{self.num_batches} batches"
+        )
+        dropped = ", ".join(f"{k}={v}" for k, v in self.dropped.items() if v)
+        lines = [f"{head}; no bucket: {dropped}" if dropped else f"{head}; every row fits a bucket"]
+        per_rt: dict[tuple[str, int], list[int]] = {}
+        for (res, t, _ar), (samples, batches) in self.buckets.items():
+            acc = per_rt.setdefault((res, t), [0, 0, 0])
+            acc[0] += samples
+            acc[1] += batches
+            acc[2] += 1
+        lines.append(f"  {'resolution':>10} {'frames':>6} {'ratios':>6} {'samples':>9} {'batches':>8}")
+        for i, ((res, t), (samples, batches, n_ar)) in enumerate(
+            sorted(per_rt.items(), key=lambda kv: -kv[1][0])
+        ):
+            if i >= max_lines:
+                lines.append(f"  ... {len(per_rt) - max_lines} more")
+                break
+            lines.append(f"  {res:>10} {t:>6} {n_ar:>6} {samples:>9} {batches:>8}")
+        return "\n".join(lines)
+
+
+class Bucket:
+    """Open-Sora v1.1 bucket set built from a ``bucket_config`` (see module docstring).
+
+    Attributes mirror the reference: ``bucket_probs[res][t]``, ``bucket_bs[res][t]``, ``bucket_id[res][t]``,
+    ``hw_criteria[res]`` (pixel count), ``ar_criteria[res][t]`` (ratio table), ``num_bucket``.
+    """
+
+    def __init__(self, bucket_config: Mapping[str, Any]) -> None:
+        parsed = _parse_bucket_config(bucket_config)
+        # sorted() is stable: equal pixel counts (none in the tables) would keep the config order
+        self.resolutions: list[str] = sorted(parsed, key=lambda r: ASPECT_RATIOS[r][0], reverse=True)
+        self.bucket_probs: dict[str, dict[int, float]] = {}
+        self.bucket_bs: dict[str, dict[int, int | None]] = {}
+        self.bucket_id: dict[str, dict[int, int]] = {}
+        self.hw_criteria: dict[str, int] = {}
+        self.t_criteria: dict[str, dict[int, int]] = {}
+        self.ar_criteria: dict[str, dict[int, dict[str, tuple[int, int]]]] = {}
+        num_bucket = 0
+        next_id = 0
+        for res in self.resolutions:
+            frame_keys = sorted(parsed[res], reverse=True)
+            table = ASPECT_RATIOS[res][1]
+            self.hw_criteria[res] = ASPECT_RATIOS[res][0]
+            self.bucket_probs[res] = {t: parsed[res][t][0] for t in frame_keys}
+            self.bucket_bs[res] = {t: parsed[res][t][1] for t in frame_keys}
+            self.bucket_id[res] = {}
+            self.t_criteria[res] = {}
+            self.ar_criteria[res] = {}
+            for t in frame_keys:
+                self.bucket_id[res][t] = next_id
+                self.t_criteria[res][t] = t
+                self.ar_criteria[res][t] = table
+                next_id += 1
+                num_bucket += len(table)
+        self.num_bucket: int = num_bucket
+        self.num_hw_t_buckets: int = next_id
+        self._ratio_keys = {res: list(ASPECT_RATIOS[res][1]) for res in self.resolutions}
+        self._ratio_values = {
+            res: np.array([float(k) for k in keys]) for res, keys in self._ratio_keys.items()
+        }
+        logger.debug("Bucket: %d resolutions, %d buckets", len(self.resolutions), num_bucket)
+
+    def __len__(self) -> int:
+        return self.num_bucket
+
+    # ----------------------------------------------------------------- scalar API (reference-exact)
+    def get_bucket_id(
+        self, T: int, H: int, W: int, frame_interval: int = 1, seed: int | None = None
+    ) -> BucketKey | None:
+        """Bucket ``(resolution, num_frames, ratio_key)`` of one sample, or ``None`` if it fits no bucket.
+
+        ``seed`` seeds the keep_prob draws (``default_rng(seed + bucket_id)``); the sampler passes
+        ``sampler.seed + epoch + row_index * num_bucket``. With ``seed=None`` draws come from an unseeded
+        generator (the reference would raise a TypeError there).
+        """
+        key, _reason = self._assign_one(int(T), int(H), int(W), int(frame_interval), seed)
+        return key
+
+    def _draw(self, seed: int | None, bucket_id: int) -> float:
+        rng = np.random.default_rng() if seed is None else np.random.default_rng(seed + bucket_id)
+        return float(rng.random())
+
+    def _assign_one(
+        self, T: int, H: int, W: int, frame_interval: int, seed: int | None
+    ) -> tuple[BucketKey | None, int]:
+        if T < 1 or H < 1 or W < 1:
+            return None, REASON_INVALID
+        pixels = H * W
+        any_pixel_fit = False
+        any_frame_fit = False
+        for res in self.resolutions:
+            if pixels < self.hw_criteria[res] * PIXEL_APPROX:
+                continue
+            any_pixel_fit = True
+            probs = self.bucket_probs[res]
+            if T == 1:
+                if 1 not in probs:
+                    continue
+                any_frame_fit = True
+                if self._draw(seed, self.bucket_id[res][1]) < probs[1]:
+                    return (res, 1, get_closest_ratio(H, W, self.ar_criteria[res][1])), REASON_ASSIGNED
+                continue
+            chosen = next((t for t in probs if t != 1 and t * frame_interval < T), None)
+            if chosen is None:
+                continue
+            any_frame_fit = True
+            prob = probs[chosen]
+            if prob == 1 or self._draw(seed, self.bucket_id[res][chosen]) < prob:
+                return (res, chosen, get_closest_ratio(H, W, self.ar_criteria[res][chosen])), REASON_ASSIGNED
+        if not any_pixel_fit:
+            return None, REASON_TOO_SMALL
+        if not any_frame_fit:
+            return None, REASON_NO_IMAGE_BUCKET if T == 1 else REASON_TOO_SHORT
+        return None, REASON_KEEP_PROB
+
+    def get_reason(self, T: int, H: int, W: int, frame_interval: int = 1, seed: int | None = None) -> str:
+        """Why a sample fits no bucket (``"assigned"`` when it does); names as in :data:`REASON_NAMES`."""
+        return REASON_NAMES[self._assign_one(int(T), int(H), int(W), int(frame_interval), seed)[1]]
+
+    def get_thw(self, bucket_key: Sequence[Any]) -> tuple[int, int, int]:
+        """``(T, H, W)`` a sample of ``bucket_key = (res, t, ratio_key)`` is cropped to."""
+        if len(bucket_key) != 3:
+            raise ValueError(f"bucket key must be (resolution, num_frames, ratio_key), got {bucket_key!r}")
+        res, t, ar = bucket_key
+        h, w = self.ar_criteria[res][t][ar]
+        return self.t_criteria[res][t], h, w
+
+    def get_prob(self, bucket_key: Sequence[Any]) -> float:
+        """keep_prob of the ``(res, t)`` part of a bucket key."""
+        return self.bucket_probs[bucket_key[0]][bucket_key[1]]
+
+    def get_batch_size(self, bucket_key: Sequence[Any]) -> int | None:
+        """Per-GPU batch size of the ``(res, t)`` part of a bucket key (``None`` for disabled buckets)."""
+        return self.bucket_bs[bucket_key[0]][bucket_key[1]]
+
+    # ----------------------------------------------------------------- vectorised API
+    def bucket_code(self, key: BucketKey) -> int:
+        """Integer code of a bucket key (``bucket_id[res][t] * 64 + ratio index``)."""
+        res, t, ar = key
+        return self.bucket_id[res][t] * _AR_SLOTS + self._ratio_keys[res].index(ar)
+
+    def key_of_code(self, code: int) -> BucketKey:
+        """Inverse of :meth:`bucket_code`."""
+        hw_t, ar_idx = divmod(int(code), _AR_SLOTS)
+        for res in self.resolutions:
+            for t, bid in self.bucket_id[res].items():
+                if bid == hw_t:
+                    return res, t, self._ratio_keys[res][ar_idx]
+        raise KeyError(f"no bucket with code {code}")
+
+    def codes(self, assignment: BucketAssignment) -> np.ndarray:
+        """int64 bucket codes of an assignment (-1 where no bucket)."""
+        out = np.full(assignment.res_index.shape, -1, dtype=np.int64)
+        for r, res in enumerate(self.resolutions):
+            for t, bid in self.bucket_id[res].items():
+                sel = (assignment.res_index == r) & (assignment.num_frames == t)
+                out[sel] = bid * _AR_SLOTS + assignment.ar_index[sel]
+        return out
+
+    def assign(
+        self,
+        num_frames: np.ndarray,
+        height: np.ndarray,
+        width: np.ndarray,
+        frame_interval: int,
+        seeds: np.ndarray | None,
+        num_workers: int = 1,
+        mp_context: str | None = "fork",
+    ) -> BucketAssignment:
+        """Assign buckets to N rows at once; row ``i`` gets exactly ``get_bucket_id(T[i], H[i], W[i], fi, seeds[i])``.
+
+        ``seeds`` are non-negative integers below 2**64 (``None`` only when every keep_prob is 0 or >= 1).
+        ``num_workers > 1`` splits the rows over that many processes.
+        """
+        if int(frame_interval) < 1:
+            raise ValueError(f"frame_interval must be >= 1, got {frame_interval}")
+        T = _as_int_column(num_frames, "num_frames")
+        H = _as_int_column(height, "height")
+        W = _as_int_column(width, "width")
+        n = T.shape[0]
+        if H.shape[0] != n or W.shape[0] != n:
+            raise ValueError(f"num_frames/height/width lengths differ: {n}, {H.shape[0]}, {W.shape[0]}")
+        seed_arr = None
+        if seeds is not None:
+            seed_arr = np.asarray(seeds)
+            if seed_arr.shape != (n,):
+                raise ValueError(f"seeds must have shape ({n},), got {seed_arr.shape}")
+            if seed_arr.dtype.kind == "i" and n and seed_arr.min() < 0:
+                raise ValueError("seeds must be non-negative (numpy's SeedSequence rejects negative seeds)")
+            seed_arr = seed_arr.astype(np.uint64)
+        if num_workers <= 1 or n < 20_000:
+            return self._assign_arrays(T, H, W, int(frame_interval), seed_arr)
+        chunks = np.array_split(np.arange(n), num_workers)
+        import multiprocessing as mp
+
+        ctx = mp.get_context(mp_context) if mp_context else None
+        with ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(
+                    self._assign_arrays,
+                    T[c[0] : c[-1] + 1],
+                    H[c[0] : c[-1] + 1],
+                    W[c[0] : c[-1] + 1],
+                    int(frame_interval),
+                    None if seed_arr is None else seed_arr[c[0] : c[-1] + 1],
+                )
+                for c in chunks
+                if len(c)
+            ]
+            parts = [f.result() for f in futures]
+        return BucketAssignment(
+            res_index=np.concatenate([p.res_index for p in parts]),
+            num_frames=np.concatenate([p.num_frames for p in parts]),
+            ar_index=np.concatenate([p.ar_index for p in parts]),
+            reason=np.concatenate([p.reason for p in parts]),
+        )
+
+    def _assign_arrays(
+        self, T: np.ndarray, H: np.ndarray, W: np.ndarray, frame_interval: int, seeds: np.ndarray | None
+    ) -> BucketAssignment:
+        n = T.shape[0]
+        res_index = np.full(n, -1, dtype=np.int16)
+        chosen_t = np.zeros(n, dtype=np.int32)
+        ar_index = np.full(n, -1, dtype=np.int16)
+        valid = (T >= 1) & (H >= 1) & (W >= 1)
+        pixels = H * W
+        pending = valid.copy()
+        any_pixel = np.zeros(n, dtype=bool)
+        any_frame = np.zeros(n, dtype=bool)
+        is_image = T == 1
+        for r, res in enumerate(self.resolutions):
+            if not pending.any():
+                break
+            fits = pending & (pixels >= self.hw_criteria[res] * PIXEL_APPROX)
+            any_pixel |= fits
+            probs = self.bucket_probs[res]
+            t_for_row = np.zeros(n, dtype=np.int32)
+            if 1 in probs:
+                t_for_row[fits & is_image] = 1
+            videos = fits & ~is_image
+            for t in probs:  # descending: the first (largest) fitting key wins
+                if t == 1:
+                    continue
+                take = videos & (t_for_row == 0) & (t * frame_interval < T)
+                t_for_row[take] = t
+            candidates = t_for_row > 0
+            any_frame |= candidates
+            keep = np.zeros(n, dtype=bool)
+            for t, prob in probs.items():
+                rows = np.flatnonzero(candidates & (t_for_row == t))
+                if rows.size == 0:
+                    continue
+                if prob >= 1:
+                    keep[rows] = True  # videos skip the draw at 1; a draw in [0, 1) is always < prob anyway
+                elif prob > 0:
+                    if seeds is None:
+                        draws = np.random.default_rng().random(rows.size)
+                    else:
+                        draws = first_uniform(seeds[rows] + np.uint64(self.bucket_id[res][t]))
+                    keep[rows[draws < prob]] = True
+            if keep.any():
+                res_index[keep] = r
+                chosen_t[keep] = t_for_row[keep]
+                ratio = H[keep] / W[keep]
+                diffs = np.abs(self._ratio_values[res][None, :] - ratio[:, None])
+                ar_index[keep] = np.argmin(diffs, axis=1)  # first minimum, as the reference's min()
+                pending &= ~keep
+        reason = np.full(n, REASON_ASSIGNED, dtype=np.int8)
+        left = ~(res_index >= 0)
+        reason[left & ~valid] = REASON_INVALID
+        left &= valid
+        reason[left & ~any_pixel] = REASON_TOO_SMALL
+        no_frame = left & any_pixel & ~any_frame
+        reason[no_frame & is_image] = REASON_NO_IMAGE_BUCKET
+        reason[no_frame & ~is_image] = REASON_TOO_SHORT
+        reason[left & any_pixel & any_frame] = REASON_KEEP_PROB
+        return BucketAssignment(res_index=res_index, num_frames=chosen_t, ar_index=ar_index, reason=reason)
+
+
+def _as_int_column(values: Any, name: str) -> np.ndarray:
+    """int64 column; NaN / missing values become 0 (reported as invalid metadata)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "b":
+        raise ValueError(f"column {name!r} is boolean, expected integers")
+    try:
+        f = arr.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"column {name!r} holds non-numeric values; re-run prepare to fill it") from None
+    f = np.where(np.isfinite(f), f, 0.0)
+    return f.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Vectorised np.random.default_rng(seed).random(): SeedSequence(seed) -> PCG64 -> first double.
+# Constants are numpy's published SeedSequence / PCG64 parameters.
+_M32 = 0xFFFFFFFF
+_INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875
+_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
+_MIX_MULT_L, _MIX_MULT_R = 0xCA01F9DD, 0x4973F715
+_PCG_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+_PCG_MULT_LIMBS = [np.uint64((_PCG_MULT >> (32 * k)) & _M32) for k in range(4)]
+
+
+def _hash_stream(init: int, mult: int):
+    """Yield the successive hash constants of SeedSequence (value used, then multiplied)."""
+    h = init
+    while True:
+        yield h
+        h = (h * mult) & _M32
+
+
+def _mix_entropy(words: list[np.ndarray]) -> list[np.ndarray]:
+    """SeedSequence pool (4 uint32 words per row) from per-row entropy words (little-endian uint32)."""
+    consts = _hash_stream(_INIT_A, _MULT_A)
+
+    def hashmix(value: np.ndarray) -> np.ndarray:
+        c = next(consts)
+        value = value ^ np.uint32(c)
+        value = value * np.uint32((c * _MULT_A) & _M32)
+        return value ^ (value >> np.uint32(16))
+
+    def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        result = np.uint32(_MIX_MULT_L) * x - np.uint32(_MIX_MULT_R) * y
+        return result ^ (result >> np.uint32(16))
+
+    zeros = np.zeros_like(words[0])
+    pool = [hashmix(words[i] if i < len(words) else zeros) for i in range(4)]
+    for src in range(4):
+        for dst in range(4):
+            if src != dst:
+                pool[dst] = mix(pool[dst], hashmix(pool[src]))
+    for src in range(4, len(words)):
+        for dst in range(4):
+            pool[dst] = mix(pool[dst], hashmix(words[src]))
+    return pool
+
+
+def _generate_state(pool: list[np.ndarray]) -> list[np.ndarray]:
+    """SeedSequence.generate_state(4, uint64) as 8 uint32 words (little-endian pairs)."""
+    consts = _hash_stream(_INIT_B, _MULT_B)
+    out = []
+    for i in range(8):
+        c = next(consts)
+        value = pool[i % 4] ^ np.uint32(c)
+        value = value * np.uint32((c * _MULT_B) & _M32)
+        out.append(value ^ (value >> np.uint32(16)))
+    return out
+
+
+def _carry(limbs: list[np.ndarray]) -> list[np.ndarray]:
+    mask, shift = np.uint64(_M32), np.uint64(32)
+    for k in range(3):
+        limbs[k + 1] = limbs[k + 1] + (limbs[k] >> shift)
+        limbs[k] = limbs[k] & mask
+    limbs[3] = limbs[3] & mask
+    return limbs
+
+
+def _add128(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
+    return _carry([a[k] + b[k] for k in range(4)])
+
+
+def _mul128_pcg(a: list[np.ndarray]) -> list[np.ndarray]:
+    """a * PCG multiplier mod 2**128 with 32-bit limbs held in uint64."""
+    mask, shift = np.uint64(_M32), np.uint64(32)
+    acc = [np.zeros_like(a[0]) for _ in range(4)]
+    for i in range(4):
+        for j in range(4 - i):
+            prod = a[i] * _PCG_MULT_LIMBS[j]
+            acc[i + j] = acc[i + j] + (prod & mask)
+            if i + j + 1 < 4:
+                acc[i + j + 1] = acc[i + j + 1] + (prod >> shift)
+    return _carry(acc)
+
+
+def first_uniform(seeds: np.ndarray) -> np.ndarray:
+    """``np.random.default_rng(s).random()`` for every ``s`` in ``seeds`` (uint64), vectorised and bit-exact."""
+    seeds = np.asarray(seeds, dtype=np.uint64)
+    out = np.empty(seeds.shape, dtype=np.float64)
+    if seeds.size == 0:
+        return out
+    lo = (seeds & np.uint64(_M32)).astype(np.uint32)
+    hi = (seeds >> np.uint64(32)).astype(np.uint32)
+    one_word = hi == 0  # SeedSequence uses as many 32-bit words as the integer needs
+    for sel, two in ((one_word, False), (~one_word, True)):
+        if not sel.any():
+            continue
+        words = [lo[sel], hi[sel]] if two else [lo[sel]]
+        state = [w.astype(np.uint64) for w in _generate_state(_mix_entropy(words))]
+        out[sel] = _pcg64_first_double(state)
+    return out
+
+
+def _pcg64_first_double(w: list[np.ndarray]) -> np.ndarray:
+    """PCG64 seeded from generate_state words -> first next_double()."""
+    mask, one = np.uint64(_M32), np.uint64(1)
+    # uint64 words u0=(w0,w1) .. u3=(w6,w7); initstate = u0<<64 | u1, initseq = u2<<64 | u3 (limbs low first)
+    initstate = [w[2], w[3], w[0], w[1]]
+    initseq = [w[6], w[7], w[4], w[5]]
+    inc = [((initseq[0] << one) & mask) | one]
+    for k in range(1, 4):
+        inc.append(((initseq[k] << one) & mask) | (initseq[k - 1] >> np.uint64(31)))
+    state = _add128(inc, initstate)  # state=0 -> step gives inc; then += initstate
+    state = _add128(_mul128_pcg(state), inc)  # second step of seeding
+    state = _add128(_mul128_pcg(state), inc)  # step of the first draw
+    high = (state[3] << np.uint64(32)) | state[2]
+    low = (state[1] << np.uint64(32)) | state[0]
+    x = high ^ low
+    rot = state[3] >> np.uint64(26)  # top 6 bits of the 128-bit state
+    value = (x >> rot) | (x << ((np.uint64(64) - rot) & np.uint64(63)))
+    return (value >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)

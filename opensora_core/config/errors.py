@@ -56,6 +56,9 @@ def validation_problems(err: ValidationError, raw: dict[str, Any], skip_precheck
                 f"{path}: {line}" if path and not line.startswith(path) else line for line in text.split("\n")
             )
             continue
+        if e["type"] == "missing" and loc and isinstance(loc[-1], int):
+            problems.append(f"{join_path(*loc[:-1])}: too few values (item [{loc[-1]}] is missing)")
+            continue
         if e["type"] == "missing":
             problems.append(f"{path}: required key is missing")
             continue

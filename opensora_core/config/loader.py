@@ -240,11 +240,9 @@ def _section_key_problems(
 
 
 def precheck(raw: Mapping[str, Any], overridden: set[str] | None = None) -> list[str]:
-    """Report secrets, unknown keys (with "did you mean") and unknown section types before validation."""
+    """Report unknown keys (with "did you mean") and unknown section types before validation."""
     overridden = overridden or set()
-    problems = _secret_problems(raw, "")
-    if problems:
-        return problems
+    problems: list[str] = []
     top_valid = _valid_keys(RunConfig)
     for key in raw:
         if key in top_valid:
@@ -297,6 +295,9 @@ def config_from_dict(
     override_map = overrides_to_dict(overrides)
     problems = apply_overrides(data, override_map)
     normalize_legacy(data)
+    secrets = _secret_problems(data, "")
+    if secrets:  # stop here: nothing else matters until the secret is gone
+        raise ConfigError(source, secrets)
     problems += precheck(data, set(override_map))
     try:
         cfg = RunConfig.model_validate(data)

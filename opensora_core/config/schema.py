@@ -409,9 +409,10 @@ class RunConfig(Section):
         else:
             n = m.num_label_classes()  # type: ignore[union-attr]
             if n is not None and (te.type != "classes" or te.num_classes != n):  # type: ignore[union-attr]
+                got = f"{te.type!r}" + (f" with num_classes={te.num_classes}" if te.type == "classes" else "")  # type: ignore[union-attr]
                 problems.append(
                     f"model.condition {m.condition!r} needs text_encoder = dict(type='classes', "  # type: ignore[union-attr]
-                    f"num_classes={n}), got {te.model_dump(exclude_none=True)}"
+                    f"num_classes={n}), got text_encoder.type {got}"
                 )
             if n is None and te.type != "clip":
                 problems.append(
@@ -506,12 +507,12 @@ class RunConfig(Section):
             )
         if refs is not None and self.prompt is not None and len(refs) != len(self.prompt):
             problems.append(
-                f"reference_path has {len(refs)} entries but there are {len(self.prompt)} prompts"
+                f"reference_path has {len(refs)} entries but prompt has {len(self.prompt)}; give one per prompt"
             )
-        for i, strategy in enumerate(strategies or []):
+        for i, strategy in enumerate(strategies if refs is not None and strategies is not None else []):
             if strategy is None:
                 continue
-            ref = refs[i] if refs is not None and i < len(refs) else None
+            ref = refs[i] if i < len(refs) else None
             if ref is None:
                 problems.append(f"mask_strategy[{i}] is set but reference_path[{i}] is None")
                 continue

@@ -119,7 +119,13 @@ def test_stage2_values():
     assert cfg.mask_ratios["mask_no"] == 0.75
     assert cfg.dataset.type == "VariableVideoTextDataset" and cfg.dataset.transform_name == "resize_crop"
     assert cfg.text_encoder.model_max_length == 200
-    assert (cfg.batch_size, cfg.lr, cfg.grad_clip, cfg.plugin, cfg.dtype) == (None, 2e-5, 1.0, "zero2", "bf16")
+    assert (cfg.batch_size, cfg.lr, cfg.grad_clip, cfg.plugin, cfg.dtype) == (
+        None,
+        2e-5,
+        1.0,
+        "zero2",
+        "bf16",
+    )
     assert cfg.num_bucket_build_workers == 16
 
 
@@ -142,7 +148,11 @@ def test_v10_inference_values():
     cfg = load_config(CONFIG_DIR / "opensora/inference/64x512x512.py")
     assert (cfg.num_frames, cfg.fps, cfg.image_size) == (64, 12, (512, 512))
     assert cfg.model.time_scale == pytest.approx(2 / 3)
-    assert (cfg.scheduler.num_sampling_steps, cfg.scheduler.cfg_scale, cfg.scheduler.cfg_channel) == (100, 7.0, 3)
+    assert (cfg.scheduler.num_sampling_steps, cfg.scheduler.cfg_scale, cfg.scheduler.cfg_channel) == (
+        100,
+        7.0,
+        3,
+    )
 
 
 def test_sample_ref_config():
@@ -166,7 +176,12 @@ def test_tiny_debug_configs():
     sample = load_config(CONFIG_DIR / "debug/tiny_sample.py")
     train = load_config(CONFIG_DIR / "debug/tiny_train.py")
     for cfg in (sample, train):
-        assert cfg.model.build_kwargs() == {"depth": 2, "hidden_size": 64, "num_heads": 4, "patch_size": (1, 4, 4)}
+        assert cfg.model.build_kwargs() == {
+            "depth": 2,
+            "hidden_size": 64,
+            "num_heads": 4,
+            "patch_size": (1, 4, 4),
+        }
         assert cfg.vae.type == "identity" and cfg.vae.latent_channels == 3
         assert cfg.text_encoder.from_pretrained == "debug/tiny-t5" and cfg.text_encoder.model_max_length == 16
         assert cfg.dtype == "fp32"
@@ -174,5 +189,11 @@ def test_tiny_debug_configs():
     assert train.dataset.type == "VideoTextDataset"
     assert train.dataset.data_path == "outputs/debug/synthetic/meta.csv"
     assert (train.dataset.num_frames, train.dataset.image_size) == (8, (32, 32))
-    assert (train.batch_size, train.max_steps, train.log_every, train.ckpt_every, train.lr) == (4, 12, 1, 6, 1e-3)
+    assert (train.batch_size, train.max_steps, train.log_every, train.ckpt_every, train.lr) == (
+        4,
+        12,
+        1,
+        6,
+        1e-3,
+    )
     assert (train.plugin, train.outputs, train.tracking.backend) == ("ddp", "outputs/debug", "none")

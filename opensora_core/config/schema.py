@@ -596,6 +596,11 @@ class RunConfig(Section):
         """The resolved config as indented JSON."""
         return json.dumps(self.to_dict(mode="json"), indent=2) + "\n"
 
+    def save(self, directory: str | Path, stem: str = "config") -> tuple[Path, Path]:
+        """Write `<stem>.py` and `<stem>.json` into `directory` (run folders, checkpoints); return both paths."""
+        directory = Path(directory)
+        return self.dump(directory / f"{stem}.py"), self.dump(directory / f"{stem}.json")
+
     def dump(self, path: str | Path) -> Path:
         """Write the resolved config to `path` (.py or .json, chosen by the suffix) and return the path."""
         path = Path(path)

@@ -124,6 +124,14 @@ def test_py_dump_is_open_sora_style_and_equal(tmp_path: Path):
         cfg.dump(tmp_path / "config.yaml")
 
 
+def test_save_writes_py_and_json(tmp_path: Path):
+    cfg = load_config(TINY_TRAIN)
+    py_path, json_path = cfg.save(tmp_path / "ckpt")
+    assert (py_path.name, json_path.name) == ("config.py", "config.json")
+    assert load_config(py_path) == cfg == load_config(json_path)
+    assert not list((tmp_path / "ckpt").glob("*.tmp"))
+
+
 # ------------------------------------------------------------------------------------------- overrides
 
 

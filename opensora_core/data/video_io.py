@@ -1,0 +1,301 @@
+"""Video and image I/O with PyAV: probing, seek-and-decode of a frame window, writing H.264 mp4.
+
+``read_frames`` seeks to the keyframe before the first requested frame and decodes only up to the last one,
+converting just the requested frames to RGB. ``read_video_full`` decodes everything (what
+``torchvision.io.read_video`` does in the reference) and is kept as the baseline for tests and benchmarks.
+
+Frame index ``i`` is the i-th frame in presentation order; with a timestamped stream it is recovered from the
+frame's pts as ``round((pts - start_time) * time_base * average_rate)``. Streams without usable timestamps or
+frame rate fall back to sequential decoding from the start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpeg", ".mpg", ".flv", ".wmv", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_VIDEO_FPS = 24.0  # reference default when a file reports no rate
+IMAGE_FPS = 120.0  # reference "fps" of an image sample
+
+
+class VideoDecodeError(RuntimeError):
+    """A file could not be opened or decoded (names the file and the cause)."""
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """True when the extension is an image extension (case-insensitive)."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_video_path(path: str | os.PathLike[str]) -> bool:
+    """True when the extension is a video extension (case-insensitive)."""
+    return str(path).lower().endswith(VIDEO_EXTENSIONS)
+
+
+Source = str | os.PathLike[str] | BinaryIO
+
+
+def _open(source: Source) -> Any:
+    import av
+
+    try:
+        return av.open(source if not isinstance(source, os.PathLike) else os.fspath(source), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise VideoDecodeError(f"cannot open {_name(source)}: {exc}") from exc
+
+
+def _name(source: Source) -> str:
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)
+    return str(getattr(source, "name", None) or source)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Stream metadata of a video file."""
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    codec: str
+
+
+def _rate(stream: Any) -> Fraction | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return None
+
+
+def probe_video(source: Source, count_packets: bool = False) -> VideoInfo:
+    """Stream metadata without decoding. ``count_packets`` demuxes (no decode) to count frames exactly.
+
+    Raises :class:`VideoDecodeError` when the file has no video stream or cannot be read.
+    """
+    with _open(source) as container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams})
+            raise VideoDecodeError(f"{_name(source)} has no video stream (streams: {kinds or 'none'})")
+        stream = container.streams.video[0]
+        rate = _rate(stream)
+        num_frames = int(stream.frames or 0)
+        if count_packets or num_frames <= 0:
+            num_frames = count_video_packets(container, stream)
+        return VideoInfo(
+            num_frames=num_frames,
+            fps=float(rate) if rate else DEFAULT_VIDEO_FPS,
+            height=int(stream.codec_context.height),
+            width=int(stream.codec_context.width),
+            codec=stream.codec_context.name,
+        )
+
+
+def count_video_packets(container: Any, stream: Any) -> int:
+    """Number of non-empty packets of ``stream`` (demux only; equals the frame count for video)."""
+    count = 0
+    for packet in container.demux(stream):
+        if packet.size:
+            count += 1
+    return count
+
+
+def _frame_index(frame: Any, start: int, time_base: Fraction, rate: Fraction) -> int:
+    return round((frame.pts - start) * time_base * rate)
+
+
+def read_frames(source: Source, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Decode only the frames at ``indices`` (any order, repeats allowed) -> uint8 ``[N, H, W, 3]`` RGB.
+
+    Seeks to the keyframe at or before ``min(indices)`` and stops after ``max(indices)``. Raises
+    :class:`VideoDecodeError` when the file ends before a requested index or cannot be decoded.
+    """
+    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if wanted.size == 0:
+        raise ValueError("indices is empty")
+    if wanted.min() < 0:
+        raise ValueError(f"frame indices must be >= 0, got {int(wanted.min())}")
+    needed = sorted(set(wanted.tolist()))
+    with _open(source) as container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{_name(source)} has no video stream")
+        stream = container.streams.video[0]
+        got = _decode_window(container, stream, needed, source)
+    return np.stack([got[i] for i in wanted.tolist()])
+
+
+def _decode_window(container: Any, stream: Any, needed: list[int], source: Source) -> dict[int, np.ndarray]:
+    import av
+
+    rate = _rate(stream)
+    time_base = Fraction(stream.time_base) if stream.time_base else None
+    start = int(stream.start_time or 0)
+    first, last = needed[0], needed[-1]
+    need = set(needed)
+    out: dict[int, np.ndarray] = {}
+    try:
+        if rate and time_base:
+            if first > 0:
+                target = start + int(Fraction(first) / rate / time_base)
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+            landed = None
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    landed = None
+                    break
+                idx = _frame_index(frame, start, time_base, rate)
+                if landed is None:
+                    landed = idx
+                    if idx > first:  # seek overshot (inexact index): decode from the start instead
+                        break
+                if idx in need:
+                    out[idx] = frame.to_ndarray(format="rgb24")
+                if idx >= last:
+                    break
+            if landed is not None and landed <= first and len(out) == len(need):
+                return out
+            container.seek(0, stream=stream, backward=True, any_frame=False)
+            out.clear()
+        for idx, frame in enumerate(container.decode(stream)):
+            if idx in need:
+                out[idx] = frame.to_ndarray(format="rgb24")
+            if idx >= last:
+                break
+    except (av.error.FFmpegError, OSError) as exc:
+        raise VideoDecodeError(f"decoding {_name(source)} failed: {exc}") from exc
+    if len(out) != len(need):
+        missing = sorted(need - set(out))
+        raise VideoDecodeError(
+            f"{_name(source)} ended before frame {missing[0]} ({len(out)}/{len(need)} requested frames decoded)"
+        )
+    return out
+
+
+def read_clip(
+    source: Source,
+    num_frames: int,
+    frame_interval: int,
+    rng: Any,
+    total_frames: int | None = None,
+) -> tuple[np.ndarray, float]:
+    """Temporal random crop of ``num_frames`` frames spaced ~``frame_interval`` apart -> (``[T,H,W,3]``, fps).
+
+    Opens the file once: reads the frame count from the stream header (or ``total_frames`` when given and the
+    header has none), picks the window with :func:`temporal_random_crop_indices` and seek-decodes it.
+    """
+    with _open(source) as container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{_name(source)} has no video stream")
+        stream = container.streams.video[0]
+        rate = _rate(stream)
+        total = int(stream.frames or 0) or int(total_frames or 0)
+        if total <= 0:
+            total = count_video_packets(container, stream)
+            container.seek(0, stream=stream, backward=True, any_frame=False)
+        indices = temporal_random_crop_indices(total, num_frames, frame_interval, rng)
+        needed = sorted(set(indices.tolist()))
+        got = _decode_window(container, stream, needed, source)
+    frames = np.stack([got[i] for i in indices.tolist()])
+    return frames, float(rate) if rate else DEFAULT_VIDEO_FPS
+
+
+def temporal_random_crop_indices(
+    total_frames: int, num_frames: int, frame_interval: int, rng: Any
+) -> np.ndarray:
+    """Reference ``TemporalRandomCrop(num_frames * frame_interval)`` + ``np.linspace`` frame indices.
+
+    ``begin = rng.randint(0, max(0, total - size - 1))`` (inclusive), ``end = min(begin + size, total)``,
+    indices ``np.linspace(begin, end - 1, num_frames, dtype=int)``. ``rng`` is a ``random.Random``-like object.
+    Raises :class:`VideoDecodeError` when the video has fewer than ``num_frames`` frames.
+    """
+    size = num_frames * frame_interval
+    begin = rng.randint(0, max(0, total_frames - size - 1))
+    end = min(begin + size, total_frames)
+    if end - begin < num_frames:
+        raise VideoDecodeError(f"video has {total_frames} frames, fewer than the {num_frames} needed")
+    return np.linspace(begin, end - 1, num_frames, dtype=int)
+
+
+def read_video_full(source: Source) -> tuple[np.ndarray, float]:
+    """Decode every frame to RGB -> (uint8 ``[T, H, W, 3]``, fps). Baseline of the reference loader."""
+    import av
+
+    with _open(source) as container:
+        if not container.streams.video:
+            raise VideoDecodeError(f"{_name(source)} has no video stream")
+        stream = container.streams.video[0]
+        rate = _rate(stream)
+        try:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        except (av.error.FFmpegError, OSError) as exc:
+            raise VideoDecodeError(f"decoding {_name(source)} failed: {exc}") from exc
+    if not frames:
+        raise VideoDecodeError(f"{_name(source)} has no decodable frames")
+    return np.stack(frames), float(rate) if rate else DEFAULT_VIDEO_FPS
+
+
+def read_image(source: Source) -> np.ndarray:
+    """Load an image as uint8 ``[H, W, 3]`` RGB (Pillow)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(source) as img:
+            return np.array(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise VideoDecodeError(f"cannot read image {_name(source)}: {exc}") from exc
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray] | np.ndarray,
+    fps: float = 8,
+    crf: int = 18,
+    keyint: int | None = None,
+    preset: str = "medium",
+    codec: str = "libx264",
+) -> Path:
+    """Write uint8 ``[T, H, W, 3]`` RGB frames as H.264 (yuv420p) mp4. Even H and W are required.
+
+    ``keyint`` sets the x264 keyframe interval (default: x264's 250). Encoding is single-threaded so the output
+    bytes are deterministic.
+    """
+    import av
+
+    path = Path(path)
+    frames_iter = iter(frames)
+    first = next(frames_iter, None)
+    if first is None:
+        raise ValueError(f"no frames to write to {path}")
+    height, width = first.shape[:2]
+    if height % 2 or width % 2:
+        raise ValueError(f"yuv420p needs even height and width, got {height}x{width}")
+    options = {"crf": str(crf), "preset": preset, "threads": "1"}
+    if keyint is not None:
+        options["x264-params"] = f"keyint={keyint}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = options
+        for frame in _chain(first, frames_iter):
+            video_frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24"
+            )
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _chain(first: np.ndarray, rest: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+    yield first
+    yield from rest

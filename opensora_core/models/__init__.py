@@ -26,12 +26,18 @@ _ALIASES = {"enable_flashattn": "enable_flash_attn"}
 
 def _model_table() -> dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]]:
     """name -> (constructor, default kwargs). Imports each family lazily; edit here to add a model."""
-    from opensora_core.models import stdit, stdit2
+    from opensora_core.models import dit, latte, pixart, stdit, stdit2
 
     xl2 = {"depth": 28, "hidden_size": 1152, "num_heads": 16}
     return {
         "STDiT-XL/2": (stdit.STDiT, {**xl2, "patch_size": (1, 2, 2)}),
         "STDiT2-XL/2": (stdit2.STDiT2, {**xl2, "patch_size": (1, 2, 2)}),
+        "DiT-XL/2": (dit.DiT, {**xl2, "patch_size": (1, 2, 2)}),
+        "DiT-XL/2x2": (dit.DiT, {**xl2, "patch_size": (2, 2, 2)}),
+        "Latte-XL/2": (latte.Latte, {**xl2, "patch_size": (1, 2, 2)}),
+        "Latte-XL/2x2": (latte.Latte, {**xl2, "patch_size": (2, 2, 2)}),
+        "PixArt-XL/2": (pixart.PixArt, {**xl2, "patch_size": (1, 2, 2)}),
+        "PixArtMS-XL/2": (pixart.PixArtMS, {**xl2, "patch_size": (1, 2, 2)}),
     }
 
 

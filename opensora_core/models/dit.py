@@ -170,6 +170,7 @@ class DiT(nn.Module):
         enable_sequence_parallelism: bool = False,
         attn_backend: str | None = None,
         grad_checkpointing: bool = False,
+        enable_flashattn: bool | None = None,
     ) -> None:
         super().__init__()
         if len(input_size) != 3 or len(patch_size) != 3:
@@ -194,7 +195,8 @@ class DiT(nn.Module):
         self.model_max_length = model_max_length
         self.no_temporal_pos_emb = no_temporal_pos_emb
         self.dtype = to_torch_dtype(dtype)
-        self.attn_backend = resolve_attn_backend(attn_backend, enable_flash_attn)
+        # enable_flashattn: the Open-Sora 1.0 spelling of enable_flash_attn, accepted as an alias
+        self.attn_backend = resolve_attn_backend(attn_backend, enable_flash_attn or bool(enable_flashattn))
         self.grad_checkpointing = grad_checkpointing
         self.grid = grid_of(self.input_size, self.patch_size)
         self.num_temporal = self.grid[0]

@@ -271,3 +271,25 @@ def test_cfg_sampling_with_the_models_null_caption():
         sampler = build_scheduler(name, num_sampling_steps=2, cfg_scale=4.0)
         out = sampler.sample(model, z, y=y)  # y_null = model.null_caption(B)
         assert out.shape == z.shape and torch.isfinite(out).all()
+
+
+def test_reference_constructor_spellings():
+    """Open-Sora 1.0 keyword names construct directly (enable_flashattn; flash falls back to sdpa on CPU)."""
+    model = DiT(
+        **TINY,
+        input_size=(1, 8, 8),
+        condition="label_10",
+        enable_flashattn=True,
+        enable_layernorm_kernel=False,
+    )
+    assert model.attn_backend == "sdpa" or torch.cuda.is_available()
+    latte = build_model(
+        "Latte-XL/2",
+        input_size=(1, 8, 8),
+        hidden_size=32,
+        num_heads=4,
+        depth=1,
+        enable_flashattn=False,
+        attn_backend="math",
+    )
+    assert latte.attn_backend == "math" and latte.blocks[0].attn.backend == "math"

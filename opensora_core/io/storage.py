@@ -926,15 +926,10 @@ class Storage:
         u = parse_uri(uri)
         if u.is_local:
             return self._list_local(u.local_path, recursive)
+        if recursive:
+            return [f"s3://{u.bucket}/{k}" for k in self._object_keys(u)]
         prefix = _dir_prefix(u.key)
         be = self.backend
-        if recursive:
-            try:
-                raw = self._retry(lambda: be.list(u.bucket, u.key, True), f"list {u}")
-            except ObjectNotFoundError:
-                return []
-            names = [n for n, _, is_dir in raw if not is_dir and (n == u.key or n.startswith(prefix))]
-            return sorted(f"s3://{u.bucket}/{n}" for n in names if not n.endswith("/"))
         if u.key and not u.key.endswith("/") and self._retry(lambda: be.stat(u.bucket, u.key), f"stat {u}"):
             return [str(u)]
         try:
@@ -943,6 +938,20 @@ class Storage:
             return []
         return sorted(
             f"s3://{u.bucket}/{n}" for n, _, is_dir in raw if n != prefix and (is_dir or n[-1:] != "/")
+        )
+
+    def _object_keys(self, u: StorageURI) -> list[str]:
+        """Sorted keys of the objects at ``u.key`` or below ``u.key/`` (folder markers left out)."""
+        prefix = _dir_prefix(u.key)
+        be = self.backend
+        try:
+            raw = self._retry(lambda: be.list(u.bucket, u.key, True), f"list {u}")
+        except ObjectNotFoundError:
+            return []
+        return sorted(
+            n
+            for n, _, is_dir in raw
+            if not is_dir and not n.endswith("/") and (n == u.key or n.startswith(prefix))
         )
 
     @staticmethod
@@ -1224,13 +1233,12 @@ class Storage:
             items = [(p.relative_to(root).as_posix(), str(p)) for p in sorted(root.rglob("*")) if p.is_file()]
         else:
             prefix = _dir_prefix(u.key)
-            objects = self.list_uri(u, recursive=True)
             items = []
-            for obj in objects:
-                key = parse_uri(obj).key
+            for key in self._object_keys(u):
                 if key == u.key:
                     raise InvalidURIError(f"download_dir: {u} is an object, not a prefix; use download_file")
-                items.append((_safe_relpath(key[len(prefix) :], obj), obj))
+                source = f"s3://{u.bucket}/{key}"
+                items.append((_safe_relpath(key[len(prefix) :], source), source))
         if not items:
             raise ObjectNotFoundError(f"download_dir: nothing below {u}")
         for rel, src in items:
@@ -1274,7 +1282,7 @@ class Storage:
             return 0
         be = self.backend
         if recursive:
-            keys = [parse_uri(o).key for o in self.list_uri(u, recursive=True)]
+            keys = self._object_keys(u)
             if keys:
                 self._retry(lambda: be.remove_many(u.bucket, keys), f"remove below {u}")
             elif not missing_ok:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +192,18 @@ def test_schedule_matches_the_discrete_betas():
     mid = ns.log_alpha(torch.tensor([0.0015]))  # halfway between the first two keypoints
     assert mid.item() == pytest.approx(0.5 * (log_alpha[0] + log_alpha[1]).item(), rel=1e-5)
     assert math.isclose(ns.model_time(torch.tensor([1.0])).item(), 999.0)
+
+
+def test_sampling_benchmark_smoke():
+    pytest.importorskip("opensora_core.models.stdit")
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sampling.py"
+    spec = importlib.util.spec_from_file_location("sampling_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    records = bench.main(["--tiny", "--threads", "0"])  # 0: leave the process thread count alone
+    assert {r["name"] for r in records} >= {"sampling_model_evals_per_video", "cfg_forwards_per_step"}
+    for record in records:
+        assert set(record) == {"name", "ours", "baseline", "ratio", "unit", "machine"}
+    evals = next(r for r in records if r["name"] == "sampling_model_evals_per_video")
+    assert (evals["ours"], evals["baseline"]) == (2, 5)
+    assert next(r for r in records if r["name"] == "cfg_forwards_per_step")["ours"] == 1.0

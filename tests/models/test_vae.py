@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,3 +193,19 @@ def test_config_errors_name_the_field():
 def test_open_sora_style_config_loads_with_defaults():
     vae = build_vae(dict(type="VideoAutoencoderKL", from_pretrained=TINY, micro_batch_size=4))
     assert math.isclose(vae.scaling_factor, 0.18215) and vae.sample_posterior is True
+
+
+@pytest.mark.integration
+def test_vae_decode_benchmark_runs_with_tiny_sizes():
+    """benchmarks/vae_decode.py end to end (two fresh processes) on a tiny VAE."""
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(root / "benchmarks" / "vae_decode.py"), "--frames", "8", "--latent", "4"]
+    cmd += ["--channels", "8,8,16,16", "--norm-groups", "8", "--threads", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert [line["unit"] for line in lines] == ["MiB", "s"]
+    for line in lines:
+        assert {"name", "ours", "baseline", "ratio", "unit", "machine"} <= set(line)
+        assert line["ours"] > 0 and line["baseline"] > 0
+    assert lines[0]["max_abs_diff"] < 1e-4

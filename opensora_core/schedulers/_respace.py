@@ -112,7 +112,23 @@ class SpacedDiffusion(GaussianDiffusion):
 
         return wrapped
 
-    def training_losses(self, model: ModelFn, *args, **kwargs) -> dict[str, torch.Tensor]:  # noqa: D102
-        return super().training_losses(self.wrap_model(model), *args, **kwargs)
-
-    training_losses.__doc__ = GaussianDiffusion.training_losses.__doc__
+    def training_losses(
+        self,
+        model: ModelFn,
+        x_start: torch.Tensor,
+        t: torch.Tensor,
+        model_kwargs: dict | None = None,
+        noise: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        weights: np.ndarray | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """As :meth:`GaussianDiffusion.training_losses`, with ``t`` respaced indices; the model sees originals."""
+        return super().training_losses(
+            self.wrap_model(model),
+            x_start,
+            t,
+            model_kwargs=model_kwargs,
+            noise=noise,
+            mask=mask,
+            weights=weights,
+        )

@@ -146,7 +146,7 @@ class IDDPM(SpacedDiffusion):
                 QUIRK (kept by default for parity with the reference): frames with m = 0 are re-noised at the
                 last step (t = 0) and then taken from the model, so kept frames change slightly.
             progress: show a tqdm bar.
-            generator: torch.Generator for all sampler noise (default: the global RNG).
+            generator: torch.Generator (on ``z``'s device) for all sampler noise (default: the global RNG).
             preserve_reference: fix the quirk: m = 0 frames are never re-noised and stay exactly ``z``'s
                 (default: the constructor's ``preserve_reference``).
             **video_info: further model inputs (STDiT2: height, width, num_frames, ar, fps); tensors whose first

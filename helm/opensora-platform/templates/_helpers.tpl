@@ -1,0 +1,348 @@
+{{/*
+Names, labels, images, security contexts, endpoints and credential references shared by the templates.
+*/}}
+
+{{/* Chart name (nameOverride wins), cut to 63 characters. */}}
+{{- define "opensora.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name prefix: fullnameOverride, else the release name when it contains the chart name, else both. */}}
+{{- define "opensora.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component: "<fullname>-<component>" (call with dict "ctx" . "component" "mlflow"). */}}
+{{- define "opensora.componentName" -}}
+{{- printf "%s-%s" (include "opensora.fullname" .ctx | trunc 50 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "opensora.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels on every resource. */}}
+{{- define "opensora.labels" -}}
+helm.sh/chart: {{ include "opensora.chart" . }}
+{{ include "opensora.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: opensora-platform
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of the release. */}}
+{{- define "opensora.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "opensora.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one component (dict "ctx" . "component" "mlflow"). */}}
+{{- define "opensora.componentLabels" -}}
+{{ include "opensora.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Selector labels of one component (dict "ctx" . "component" "mlflow"). */}}
+{{- define "opensora.componentSelectorLabels" -}}
+{{ include "opensora.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+Image reference "registry/repository:tag[@digest]" (dict "image" .Values.x.image "default" "fallback-tag").
+A tag is always present, so the image is pinned even when no digest is given.
+*/}}
+{{- define "opensora.image" -}}
+{{- $tag := default .default .image.tag | toString -}}
+{{- if or (not $tag) (eq $tag "latest") -}}
+{{- fail (printf "image %s needs a pinned tag (not empty, not \"latest\")" .image.repository) -}}
+{{- end -}}
+{{- $repo := .image.repository -}}
+{{- if .image.registry -}}
+{{- $repo = printf "%s/%s" .image.registry .image.repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s:%s@%s" $repo $tag .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "opensora.runtimeImage" -}}
+{{- include "opensora.image" (dict "image" .Values.runtimeImage "default" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Restricted pod security context (dict "ids" .Values.x.securityContext). */}}
+{{- define "opensora.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .ids.runAsUser }}
+runAsGroup: {{ .ids.runAsGroup }}
+fsGroup: {{ .ids.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Restricted container security context: every container of the chart uses exactly this. */}}
+{{- define "opensora.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* ServiceAccount of the chart's own pods. */}}
+{{- define "opensora.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "opensora.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- MLflow ---------- */}}
+
+{{- define "opensora.mlflow.fullname" -}}
+{{- include "opensora.componentName" (dict "ctx" . "component" "mlflow") -}}
+{{- end -}}
+
+{{/* In-cluster URL of the MLflow server. */}}
+{{- define "opensora.mlflow.url" -}}
+{{- printf "http://%s.%s.svc.%s:%v" (include "opensora.mlflow.fullname" .) .Release.Namespace .Values.clusterDomain .Values.mlflow.service.port -}}
+{{- end -}}
+
+{{/* Host headers MLflow accepts: localhost, every in-cluster spelling of the Service, Ingress hosts, extras. */}}
+{{- define "opensora.mlflow.allowedHosts" -}}
+{{- $svc := include "opensora.mlflow.fullname" . -}}
+{{- $hosts := list "localhost" "localhost:*" "127.0.0.1" "127.0.0.1:*" -}}
+{{- range $name := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.%s" $svc .Release.Namespace .Values.clusterDomain) -}}
+{{- $hosts = append $hosts $name -}}
+{{- $hosts = append $hosts (printf "%s:*" $name) -}}
+{{- end -}}
+{{- if .Values.mlflow.ingress.enabled -}}
+{{- range .Values.mlflow.ingress.hosts -}}
+{{- $hosts = append $hosts .host -}}
+{{- $hosts = append $hosts (printf "%s:*" .host) -}}
+{{- end -}}
+{{- end -}}
+{{- $hosts = concat $hosts .Values.mlflow.allowedHosts -}}
+{{- join "," (uniq $hosts) -}}
+{{- end -}}
+
+{{- define "opensora.mlflow.auth.secretName" -}}
+{{- default (printf "%s-auth" (include "opensora.mlflow.fullname" .)) .Values.mlflow.auth.existingSecret -}}
+{{- end -}}
+
+{{/* Location MLflow proxies artifacts to. */}}
+{{- define "opensora.mlflow.artifactsDestination" -}}
+{{- $prefix := trimAll "/" .Values.mlflow.artifactsPrefix -}}
+{{- if $prefix -}}
+{{- printf "s3://%s/%s" .Values.objectStorage.buckets.mlflowArtifacts $prefix -}}
+{{- else -}}
+{{- printf "s3://%s" .Values.objectStorage.buckets.mlflowArtifacts -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- Database ---------- */}}
+
+{{- define "opensora.postgresql.fullname" -}}
+{{- include "opensora.componentName" (dict "ctx" . "component" "postgresql") -}}
+{{- end -}}
+
+{{/* Fails with a clear message unless exactly one database is configured. */}}
+{{- define "opensora.database.validate" -}}
+{{- if and .Values.postgresql.enabled .Values.externalDatabase.host -}}
+{{- fail "set either postgresql.enabled=true or externalDatabase.host, not both" -}}
+{{- end -}}
+{{- if not .Values.postgresql.enabled -}}
+{{- if not .Values.externalDatabase.host -}}
+{{- fail "postgresql.enabled is false: set externalDatabase.host (and externalDatabase.existingSecret)" -}}
+{{- end -}}
+{{- if not .Values.externalDatabase.existingSecret -}}
+{{- fail "externalDatabase.existingSecret is required: the name of a Secret holding the database password" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "opensora.database.host" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- printf "%s.%s.svc.%s" (include "opensora.postgresql.fullname" .) .Release.Namespace .Values.clusterDomain -}}
+{{- else -}}
+{{- .Values.externalDatabase.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "opensora.database.port" -}}
+{{- if .Values.postgresql.enabled -}}5432{{- else -}}{{ .Values.externalDatabase.port }}{{- end -}}
+{{- end -}}
+
+{{- define "opensora.database.name" -}}
+{{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.database }}{{- else -}}{{ .Values.externalDatabase.database }}{{- end -}}
+{{- end -}}
+
+{{- define "opensora.database.user" -}}
+{{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.username }}{{- else -}}{{ .Values.externalDatabase.username }}{{- end -}}
+{{- end -}}
+
+{{- define "opensora.database.secretName" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- default (include "opensora.postgresql.fullname" .) .Values.postgresql.auth.existingSecret -}}
+{{- else -}}
+{{- .Values.externalDatabase.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "opensora.database.passwordKey" -}}
+{{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.passwordKey }}{{- else -}}{{ .Values.externalDatabase.passwordKey }}{{- end -}}
+{{- end -}}
+
+{{/*
+SQLAlchemy URI without a password: libpq reads it from PGPASSWORD (a secretKeyRef), so no credential
+ever appears in a manifest, an argument list or a ConfigMap.
+*/}}
+{{- define "opensora.database.uri" -}}
+{{- printf "postgresql+psycopg2://%s@%s:%s/%s" (include "opensora.database.user" .) (include "opensora.database.host" .) (include "opensora.database.port" .) (include "opensora.database.name" .) -}}
+{{- end -}}
+
+{{/* libpq environment of a database client (password from the Secret). */}}
+{{- define "opensora.database.env" -}}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "opensora.database.secretName" . }}
+      key: {{ include "opensora.database.passwordKey" . }}
+- name: PGSSLMODE
+  value: {{ if .Values.postgresql.enabled }}disable{{ else }}{{ .Values.externalDatabase.sslMode }}{{ end }}
+{{- end -}}
+
+{{/* ---------- Object storage ---------- */}}
+
+{{- define "opensora.seaweedfs.fullname" -}}
+{{- include "opensora.componentName" (dict "ctx" . "component" "seaweedfs") -}}
+{{- end -}}
+
+{{/* Fails with a clear message when the object storage settings do not fit together. */}}
+{{- define "opensora.objectStorage.validate" -}}
+{{- if eq .Values.objectStorage.provider "external" -}}
+{{- if not .Values.objectStorage.external.endpoint -}}
+{{- fail "objectStorage.provider is external: set objectStorage.external.endpoint (for example https://s3.eu-west-1.amazonaws.com)" -}}
+{{- end -}}
+{{- if not .Values.objectStorage.existingSecret -}}
+{{- fail "objectStorage.provider is external: objectStorage.existingSecret must name a Secret with the access key pair" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "opensora.s3.endpoint" -}}
+{{- if eq .Values.objectStorage.provider "external" -}}
+{{- .Values.objectStorage.external.endpoint | trimSuffix "/" -}}
+{{- else -}}
+{{- printf "http://%s.%s.svc.%s:%v" (include "opensora.seaweedfs.fullname" .) .Release.Namespace .Values.clusterDomain .Values.objectStorage.seaweedfs.port -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "opensora.s3.secretName" -}}
+{{- default (printf "%s-s3" (include "opensora.fullname" .)) .Values.objectStorage.existingSecret -}}
+{{- end -}}
+
+{{/* S3 client environment: endpoint and region as values, the key pair from the Secret. */}}
+{{- define "opensora.s3.env" -}}
+- name: S3_ENDPOINT_URL
+  value: {{ include "opensora.s3.endpoint" . | quote }}
+- name: MLFLOW_S3_ENDPOINT_URL
+  value: {{ include "opensora.s3.endpoint" . | quote }}
+- name: AWS_REGION
+  value: {{ .Values.objectStorage.region | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "opensora.s3.secretName" . }}
+      key: {{ .Values.objectStorage.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "opensora.s3.secretName" . }}
+      key: {{ .Values.objectStorage.secretAccessKeyKey }}
+{{- end -}}
+
+{{/* Comma-separated bucket list. */}}
+{{- define "opensora.s3.buckets" -}}
+{{- $b := .Values.objectStorage.buckets -}}
+{{- join "," (list $b.datasets $b.checkpoints $b.mlflowArtifacts) -}}
+{{- end -}}
+
+{{/* Port of the external S3 endpoint (explicit port, else 443 for https and 80 for http). */}}
+{{- define "opensora.s3.externalPort" -}}
+{{- $u := urlParse .Values.objectStorage.external.endpoint -}}
+{{- $hostport := splitList ":" $u.host -}}
+{{- if gt (len $hostport) 1 -}}
+{{- last $hostport -}}
+{{- else if eq $u.scheme "http" -}}
+80
+{{- else -}}
+443
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- Generated secrets ---------- */}}
+
+{{/*
+A random value that survives upgrades: the value already stored in the Secret when it exists
+(lookup needs a cluster; `helm template` gets a fresh random value), else a new one. Base64-encoded.
+dict "ctx" . "name" secretName "key" dataKey "length" 32
+*/}}
+{{- define "opensora.secretValue" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
+{{- $current := "" -}}
+{{- if $existing -}}
+{{- $current = dig "data" .key "" $existing -}}
+{{- end -}}
+{{- if $current -}}
+{{- $current -}}
+{{- else -}}
+{{- randAlphaNum (int .length) | b64enc -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- Network policy peers ---------- */}}
+
+{{/* Pods allowed to reach MLflow and S3 (a list of NetworkPolicyPeer). */}}
+{{- define "opensora.networkPolicy.clients" -}}
+- podSelector:
+    matchLabels:
+      {{- include "opensora.selectorLabels" . | nindent 6 }}
+- podSelector:
+    matchLabels:
+      {{- toYaml .Values.networkPolicy.clientLabel | nindent 6 }}
+- podSelector:
+    {{- toYaml .Values.networkPolicy.pipelinePodSelector | nindent 4 }}
+- podSelector:
+    {{- toYaml .Values.networkPolicy.pytorchJobPodSelector | nindent 4 }}
+- podSelector:
+    {{- toYaml .Values.networkPolicy.trainJobPodSelector | nindent 4 }}
+{{- if .Values.networkPolicy.ingressController.enabled }}
+- namespaceSelector:
+    {{- toYaml .Values.networkPolicy.ingressController.namespaceSelector | nindent 4 }}
+  podSelector:
+    {{- toYaml .Values.networkPolicy.ingressController.podSelector | nindent 4 }}
+{{- end }}
+{{- with .Values.networkPolicy.extraClients }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

@@ -73,7 +73,7 @@ class ClipEncoderConfig(_Base):
     """``text_encoder = dict(type="clip", from_pretrained="openai/clip-vit-base-patch32", model_max_length=77)``."""
 
     type: Literal["clip"] = "clip"
-    from_pretrained: str
+    from_pretrained: str = "openai/clip-vit-base-patch32"
     model_max_length: int = Field(77, gt=0)
     cache_dir: str | None = None
     local_files_only: bool = False

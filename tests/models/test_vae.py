@@ -209,3 +209,15 @@ def test_vae_decode_benchmark_runs_with_tiny_sizes():
         assert {"name", "ours", "baseline", "ratio", "unit", "machine"} <= set(line)
         assert line["ours"] > 0 and line["baseline"] > 0
     assert lines[0]["max_abs_diff"] < 1e-4
+
+
+def test_builders_accept_the_typed_run_config_sections():
+    sections = pytest.importorskip("opensora_core.config.sections")
+    from opensora_core.models.text_encoders import build_text_encoder
+
+    cfg = sections.VideoAutoencoderKLConfig(
+        type="VideoAutoencoderKL", from_pretrained=TINY, micro_batch_size=2
+    )
+    assert build_vae(cfg).micro_batch_size == 2
+    t5 = sections.T5Config(type="t5", from_pretrained="debug/tiny-t5", model_max_length=10)
+    assert build_text_encoder(t5).encode(["a red circle"])["y"].shape == (1, 1, 10, 32)

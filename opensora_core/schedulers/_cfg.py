@@ -8,9 +8,16 @@ import torch
 
 
 def resolve_null_caption(model: Any, y: torch.Tensor, y_null: torch.Tensor | None) -> torch.Tensor:
-    """Return the null-caption embeddings for ``y`` ([B, 1, L, D]): ``y_null`` or ``model.null_caption(B)``."""
-    if y.dim() != 4:
-        raise ValueError(f"y must be caption embeddings [B, 1, L, D], got shape {tuple(y.shape)}")
+    """Return the null condition for ``y``: ``y_null`` or ``model.null_caption(B)``.
+
+    ``y`` is caption embeddings [B, 1, L, D] (STDiT/PixArt/text DiT) or class ids [B] (label DiT/Latte, whose
+    null condition is the extra class ``num_classes``).
+    """
+    is_labels = y.dim() == 1 and not torch.is_floating_point(y)
+    if y.dim() != 4 and not is_labels:
+        raise ValueError(
+            f"y must be caption embeddings [B, 1, L, D] or class ids [B], got shape {tuple(y.shape)}"
+        )
     if y_null is None:
         null_fn = getattr(model, "null_caption", None)
         if null_fn is None:

@@ -32,5 +32,5 @@ def test_float_1d_condition_is_rejected():
     model = build_model("DiT-XL/2", depth=1, hidden_size=32, num_heads=2, input_size=(2, 8, 8))
     with pytest.raises(ValueError, match="class ids"):
         build_scheduler("iddpm", num_sampling_steps=2).sample(
-            model, torch.randn(1, 4, 2, 8, 8), y=torch.randn(3)
+            model, torch.randn(3, 4, 2, 8, 8), y=torch.randn(3)
         )

@@ -218,6 +218,8 @@ class STDiT(nn.Module):
         self.no_temporal_pos_emb = no_temporal_pos_emb
         self.attn_backend = resolve_attn_backend(attn_backend, enable_flash_attn)
         self.grad_checkpointing = grad_checkpointing
+        # Set from outside by opensora_core.parallel.apply_sequence_parallel (None = single device).
+        self.sequence_parallel: Any = None
         self.grid = tuple(math.ceil(s / p) for s, p in zip(self.input_size, self.patch_size, strict=True))
         self.num_temporal = self.grid[0]
         self.num_spatial = self.grid[1] * self.grid[2]
@@ -306,6 +308,12 @@ class STDiT(nn.Module):
             t0_mod = self.t_block(t0)
         y = self.y_embedder(y, self.training, force_drop_ids).squeeze(1)  # [B, L, C]
 
+        # sequence parallelism: this rank keeps T/sp whole frames (only temporal attention communicates)
+        sp = self.sequence_parallel
+        if sp is not None:
+            x, T = sp.split_frames(x, T)  # [B, T/sp*S, C]
+            x_mask, pos_temporal = sp.chunk_frames(x_mask), sp.chunk_frames(pos_temporal)
+
         # blocks (temporal sin-cos only into block 0's temporal attention)
         checkpoint = self.grad_checkpointing and self.training
         for i, block in enumerate(self.blocks):
@@ -314,6 +322,8 @@ class STDiT(nn.Module):
 
         # final layer + unpatchify
         x = self.final_layer(x, t, x_mask, t0, T, S)  # [B, N, prod(patch) * C_out]
+        if sp is not None:
+            x = sp.gather_frames(x)  # every rank gets all T*S tokens
         x = unpatchify(x, grid, self.patch_size, self.out_channels, crop=(Tx, Hx, Wx))
         return x.to(torch.float32)
 

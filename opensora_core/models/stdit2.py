@@ -195,6 +195,8 @@ class STDiT2(nn.Module):
         self.input_dtype = None if dtype is None else to_torch_dtype(dtype)
         self.attn_backend = resolve_attn_backend(attn_backend, enable_flash_attn)
         self.grad_checkpointing = grad_checkpointing
+        # Set from outside by opensora_core.parallel.apply_sequence_parallel (None = single device).
+        self.sequence_parallel: Any = None
         head_dim = hidden_size // num_heads
 
         self.pos_embed = PositionEmbedding2D(hidden_size)
@@ -301,6 +303,12 @@ class STDiT2(nn.Module):
             t0_tmp_mod = self.t_block_temp(t0 + fl)
         y = self.y_embedder(y, self.training, force_drop_ids).squeeze(1)  # [B, L, C]
 
+        # sequence parallelism: this rank keeps T/sp whole frames (only temporal attention communicates)
+        sp = self.sequence_parallel
+        if sp is not None:
+            x, T = sp.split_frames(x, T)  # [B, T/sp*S, C]
+            x_mask = sp.chunk_frames(x_mask)
+
         checkpoint = self.grad_checkpointing and self.training
         for block in self.blocks:
             x = call_block(
@@ -308,5 +316,7 @@ class STDiT2(nn.Module):
             )
 
         x = self.final_layer(x, t, x_mask, t0, T, S)
+        if sp is not None:
+            x = sp.gather_frames(x)  # every rank gets all T*S tokens
         x = unpatchify(x, grid, self.patch_size, self.out_channels, crop=(Tx, Hx, Wx))
         return x.to(torch.float32)

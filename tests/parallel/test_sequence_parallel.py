@@ -1,0 +1,105 @@
+"""Ulysses sequence parallelism: exact equality with a single process for STDiT and STDiT2."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from opensora_core.models.layers import RotaryEmbedding
+from opensora_core.parallel.sequence import (
+    apply_sequence_parallel,
+    remove_sequence_parallel,
+    rotate_with_offset,
+    sequence_parallel_of,
+)
+from tests.parallel.dist_harness import run_world
+from tests.parallel.tiny_models import build_tiny, tiny_batch
+
+
+def test_rope_with_offset_equals_the_slice_of_a_full_rotation():
+    rope = RotaryEmbedding(8)
+    t = torch.randn(3, 2, 6, 12)  # head_dim 12 > rope dim 8: the rest passes through
+    full = rope.rotate_queries_or_keys(t)
+    for start, stop in ((0, 3), (3, 6), (2, 4)):
+        torch.testing.assert_close(
+            rotate_with_offset(rope, t[..., start:stop, :], start), full[..., start:stop, :]
+        )
+
+
+def test_without_a_group_the_model_is_untouched():
+    model = build_tiny("stdit")
+    assert apply_sequence_parallel(model, None) is model
+    assert sequence_parallel_of(model) is None
+    assert remove_sequence_parallel(model) is model
+
+
+def test_other_models_are_refused_with_a_clear_error():
+    from opensora_core.models import build_model
+
+    dit = build_model("DiT-XL/2", depth=1, hidden_size=32, num_heads=2, input_size=(2, 8, 8))
+    with pytest.raises(ValueError, match="supports STDiT and STDiT2.*sp_size=1"):
+        apply_sequence_parallel(dit, object())
+
+
+# ------------------------------------------------------------------------------------- multi-process
+
+
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _equality_worker(env, kinds: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Each rank runs the SP model and a deep copy (single device) on the same inputs; returns max errors."""
+    group = dist.new_group(list(range(env.world_size)))
+    report: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        for checkpointing in (False, True):
+            model = build_tiny(kind, grad_checkpointing=checkpointing).train()
+            single = copy.deepcopy(model)
+            apply_sequence_parallel(model, group)
+            assert sequence_parallel_of(model) is not None
+            assert sequence_parallel_of(copy.deepcopy(model)) is None  # copies are single-device
+            inputs = tiny_batch(kind)
+            weight = torch.randn(2, 8, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+            out = model(**inputs)
+            ref = single(**inputs)
+            (out * weight).sum().backward()
+            (ref * weight).sum().backward()
+            grads, ref_grads = _grads(model), _grads(single)
+            assert grads.keys() == ref_grads.keys()
+            grad_err = 0.0
+            for name, g in grads.items():
+                dist.all_reduce(g, group=group)  # what the backend's world average does, times world
+                g /= env.world_size
+                scale = ref_grads[name].abs().max().clamp_min(1e-6)
+                grad_err = max(grad_err, float((g - ref_grads[name]).abs().max() / scale))
+            key = f"{kind}{'-ckpt' if checkpointing else ''}"
+            report[key] = {"out": float((out - ref).detach().abs().max()), "grad": grad_err}
+
+    # frames must split evenly, heads must scatter evenly
+    model = apply_sequence_parallel(build_tiny("stdit2"), group)
+    odd = tiny_batch("stdit2", frames=3)
+    try:
+        model(**odd)
+    except ValueError as e:
+        report["odd_frames_error"] = {"ok": float("not divisible by sp_size=2" in str(e))}
+    try:
+        apply_sequence_parallel(build_tiny("stdit", num_heads=1), group)
+    except ValueError as e:
+        report["odd_heads_error"] = {"ok": float("num_heads=1" in str(e))}
+    return report
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_two_rank_sequence_parallel_matches_single_process():
+    reports = run_world(_equality_worker, 2, ("stdit", "stdit2"))
+    for rank, report in enumerate(reports):
+        for key in ("stdit", "stdit-ckpt", "stdit2", "stdit2-ckpt"):
+            assert report[key]["out"] < 1e-5, (rank, key, report[key])
+            assert report[key]["grad"] < 1e-5, (rank, key, report[key])
+        assert report["odd_frames_error"]["ok"] == 1.0
+        assert report["odd_heads_error"]["ok"] == 1.0

@@ -348,24 +348,56 @@ class Bucket:
             seed_arr = seed_arr.astype(np.uint64)
         if num_workers <= 1 or n < 20_000:
             return self._assign_arrays(T, H, W, int(frame_interval), seed_arr)
-        chunks = np.array_split(np.arange(n), num_workers)
+        return self._assign_parallel(T, H, W, int(frame_interval), seed_arr, num_workers, mp_context)
+
+    def _assign_parallel(
+        self,
+        T: np.ndarray,
+        H: np.ndarray,
+        W: np.ndarray,
+        frame_interval: int,
+        seeds: np.ndarray | None,
+        num_workers: int,
+        mp_context: str | None,
+    ) -> BucketAssignment:
+        """Split rows into ``num_workers`` chunks: ``num_workers - 1`` child processes plus this process.
+
+        With the ``fork`` start method the children inherit the input columns (nothing is pickled on the way in).
+        """
         import multiprocessing as mp
 
-        ctx = mp.get_context(mp_context) if mp_context else None
-        with ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx) as pool:
-            futures = [
-                pool.submit(
-                    self._assign_arrays,
-                    T[c[0] : c[-1] + 1],
-                    H[c[0] : c[-1] + 1],
-                    W[c[0] : c[-1] + 1],
-                    int(frame_interval),
-                    None if seed_arr is None else seed_arr[c[0] : c[-1] + 1],
-                )
-                for c in chunks
-                if len(c)
-            ]
-            parts = [f.result() for f in futures]
+        n = T.shape[0]
+        bounds = np.linspace(0, n, num_workers + 1).astype(np.int64)
+        spans = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        ctx = mp.get_context(mp_context) if mp_context else mp.get_context()
+        inherit = ctx.get_start_method() == "fork"
+        if inherit:
+            _FORK_INPUTS["args"] = (self, T, H, W, frame_interval, seeds)
+        try:
+            with ProcessPoolExecutor(max_workers=len(spans) - 1, mp_context=ctx) as pool:
+                if inherit:
+                    futures = [pool.submit(_assign_inherited_span, a, b) for a, b in spans[1:]]
+                else:
+                    futures = [
+                        pool.submit(
+                            self._assign_arrays,
+                            T[a:b],
+                            H[a:b],
+                            W[a:b],
+                            frame_interval,
+                            None if seeds is None else seeds[a:b],
+                        )
+                        for a, b in spans[1:]
+                    ]
+                a, b = spans[0]
+                parts = [
+                    self._assign_arrays(
+                        T[a:b], H[a:b], W[a:b], frame_interval, None if seeds is None else seeds[a:b]
+                    )
+                ]
+                parts += [f.result() for f in futures]
+        finally:
+            _FORK_INPUTS.clear()
         return BucketAssignment(
             res_index=np.concatenate([p.res_index for p in parts]),
             num_frames=np.concatenate([p.num_frames for p in parts]),
@@ -373,66 +405,99 @@ class Bucket:
             reason=np.concatenate([p.reason for p in parts]),
         )
 
+    def _attempts(self, first_fit: int, t_class: int, image: bool, thresholds: np.ndarray, fi: int) -> list:
+        """The (res index, t, keep_prob) tries of every row with these properties, in the reference order.
+
+        ``first_fit``: index of the largest resolution the row's pixels fit (0.8 rule); ``t_class``: how many
+        ``t * frame_interval`` thresholds lie strictly below the row's T.
+        """
+        tries = []
+        for r in range(first_fit, len(self.resolutions)):
+            probs = self.bucket_probs[self.resolutions[r]]
+            if image:
+                if 1 in probs:
+                    tries.append((r, 1, probs[1]))
+                continue
+            fitting = [t for t in probs if t != 1 and np.searchsorted(thresholds, t * fi) < t_class]
+            if fitting:
+                tries.append((r, fitting[0], probs[fitting[0]]))
+        return tries
+
     def _assign_arrays(
         self, T: np.ndarray, H: np.ndarray, W: np.ndarray, frame_interval: int, seeds: np.ndarray | None
     ) -> BucketAssignment:
+        """Vectorised rule. Rows are grouped by their list of (resolution, t) tries, which depends only on how
+        many resolutions their pixels fit, where T falls among the ``t * frame_interval`` thresholds and whether
+        they are images; each group then only needs its keep_prob draws."""
         n = T.shape[0]
         res_index = np.full(n, -1, dtype=np.int16)
         chosen_t = np.zeros(n, dtype=np.int32)
         ar_index = np.full(n, -1, dtype=np.int16)
+        reason = np.full(n, REASON_ASSIGNED, dtype=np.int8)
         valid = (T >= 1) & (H >= 1) & (W >= 1)
-        pixels = H * W
-        pending = valid.copy()
-        any_pixel = np.zeros(n, dtype=bool)
-        any_frame = np.zeros(n, dtype=bool)
-        is_image = T == 1
-        for r, res in enumerate(self.resolutions):
-            if not pending.any():
-                break
-            fits = pending & (pixels >= self.hw_criteria[res] * PIXEL_APPROX)
-            any_pixel |= fits
-            probs = self.bucket_probs[res]
-            t_for_row = np.zeros(n, dtype=np.int32)
-            if 1 in probs:
-                t_for_row[fits & is_image] = 1
-            videos = fits & ~is_image
-            for t in probs:  # descending: the first (largest) fitting key wins
-                if t == 1:
+        reason[~valid] = REASON_INVALID
+        num_res = len(self.resolutions)
+        # pixel rule: resolution r is a candidate iff H*W >= 0.8 * pixels(r); pixels descend with r
+        pixel_thr = np.array([self.hw_criteria[r] * PIXEL_APPROX for r in self.resolutions])
+        first_fit = num_res - np.searchsorted(pixel_thr[::-1], (H * W).astype(np.float64), side="right")
+        # frame rule: t fits iff t * frame_interval < T
+        thresholds = np.unique(
+            [t * frame_interval for res in self.resolutions for t in self.bucket_probs[res] if t != 1]
+        )
+        t_class = np.searchsorted(thresholds, T, side="left")
+        image = T == 1
+        plan = (first_fit * (len(thresholds) + 1) + t_class) * 2 + image
+        plan[~valid] = -1
+        order = np.argsort(plan, kind="stable")
+        sorted_plan = plan[order]
+        starts = np.flatnonzero(np.r_[True, sorted_plan[1:] != sorted_plan[:-1]])
+        ends = np.r_[starts[1:], n]
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            key = int(sorted_plan[a])
+            if key < 0:
+                continue
+            rows = order[a:b]
+            is_image, rest = key % 2 == 1, key // 2
+            fit, t_cls = divmod(rest, len(thresholds) + 1)
+            if fit >= num_res:
+                reason[rows] = REASON_TOO_SMALL
+                continue
+            tries = self._attempts(fit, t_cls, is_image, thresholds, frame_interval)
+            if not tries:
+                reason[rows] = REASON_NO_IMAGE_BUCKET if is_image else REASON_TOO_SHORT
+                continue
+            for r, t, prob in tries:
+                if rows.size == 0 or prob <= 0:
                     continue
-                take = videos & (t_for_row == 0) & (t * frame_interval < T)
-                t_for_row[take] = t
-            candidates = t_for_row > 0
-            any_frame |= candidates
-            keep = np.zeros(n, dtype=bool)
-            for t, prob in probs.items():
-                rows = np.flatnonzero(candidates & (t_for_row == t))
-                if rows.size == 0:
-                    continue
-                if prob >= 1:
-                    keep[rows] = True  # videos skip the draw at 1; a draw in [0, 1) is always < prob anyway
-                elif prob > 0:
+                if prob >= 1:  # videos skip the draw at 1; a draw in [0, 1) is always < prob anyway
+                    kept, rows = rows, rows[:0]
+                else:
                     if seeds is None:
                         draws = np.random.default_rng().random(rows.size)
                     else:
-                        draws = first_uniform(seeds[rows] + np.uint64(self.bucket_id[res][t]))
-                    keep[rows[draws < prob]] = True
-            if keep.any():
-                res_index[keep] = r
-                chosen_t[keep] = t_for_row[keep]
-                ratio = H[keep] / W[keep]
+                        draws = first_uniform(seeds[rows] + np.uint64(self.bucket_id[self.resolutions[r]][t]))
+                    hit = draws < prob
+                    kept, rows = rows[hit], rows[~hit]
+                res_index[kept] = r
+                chosen_t[kept] = t
+            reason[rows] = REASON_KEEP_PROB
+        for r, res in enumerate(self.resolutions):  # ratio key of each assigned row
+            kept = np.flatnonzero(res_index == r)
+            if kept.size:
+                ratio = H[kept] / W[kept]
                 diffs = np.abs(self._ratio_values[res][None, :] - ratio[:, None])
-                ar_index[keep] = np.argmin(diffs, axis=1)  # first minimum, as the reference's min()
-                pending &= ~keep
-        reason = np.full(n, REASON_ASSIGNED, dtype=np.int8)
-        left = ~(res_index >= 0)
-        reason[left & ~valid] = REASON_INVALID
-        left &= valid
-        reason[left & ~any_pixel] = REASON_TOO_SMALL
-        no_frame = left & any_pixel & ~any_frame
-        reason[no_frame & is_image] = REASON_NO_IMAGE_BUCKET
-        reason[no_frame & ~is_image] = REASON_TOO_SHORT
-        reason[left & any_pixel & any_frame] = REASON_KEEP_PROB
+                ar_index[kept] = np.argmin(diffs, axis=1)  # first minimum, as the reference's min()
         return BucketAssignment(res_index=res_index, num_frames=chosen_t, ar_index=ar_index, reason=reason)
+
+
+_FORK_INPUTS: dict[str, Any] = {}  # inputs inherited by forked assignment workers
+
+
+def _assign_inherited_span(start: int, end: int) -> BucketAssignment:
+    bucket, T, H, W, frame_interval, seeds = _FORK_INPUTS["args"]
+    return bucket._assign_arrays(
+        T[start:end], H[start:end], W[start:end], frame_interval, None if seeds is None else seeds[start:end]
+    )
 
 
 def _as_int_column(values: Any, name: str) -> np.ndarray:

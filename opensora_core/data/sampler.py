@@ -241,12 +241,12 @@ class VariableVideoBatchSampler(Sampler[list[str]]):
         access = np.repeat(np.arange(len(keys)), micro_counts) if keys else np.zeros(0, dtype=np.int64)
         if self.shuffle and access.size:
             access = access[torch.randperm(len(access), generator=g).numpy()]
-        offsets = np.zeros(len(access), dtype=np.int64)
-        used = np.zeros(len(keys), dtype=np.int64)
-        batch_sizes = [int(self.bucket.get_batch_size(k)) for k in keys]
-        for j, b in enumerate(access.tolist()):
-            offsets[j] = used[b]
-            used[b] += batch_sizes[b]
+        # offset of micro-batch j in its bucket = (earlier accesses of that bucket) * batch size
+        batch_sizes = np.array([int(self.bucket.get_batch_size(k)) for k in keys], dtype=np.int64)
+        order = np.argsort(access, kind="stable")
+        group_start = np.searchsorted(access[order], access[order], side="left")
+        offsets = np.empty(len(access), dtype=np.int64)
+        offsets[order] = (np.arange(len(access)) - group_start) * batch_sizes[access[order]]
         dropped = {name: count for name, count in reasons.items() if name != REASON_NAMES[0]}
         summary = BucketSummary(
             num_rows=len(self.dataset.data),
@@ -312,10 +312,13 @@ class VariableVideoBatchSampler(Sampler[list[str]]):
     def __iter__(self) -> Iterator[list[str]]:
         self._epoch_plan()
         start = self.last_micro_batch_access_index
-        self._iter_start = start
+        self._iter_start = start  # captured now, not at the first next(), so state_dict(0) is right too
         self.last_micro_batch_access_index = 0  # the next epoch starts from its beginning
+        return self._batches(start, self._num_iters(start))
+
+    def _batches(self, start: int, num_iters: int) -> Iterator[list[str]]:
         R = self.num_replicas
-        for i in range(self._num_iters(start)):
+        for i in range(num_iters):
             yield self.micro_batch(start + i * R + self.rank)
 
     def reset(self) -> None:

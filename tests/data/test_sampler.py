@@ -141,6 +141,10 @@ def test_resume_same_rank_count(drop_last: bool, k: int) -> None:
     resumed = make(ds, 2, drop_last=drop_last)
     for s in resumed:
         s.load_state_dict(state)
+    probe = make(ds, 2, drop_last=drop_last)[1]
+    probe.load_state_dict(state)
+    iter(probe)
+    assert probe.state_dict(0) == state  # saving again before the first batch keeps the resume point
     assert run(resumed) == full[k:]
     # the next epoch starts from its beginning again
     for s, f in zip(resumed, make(ds, 2, drop_last=drop_last), strict=True):

@@ -81,7 +81,7 @@ def load_metadata(
 
 
 class _LocalFile:
-    """Context manager yielding a local path or a file object for a (possibly remote) media path."""
+    """Context manager yielding a local path for a media path (a temporary copy for storage URIs)."""
 
     def __init__(self, path: str) -> None:
         self.path = path

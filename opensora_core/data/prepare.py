@@ -66,11 +66,20 @@ def is_uri(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
+_STORAGE_PID: int | None = None
+
+
 def _storage() -> Any:
+    """The storage module, with a client of this process: forked workers (probe pool, DataLoader) must not
+    share the parent's pooled HTTP connections, so the first use in each process rebuilds the default client."""
+    global _STORAGE_PID
     try:
         from opensora_core.io import storage
     except ImportError as exc:  # the storage layer is a separate module of the package
         raise RuntimeError(f"storage layer unavailable (opensora_core.io.storage): {exc}") from exc
+    if os.getpid() != _STORAGE_PID:
+        storage.configure(storage.default_storage().config)
+        _STORAGE_PID = os.getpid()
     return storage
 
 

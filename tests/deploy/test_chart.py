@@ -345,6 +345,9 @@ def test_mlflow_server_settings(rendered):
     assert c["command"] == ["mlflow", "server"] and "--serve-artifacts" in c["args"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/health"
+    init = find(docs, "Deployment", f"{FULL}-mlflow")["spec"]["template"]["spec"]["initContainers"]
+    assert [i["name"] for i in init] == ["migrate-database"]
+    assert init[0]["command"][-1] == 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"'
     cfg = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]
     assert cfg["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
     assert cfg["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://opensora-mlflow"
@@ -646,3 +649,19 @@ def test_extra_values_render_and_validate(helm_bin: Path, tmp_path: Path):
     )
     assert find(docs, "ConfigMap", "opensora-platform")["data"]["MLFLOW_TRACKING_URI"].endswith(":80")
     assert all(d["metadata"]["labels"]["team"] == "video" for d in docs)
+
+
+def test_deploy_guide_matches_the_chart():
+    guide = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    for needle in (
+        "helm install opensora helm/opensora-platform -n ml -f my-values.yaml",
+        "run create -e <experiment> -f workflows/train_512.yaml",
+        "helm.sh/resource-policy: keep",
+        "helm uninstall opensora -n ml",
+        "helm upgrade opensora helm/opensora-platform -n ml -f my-values.yaml",
+    ):
+        assert needle in guide, f"docs/deploy.md lacks {needle!r}"
+    # Every resource name the guide tells users to delete or port-forward exists in the default install.
+    names = {name for _, name in DEFAULT_RESOURCES} | {f"{FULL}-mlflow-auth"}
+    mentioned = set(re.findall(r"\b(opensora-opensora-platform(?:-[a-z0-9]+)*)\b", guide))
+    assert mentioned <= names, mentioned - names

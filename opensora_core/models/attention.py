@@ -59,7 +59,12 @@ def resolve_attn_backend(attn_backend: str | None, enable_flash_attn: bool = Fal
 
 
 def _math_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, scale: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    scale: float,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     attn = (q * scale) @ k.transpose(-2, -1)  # [B, H, Nq, Nk] in the input dtype
     if attn_mask is not None:
@@ -71,10 +76,14 @@ def _math_attention(
         attn = attn.to(torch.float32).softmax(dim=-1).to(q.dtype)
     else:
         attn = attn.softmax(dim=-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, p=dropout_p)
     return attn @ v
 
 
-def _flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def _flash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0
+) -> torch.Tensor:
     if not q.is_cuda:
         raise RuntimeError(
             "attention backend 'flash' needs CUDA tensors; use attn_backend='sdpa' on CPU "
@@ -91,7 +100,9 @@ def _flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
             "attention backend 'flash' needs the flash-attn package (installed in the train image); "
             "use attn_backend='sdpa' instead"
         ) from exc
-    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale)
+    out = flash_attn_func(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout_p, softmax_scale=scale
+    )
     return out.transpose(1, 2)  # [B, H, N, D]
 
 
@@ -102,22 +113,24 @@ def attention(
     backend: str,
     attn_mask: torch.Tensor | None = None,
     scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
     """Scaled dot-product attention on [B, H, N, D] tensors with the chosen backend.
 
     attn_mask: bool (True = attend) or additive float, broadcastable to [B, H, Nq, Nk]; not supported by
-    ``"flash"``. scale defaults to 1/sqrt(D). Returns [B, H, Nq, D] in q's dtype.
+    ``"flash"``. scale defaults to 1/sqrt(D). dropout_p: dropout on the attention weights (pass 0 in eval).
+    Returns [B, H, Nq, D] in q's dtype.
     """
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if backend == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
     if backend == "math":
-        return _math_attention(q, k, v, attn_mask, scale)
+        return _math_attention(q, k, v, attn_mask, scale, dropout_p)
     if backend == "flash":
         if attn_mask is not None:
             raise ValueError("attention backend 'flash' does not take an attn_mask; use 'sdpa' or 'math'")
-        return _flash_attention(q, k, v, scale)
+        return _flash_attention(q, k, v, scale, dropout_p)
     raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(ATTN_BACKENDS)}")
 
 
@@ -159,15 +172,18 @@ class Attention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The attention core: q, k, v [B, H, N, D] -> [B, H, N, D]."""
-        return attention(q, k, v, self.backend, scale=self.scale)
+        dropout_p = self.attn_drop if self.training else 0.0
+        return attention(q, k, v, self.backend, scale=self.scale, dropout_p=dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # [B, H, N, D] each
+        # unbind on the "3" axis so the backward stacks q/k/v grads straight into [B, N, 3, H, D] (no copy)
+        q, k, v = (
+            t.transpose(1, 2) for t in self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).unbind(2)
+        )
         if self.rope is not None:
             q, k = self.rope(q), self.rope(k)
-        q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.q_norm(q), self.k_norm(k)  # [B, H, N, D] each
         x = self._attend(q, k, v)  # [B, H, N, D]
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
@@ -221,14 +237,16 @@ class MultiHeadCrossAttention(nn.Module):
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
     ) -> torch.Tensor:
         """q [B, H, N, D], k/v [B, H, L, D], key_mask bool [B, L] or None -> [B, H, N, D]."""
+        dropout_p = self.attn_drop if self.training else 0.0
         if key_mask is None:
-            return attention(q, k, v, self.backend, scale=self.scale)
+            return attention(q, k, v, self.backend, scale=self.scale, dropout_p=dropout_p)
         # flash-attn has no key mask here: masked cross-attention runs through sdpa.
         backend = "sdpa" if self.backend == "flash" else self.backend
         has_token = key_mask.any(dim=1)  # [B]
         # Rows without any valid key would give NaN; let them attend to everything and zero them afterwards.
         safe_mask = key_mask | ~has_token[:, None]
-        out = attention(q, k, v, backend, attn_mask=safe_mask[:, None, None, :], scale=self.scale)
+        mask4 = safe_mask[:, None, None, :]
+        out = attention(q, k, v, backend, attn_mask=mask4, scale=self.scale, dropout_p=dropout_p)
         if not bool(has_token.all()):
             out = torch.where(has_token[:, None, None, None], out, torch.zeros_like(out))
         return out
@@ -242,8 +260,8 @@ class MultiHeadCrossAttention(nn.Module):
         if key_mask is not None and bool(key_mask.all()):
             key_mask = None
         q = self.q_linear(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, N, D]
-        kv = self.kv_linear(cond).reshape(b, length, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        k, v = kv.unbind(0)  # [B, H, L, D]
+        kv = self.kv_linear(cond).view(b, length, 2, self.num_heads, self.head_dim)
+        k, v = (t.transpose(1, 2) for t in kv.unbind(2))  # [B, H, L, D] each
         x = self._attend(q, k, v, key_mask)
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))

@@ -166,7 +166,9 @@ class STDiT(nn.Module):
     Arguments are Open-Sora's (``enable_layernorm_kernel`` is accepted and uses torch LayerNorm,
     ``enable_sequence_parallelism`` and ``no_temporal_pos_emb`` are accepted and ignored, as in the reference
     single-device STDiT) plus ``attn_backend`` ("sdpa" | "flash" | "math", default from enable_flash_attn)
-    and ``grad_checkpointing`` (per-block activation checkpointing in training).
+    and ``grad_checkpointing`` (per-block activation checkpointing in training). ``dtype`` (inputs are cast
+    to it) defaults to the parameter dtype instead of the reference's fixed float32, so a model moved to
+    bf16 works without also passing dtype.
     """
 
     def __init__(
@@ -184,7 +186,7 @@ class STDiT(nn.Module):
         no_temporal_pos_emb: bool = False,
         caption_channels: int = 4096,
         model_max_length: int = 120,
-        dtype: str | torch.dtype | None = torch.float32,
+        dtype: str | torch.dtype | None = None,
         space_scale: float = 1.0,
         time_scale: float = 1.0,
         freeze: str | None = None,
@@ -212,7 +214,7 @@ class STDiT(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.caption_channels = caption_channels
         self.model_max_length = model_max_length
-        self.dtype = to_torch_dtype(dtype)
+        self.input_dtype = None if dtype is None else to_torch_dtype(dtype)
         self.space_scale = space_scale
         self.time_scale = time_scale
         self.no_temporal_pos_emb = no_temporal_pos_emb
@@ -249,6 +251,11 @@ class STDiT(nn.Module):
         self.register_load_state_dict_pre_hook(_keep_positional_buffers)
 
     # ---- helpers --------------------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Inputs are cast to this dtype: the ``dtype`` argument, else the patch-embedding weight dtype."""
+        return self.input_dtype or self.x_embedder.proj.weight.dtype
 
     def _spatial_table(self, h: int, w: int) -> torch.Tensor:
         return sincos_table_2d(self.hidden_size, (h, w), scale=self.space_scale)
@@ -288,9 +295,10 @@ class STDiT(nn.Module):
     ) -> torch.Tensor:
         """x [B, C_in, T, H, W], timestep [B], y [B, 1, L, C_cap], mask [B, L] (1 = token) or None,
         x_mask bool [B, T] (False = frame modulated as timestep 0). Extra video_info kwargs are ignored."""
-        x = x.to(self.dtype)
-        timestep = timestep.to(self.dtype)
-        y = y.to(self.dtype)
+        dtype = self.dtype
+        x = x.to(dtype)
+        timestep = timestep.to(dtype)
+        y = y.to(dtype)
         B, _, Tx, Hx, Wx = x.shape
         grid = tuple(math.ceil(s / p) for s, p in zip((Tx, Hx, Wx), self.patch_size, strict=True))
         T, S = grid[0], grid[1] * grid[2]

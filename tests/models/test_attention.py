@@ -158,3 +158,13 @@ def test_set_attn_backend_walks_modules():
     assert model[0].backend == "math" and model[1][0].backend == "math"
     with pytest.raises(ValueError, match="unknown attention backend"):
         set_attn_backend(model, "nope")
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+def test_attention_dropout_only_in_training(backend):
+    torch.manual_seed(0)
+    attn = Attention(16, 2, attn_drop=0.5, backend=backend).eval()
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(attn(x), attn(x))
+    attn.train()
+    assert not torch.allclose(attn(x), attn.eval()(x))

@@ -145,7 +145,9 @@ def test_hadolint_control_flags_a_bad_dockerfile(tmp_path: Path):
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_pinned_versions_match_the_project_pins(image: str):
     pins = pinned_packages(DOCKERFILES[image])
-    project = project_pins(REPO_ROOT / "requirements.txt")
+    project = project_pins(REPO_ROOT / "requirements.txt") | project_pins(
+        REPO_ROOT / "requirements-colossalai.txt"
+    )
     locked = project_pins(IMAGES / "constraints.txt")
     assert "torch" in pins, "the torch build is installed explicitly, at the project's pin"
     mismatches = [
@@ -168,9 +170,8 @@ def test_pinned_versions_match_the_project_pins(image: str):
     ]
     assert installs, "the image installs requirements.txt"
     for cmd in installs:
-        assert "requirements.txt" in cmd and "-c /" in cmd and "constraints.txt" in cmd, (
-            f"unconstrained: {cmd}"
-        )
+        assert "-c /" in cmd and "constraints.txt" in cmd, f"unconstrained: {cmd}"
+    assert any(re.search(r"-r \S*/requirements\.txt", cmd) for cmd in installs)
 
 
 def test_runtime_image_serves_the_pinned_mlflow_with_postgres_and_s3():
@@ -221,7 +222,16 @@ def test_train_image_is_cuda_with_a_matching_torch_build():
     index = build_args(DOCKERFILES["train"])["TORCH_INDEX_URL"]
     assert index.endswith(f"/cu{major}{minor}"), f"{index} does not match CUDA {major}.{minor}"
     pins = pinned_packages(DOCKERFILES["train"])
-    assert {"flash-attn", "colossalai", "galore-torch", "psutil", "peft", "bitsandbytes"} <= set(pins)
+    assert {"flash-attn", "colossalai", "galore-torch"} <= set(pins)
+    runs = " ".join(rest for _, i, rest in instructions(DOCKERFILES["train"]) if i == "RUN")
+    assert "-r /opt/pins/requirements-colossalai.txt" in runs, "ColossalAI's import needs (psutil, peft, ...)"
+    extra = project_pins(REPO_ROOT / "requirements-colossalai.txt")
+    assert {"psutil", "peft", "bitsandbytes"} <= set(extra)
+    colossal_doc = (REPO_ROOT / "requirements-colossalai.txt").read_text()
+    assert (
+        f"colossalai=={pins['colossalai']}" in colossal_doc
+        and f"galore-torch=={pins['galore-torch']}" in colossal_doc
+    )
     colossal = [
         rest for _, i, rest in instructions(DOCKERFILES["train"]) if i == "RUN" and "colossalai==" in rest
     ]
@@ -276,6 +286,8 @@ def test_build_context_is_an_allow_list(image: str):
                 if not src.startswith("--"):
                     assert src in allowed, f"{image}: COPY {src} is not in the allow-list"
     assert {"pyproject.toml", "opensora_core", "requirements.txt", "images/constraints.txt"} <= allowed
+    if image == "train":
+        assert "requirements-colossalai.txt" in allowed
 
 
 def test_images_readme_documents_the_build():

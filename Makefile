@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow test-all lint bench workflows clean
+.PHONY: venv demo test test-slow lint bench workflows images clean
 
 venv: $(STAMP)
 
@@ -37,3 +37,14 @@ workflows: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Container images (docker, buildah or podman); tags follow the project version.
+IMAGE_REPO ?= opensora-platform
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v buildah || command -v podman)
+IMAGE_BUILD = $(if $(filter docker,$(notdir $(CONTAINER_ENGINE))),DOCKER_BUILDKIT=1 $(CONTAINER_ENGINE) build,$(CONTAINER_ENGINE) build --layers --ignorefile images/$(1)/Dockerfile.dockerignore)
+
+images:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make images: needs docker, buildah or podman on PATH (or CONTAINER_ENGINE=...)"; exit 1; }
+	$(call IMAGE_BUILD,runtime) -f images/runtime/Dockerfile -t $(IMAGE_REPO)/runtime:$(IMAGE_TAG) .
+	$(call IMAGE_BUILD,train) -f images/train/Dockerfile -t $(IMAGE_REPO)/train:$(IMAGE_TAG) .

@@ -1,24 +1,25 @@
-"""fsdp2 backend (FSDP2, ZeRO-2-like): same training as ddp, per-rank optimizer checkpoints that resume exactly."""
+"""fsdp2 backend (FSDP2, ZeRO-2-like): trains as ddp, resumes exactly from per-rank shards, works with SP."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
 from opensora_core.parallel.backends import build_backend
 from opensora_core.parallel.fsdp import FSDP2Backend, optimizer_file
-from opensora_core.parallel.mesh import build_mesh
+from opensora_core.parallel.mesh import Mesh, build_mesh
 from tests.parallel.dist_harness import run_world
 from tests.parallel.tiny_models import build_tiny
 from tests.parallel.train_steps import diffusion_step, max_relative_difference, train
 
 CLIP = 0.05  # below the tiny model's gradient norms: every step clips
+SINGLE = Mesh(dp_size=1, dp_rank=0, dp_group=None, sp_size=1, sp_rank=0, sp_group=None)
 
 
 def test_single_process_fsdp2_is_the_plain_module(tmp_path):
-    from opensora_core.parallel.mesh import Mesh
-
-    mesh = Mesh(dp_size=1, dp_rank=0, dp_group=None, sp_size=1, sp_rank=0, sp_group=None)
+    mesh = SINGLE
     model = build_tiny("stdit")
     backend = build_backend("fsdp2", model, mesh, lr=1e-3)
     assert isinstance(backend, FSDP2Backend) and backend.model is model
@@ -53,7 +54,12 @@ def _fsdp_vs_ddp_worker(env, tmp: str) -> dict[str, float]:
     resumed.load_optimizer(tmp)
     diffusion_step(resumed, mesh, 2)
     report["resume"] = max_relative_difference(resumed.model_state_dict(), fsdp.model_state_dict())
-    report["files"] = float(files == [__import__("pathlib").Path(tmp) / optimizer_file(env.rank)])
+    report["files"] = float(files == [Path(tmp) / optimizer_file(env.rank)])
+
+    # fsdp2 under sequence parallelism (dp 1 x sp 2, STDiT2) == one process with the whole batch
+    sp_backend, _ = train("fsdp2", build_mesh(env, 2), kind="stdit2", grad_clip=CLIP)
+    single, _ = train("ddp", SINGLE, kind="stdit2", grad_clip=CLIP)
+    report["sp"] = max_relative_difference(sp_backend.model_state_dict(), single.model_state_dict())
     return report
 
 
@@ -68,6 +74,7 @@ def test_two_rank_fsdp2_trains_like_ddp_and_resumes_from_per_rank_shards(tmp_pat
         assert report["clipped"] == 1.0, report
         assert report["resume"] < 1e-6, report
         assert report["files"] == 1.0, report
+        assert report["sp"] < 1e-4, report
     assert sorted(p.name for p in tmp_path.iterdir()) == [optimizer_file(0), optimizer_file(1)]
     state = torch.load(tmp_path / optimizer_file(1), weights_only=True)
     assert state["world_size"] == 2

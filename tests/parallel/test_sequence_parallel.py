@@ -103,3 +103,25 @@ def test_two_rank_sequence_parallel_matches_single_process():
             assert report[key]["grad"] < 1e-5, (rank, key, report[key])
         assert report["odd_frames_error"]["ok"] == 1.0
         assert report["odd_heads_error"]["ok"] == 1.0
+
+
+def _dp_sp_worker(env) -> dict[str, float]:
+    from opensora_core.parallel.mesh import Mesh, build_mesh
+    from tests.parallel.train_steps import max_relative_difference, train
+
+    mesh = build_mesh(env, 2)  # dp 2 x sp 2
+    single = Mesh(dp_size=1, dp_rank=0, dp_group=None, sp_size=1, sp_rank=0, sp_group=None)
+    reference, _ = train("ddp", single, grad_clip=0.05)
+    report = {}
+    for plugin in ("fsdp2", "zero2-seq"):
+        backend, _ = train(plugin, mesh, grad_clip=0.05)
+        report[plugin] = max_relative_difference(backend.model_state_dict(), reference.model_state_dict())
+    return report
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_dp2_x_sp2_training_matches_single_process():
+    for report in run_world(_dp_sp_worker, 4):
+        assert report["fsdp2"] < 1e-4 and report["zero2-seq"] < 1e-4, report

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ REASON_NAMES = {
     REASON_KEEP_PROB: "dropped_by_keep_prob",
     REASON_INVALID: "invalid_metadata",
 }
+
+MIN_ROWS_PER_WORKER = 200_000  # one process assigns ~0.5-1M rows/s; smaller chunks do not pay for a process
 
 _AR_SLOTS = 64  # > the largest ratio table (40 keys): bucket code = bucket_id * _AR_SLOTS + ratio index
 
@@ -328,7 +331,8 @@ class Bucket:
         """Assign buckets to N rows at once; row ``i`` gets exactly ``get_bucket_id(T[i], H[i], W[i], fi, seeds[i])``.
 
         ``seeds`` are non-negative integers below 2**64 (``None`` only when every keep_prob is 0 or >= 1).
-        ``num_workers > 1`` splits the rows over that many processes.
+        ``num_workers > 1`` splits the rows over that many processes, capped by the CPUs available and by
+        ``MIN_ROWS_PER_WORKER`` rows per process (below that a process costs more than it saves).
         """
         if int(frame_interval) < 1:
             raise ValueError(f"frame_interval must be >= 1, got {frame_interval}")
@@ -346,9 +350,10 @@ class Bucket:
             if seed_arr.dtype.kind == "i" and n and seed_arr.min() < 0:
                 raise ValueError("seeds must be non-negative (numpy's SeedSequence rejects negative seeds)")
             seed_arr = seed_arr.astype(np.uint64)
-        if num_workers <= 1 or n < 20_000:
+        workers = min(int(num_workers), _available_cpus(), n // MIN_ROWS_PER_WORKER)
+        if workers <= 1:
             return self._assign_arrays(T, H, W, int(frame_interval), seed_arr)
-        return self._assign_parallel(T, H, W, int(frame_interval), seed_arr, num_workers, mp_context)
+        return self._assign_parallel(T, H, W, int(frame_interval), seed_arr, workers, mp_context)
 
     def _assign_parallel(
         self,
@@ -498,6 +503,13 @@ def _assign_inherited_span(start: int, end: int) -> BucketAssignment:
     return bucket._assign_arrays(
         T[start:end], H[start:end], W[start:end], frame_interval, None if seeds is None else seeds[start:end]
     )
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _as_int_column(values: Any, name: str) -> np.ndarray:

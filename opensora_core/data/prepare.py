@@ -13,7 +13,8 @@ Hugging Face tokenizer folder). Images get ``num_frames = 1`` and an empty ``fps
 
 Files that cannot be used go to ``OUT.quarantine.csv`` (next to OUT; ``meta.csv`` -> ``meta.quarantine.csv``)
 with ``path,reason``: zero-byte, unreadable/corrupt, truncated (fewer packets than the header lists),
-zero-frame, audio-only, undecodable first frame, unsupported extension, missing caption. The run reports how many
+zero-frame, audio-only, undecodable first frame, unsupported extension, missing caption. In a folder input,
+``.txt`` captions and ``.csv``/``.parquet`` tables are metadata, not samples, and are not listed. The run reports how many
 rows were kept and quarantined; nothing is dropped silently.
 
 Re-running is incremental: rows of an existing OUT whose path, size and mtime are unchanged are reused without
@@ -326,8 +327,8 @@ def _collect_from_folder(
     used_txt: set[str] = set()
     for f in files:
         lower = f.lower()
-        if lower.endswith(".txt") or (captions and os.path.abspath(f) == os.path.abspath(captions)):
-            continue
+        if lower.endswith((".txt", *TABLE_EXTENSIONS)):
+            continue  # captions and metadata tables (e.g. a meta.csv of an earlier run) are not samples
         if not (is_video_path(f) or is_image_path(f)):
             rejected.append(
                 (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from opensora_core.data import bucket as bucket_module
 from opensora_core.data.aspect import ASPECT_RATIOS
 from opensora_core.data.bucket import Bucket, first_uniform
 from tests.data.bucket_configs import FRAME_INTERVAL, STAGE2_BUCKET_CONFIG, STAGE3_BUCKET_CONFIG
@@ -90,7 +91,7 @@ def test_scalar_and_vectorised_match_oracle(config: dict) -> None:
 def test_parallel_assignment_equals_single_process() -> None:
     bucket = Bucket(STAGE3_BUCKET_CONFIG)
     rng = np.random.default_rng(3)
-    n = 50_000
+    n = 2 * bucket_module.MIN_ROWS_PER_WORKER + 10
     T = rng.choice([1, 49, 100, 400], n)
     H = rng.integers(100, 1200, n)
     W = rng.integers(100, 1200, n)

@@ -231,7 +231,8 @@ def test_zero_batches_is_a_clear_error_before_training(caplog: pytest.LogCapture
     assert summary.dropped["too_small"] > 0 and summary.num_batches == ok.get_num_batch()
 
 
-def test_parallel_bucket_build_gives_the_same_batches() -> None:
+def test_parallel_bucket_build_gives_the_same_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("opensora_core.data.bucket.MIN_ROWS_PER_WORKER", 5_000)
     ds = fake_dataset(n=30_000)
     one = VariableVideoBatchSampler(ds, CONFIG, num_replicas=2, rank=1, seed=5)
     two = VariableVideoBatchSampler(ds, CONFIG, num_replicas=2, rank=1, seed=5, num_bucket_build_workers=2)

@@ -109,16 +109,15 @@ class RunPlan:
         """Items to generate (not skipped)."""
         return [it for it in self.items if not it.skip]
 
-    @property
-    def needs_frame_mask(self) -> bool:
-        """True when any prompt is conditioned on references or the video has several loops."""
-        return any(spec.mask_tuples for spec in self.specs) or any(
-            len(spec.loop_texts) > 1 for spec in self.specs
+
+def _check_support(cfg: RunConfig, specs: Sequence[PromptSpec]) -> None:
+    """Conditioning needs masked IDDPM sampling and a frame-mask model; guidance needs caption embeddings."""
+    if cfg.text_encoder.type == "classes":
+        raise SampleInputError(
+            "text_encoder.type 'classes' (class-label DiT/Latte) cannot be sampled: the samplers' classifier-free "
+            "guidance takes caption embeddings [B, 1, L, D]; use a 'clip' or 't5' text-conditioned model"
         )
-
-
-def _check_conditioning_support(cfg: RunConfig, plan: RunPlan) -> None:
-    if not plan.needs_frame_mask:
+    if cfg.loop == 1 and not any(spec.mask_tuples for spec in specs):
         return
     why = f"loop={cfg.loop}" if cfg.loop > 1 else "mask strategies (reference conditioning)"
     if cfg.scheduler.type != "iddpm":
@@ -162,6 +161,7 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
         cfg.loop,
         indices,
     )
+    _check_support(cfg, specs)
     check_reference_files(specs, cfg.num_frames)
     save_dir = Path(cfg.save_dir.removeprefix("file://")).expanduser()
     frames = total_frames(cfg.num_frames, cfg.loop, cfg.condition_frame_length)
@@ -176,6 +176,4 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
             skip = path in seen or (cfg.prompt_as_path and path.exists())
             seen.add(path)
             items.append(SampleItem(spec, k, path, skip))
-    plan = RunPlan(specs, items, frames, save_fps(cfg.fps, cfg.frame_interval), save_dir, previews)
-    _check_conditioning_support(cfg, plan)
-    return plan
+    return RunPlan(specs, items, frames, save_fps(cfg.fps, cfg.frame_interval), save_dir, previews)

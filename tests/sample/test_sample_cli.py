@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ TINY = "configs/debug/tiny_sample.py"
 def run_cli(save_dir: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "opensora_core.sample", TINY, "--save-dir", str(save_dir)]
     cmd += ["--num-sampling-steps", "2", "--no-progress", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only contend on a busy machine
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
 
 
 def ok(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

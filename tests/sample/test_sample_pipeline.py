@@ -118,3 +118,41 @@ def test_checkpoint_that_does_not_fit_names_the_config_values(tmp_path):
     cfg = _cfg(tmp_path, **{"model.hidden_size": 32, "model.from_pretrained": str(path)})
     with pytest.raises(SampleInputError, match="model.hidden_size=32"):
         load_sampling_models(cfg, device="cpu")
+
+
+def test_dpm_solver_sampling(tmp_path):
+    cfg = _cfg(tmp_path, scheduler={"_delete_": True, "type": "dpm-solver", "num_sampling_steps": 2})
+    paths = sample(cfg, ["a red ball"], progress=False)
+    assert read_sample(paths[0]).shape == (8, 32, 32, 3)
+
+
+def test_long_video_with_a_latent_vae(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(tmp_path / "white.png")
+    cfg = _cfg(
+        tmp_path,
+        vae={"_delete_": True, "type": "VideoAutoencoderKL", "from_pretrained": "debug/tiny-vae"},
+        image_size=(64, 64),
+        **{"model.patch_size": (1, 2, 2), "scheduler.num_sampling_steps": 2},
+        loop=3,
+        condition_frame_length=3,
+        prompt=["|0|a|1|b"],
+        reference_path=[str(tmp_path / "white.png")],
+        mask_strategy=["0;2,0,0,-1"],
+    )
+    (path,) = sample(cfg, progress=False)
+    assert read_sample(path).shape == (3 * (8 - 3) + 3, 64, 64, 3)
+
+
+def test_prompt_as_path_resumes_missing_samples_only(tmp_path):
+    cfg = _cfg(tmp_path, prompt_as_path=True, num_sample=2, **{"scheduler.num_sampling_steps": 2})
+    first = sample(cfg, ["a red ball"], progress=False)
+    assert [p.name for p in first] == ["a red ball-0.mp4", "a red ball-1.mp4"]
+    kept = first[0].stat().st_mtime_ns
+    first[1].unlink()
+    again = sample(cfg, ["a red ball"], progress=False)
+    assert again == first and first[1].is_file() and first[0].stat().st_mtime_ns == kept
+    grid = read_sample(tmp_path / "out" / "preview" / "a red ball.png")
+    assert grid.shape[1] == 2 * 32 + 2  # both samples, one regenerated and one read back
+    assert sample(cfg, ["a red ball"], progress=False) == first  # nothing left to do

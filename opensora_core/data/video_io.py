@@ -1,18 +1,25 @@
 """Video and image I/O with PyAV: probing, seek-and-decode of a frame window, writing H.264 mp4.
 
-``read_frames`` seeks to the keyframe before the first requested frame and decodes only up to the last one,
-converting just the requested frames to RGB. ``read_video_full`` decodes everything (what
+``read_frames`` / ``read_clip`` seek to the keyframe before the first requested frame and decode only up to the
+last one, converting just the requested frames to RGB. Non-reference frames (frames no other frame predicts
+from, e.g. most B-frames) that are not requested are dropped by the decoder without being decoded
+(``skip_frame="NONREF"`` set per packet); every frame that is requested or referenced is decoded normally, so
+the returned pixels are identical to a full decode. Decoding uses FFmpeg frame+slice threading; see
+:func:`resolve_decode_threads` for the thread count (``decode_threads`` argument or ``OPENSORA_DECODE_THREADS``).
+
+``read_video_full`` decodes everything with PyAV's default codec settings and converts every frame to RGB (what
 ``torchvision.io.read_video`` does in the reference) and is kept as the baseline for tests and benchmarks.
 
 Frame index ``i`` is the i-th frame in presentation order; with a timestamped stream it is recovered from the
 frame's pts as ``round((pts - start_time) * time_base * average_rate)``. Streams without usable timestamps or
-frame rate fall back to sequential decoding from the start.
+frame rate fall back to sequential decoding from the start (no frame skipping there).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+DECODE_THREADS_ENV = "OPENSORA_DECODE_THREADS"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpeg", ".mpg", ".flv", ".wmv", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_VIDEO_FPS = 24.0  # reference default when a file reports no rate
@@ -108,14 +116,72 @@ def count_video_packets(container: Any, stream: Any) -> int:
     return count
 
 
-def _frame_index(frame: Any, start: int, time_base: Fraction, rate: Fraction) -> int:
-    return round((frame.pts - start) * time_base * rate)
+def _frame_index(pts: int, start: int, time_base: Fraction, rate: Fraction) -> int:
+    return round((pts - start) * time_base * rate)
 
 
-def read_frames(source: Source, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+def _available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _dataloader_num_workers() -> int:
+    """``num_workers`` of the torch DataLoader this process is a worker of; 0 outside DataLoader workers."""
+    torch = sys.modules.get("torch")  # a DataLoader worker has torch imported already; never import it here
+    if torch is None:
+        return 0
+    info = torch.utils.data.get_worker_info()
+    return int(info.num_workers) if info is not None else 0
+
+
+def resolve_decode_threads(decode_threads: int | None = None) -> int:
+    """Decoder threads for :func:`read_frames` / :func:`read_clip`; ``0`` means one per CPU core (FFmpeg picks).
+
+    Order: the ``decode_threads`` argument, else the ``OPENSORA_DECODE_THREADS`` environment variable, else
+    automatic: ``0`` (all cores) in the main process or a DataLoader with ``num_workers <= 1``, and
+    ``max(1, cpus // num_workers)`` inside a worker of a DataLoader with more workers, so that parallel workers
+    do not oversubscribe the cores. ``1`` turns decoder threading off. Raises ``ValueError`` for a negative or
+    non-integer value.
+    """
+    if decode_threads is None:
+        env = os.environ.get(DECODE_THREADS_ENV, "").strip()
+        if env:
+            try:
+                decode_threads = int(env)
+            except ValueError:
+                raise ValueError(
+                    f"{DECODE_THREADS_ENV}={env!r} is not an integer; set it to 0 (one thread per core), "
+                    "1 (no decoder threading) or a thread count"
+                ) from None
+            source = DECODE_THREADS_ENV
+        else:
+            workers = _dataloader_num_workers()
+            return 0 if workers <= 1 else max(1, _available_cpus() // workers)
+    else:
+        source = "decode_threads"
+    if isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 0:
+        raise ValueError(
+            f"{source} must be an integer >= 0 (0 = one thread per core), got {decode_threads!r}"
+        )
+    return decode_threads
+
+
+def _set_threads(stream: Any, decode_threads: int | None) -> None:
+    """Configure decoder threading before the codec opens (frame+slice threading unless 1 thread)."""
+    threads = resolve_decode_threads(decode_threads)
+    codec_context = stream.codec_context
+    codec_context.thread_count = threads
+    codec_context.thread_type = "SLICE" if threads == 1 else "AUTO"
+
+
+def read_frames(
+    source: Source, indices: Sequence[int] | np.ndarray, decode_threads: int | None = None
+) -> np.ndarray:
     """Decode only the frames at ``indices`` (any order, repeats allowed) -> uint8 ``[N, H, W, 3]`` RGB.
 
-    Seeks to the keyframe at or before ``min(indices)`` and stops after ``max(indices)``. Raises
+    Seeks to the keyframe at or before ``min(indices)`` and stops after ``max(indices)``; unrequested
+    non-reference frames are skipped. ``decode_threads``: see :func:`resolve_decode_threads`. Raises
     :class:`VideoDecodeError` when the file ends before a requested index or cannot be decoded.
     """
     wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -128,6 +194,7 @@ def read_frames(source: Source, indices: Sequence[int] | np.ndarray) -> np.ndarr
         if not container.streams.video:
             raise VideoDecodeError(f"{_name(source)} has no video stream")
         stream = container.streams.video[0]
+        _set_threads(stream, decode_threads)
         got = _decode_window(container, stream, needed, source)
     return np.stack([got[i] for i in wanted.tolist()])
 
@@ -147,11 +214,11 @@ def _decode_window(container: Any, stream: Any, needed: list[int], source: Sourc
                 target = start + int(Fraction(first) / rate / time_base)
                 container.seek(target, stream=stream, backward=True, any_frame=False)
             landed = None
-            for frame in container.decode(stream):
+            for frame in _decode_skipping(container, stream, need, start, time_base, rate):
                 if frame.pts is None:
                     landed = None
                     break
-                idx = _frame_index(frame, start, time_base, rate)
+                idx = _frame_index(frame.pts, start, time_base, rate)
                 if landed is None:
                     landed = idx
                     if idx > first:  # seek overshot (inexact index): decode from the start instead
@@ -163,6 +230,7 @@ def _decode_window(container: Any, stream: Any, needed: list[int], source: Sourc
             if landed is not None and landed <= first and len(out) == len(need):
                 return out
             container.seek(0, stream=stream, backward=True, any_frame=False)
+            stream.codec_context.skip_frame = "DEFAULT"
             out.clear()
         for idx, frame in enumerate(container.decode(stream)):
             if idx in need:
@@ -179,22 +247,49 @@ def _decode_window(container: Any, stream: Any, needed: list[int], source: Sourc
     return out
 
 
+def _decode_skipping(
+    container: Any, stream: Any, need: set[int], start: int, time_base: Fraction, rate: Fraction
+) -> Iterator[Any]:
+    """Decode ``stream`` from the current position, letting the decoder drop unrequested non-reference frames.
+
+    ``skip_frame`` is chosen per packet from the packet's presentation index: ``"NONREF"`` when the frame is not
+    in ``need`` (the decoder then discards it only if no other frame references it), ``"DEFAULT"`` otherwise.
+    Reference frames are always decoded, so every frame that is output has the same pixels as in a full decode.
+    With frame threading FFmpeg copies ``skip_frame`` into the worker thread when the packet is submitted.
+    """
+    codec_context = stream.codec_context
+    current = None
+    for packet in container.demux(stream):
+        pts = packet.pts
+        if pts is not None and packet.size:
+            mode = "DEFAULT" if _frame_index(pts, start, time_base, rate) in need else "NONREF"
+        else:
+            mode = "DEFAULT"  # flush packet at the end, or a packet without timestamp
+        if mode != current:
+            codec_context.skip_frame = mode
+            current = mode
+        yield from codec_context.decode(packet)
+
+
 def read_clip(
     source: Source,
     num_frames: int,
     frame_interval: int,
     rng: Any,
     total_frames: int | None = None,
+    decode_threads: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Temporal random crop of ``num_frames`` frames spaced ~``frame_interval`` apart -> (``[T,H,W,3]``, fps).
 
     Opens the file once: reads the frame count from the stream header (or ``total_frames`` when given and the
-    header has none), picks the window with :func:`temporal_random_crop_indices` and seek-decodes it.
+    header has none), picks the window with :func:`temporal_random_crop_indices` and seek-decodes it like
+    :func:`read_frames`. ``decode_threads``: see :func:`resolve_decode_threads`.
     """
     with _open(source) as container:
         if not container.streams.video:
             raise VideoDecodeError(f"{_name(source)} has no video stream")
         stream = container.streams.video[0]
+        _set_threads(stream, decode_threads)
         rate = _rate(stream)
         total = int(stream.frames or 0) or int(total_frames or 0)
         if total <= 0:
@@ -225,7 +320,11 @@ def temporal_random_crop_indices(
 
 
 def read_video_full(source: Source) -> tuple[np.ndarray, float]:
-    """Decode every frame to RGB -> (uint8 ``[T, H, W, 3]``, fps). Baseline of the reference loader."""
+    """Decode every frame to RGB -> (uint8 ``[T, H, W, 3]``, fps). Baseline of the reference loader.
+
+    Like ``torchvision.io.read_video`` (pyav backend): PyAV's default codec settings (slice threading only,
+    which is one thread for single-slice H.264), every frame converted to RGB.
+    """
     import av
 
     with _open(source) as container:

@@ -11,8 +11,11 @@ Per rank the arithmetic is the same, so the ratio is the cost of the sequence-pa
 the duplicated per-sample work (embeddings, timestep/caption MLPs, the loss on the gathered output).
 
 Measurements (one JSON line each: name, ours, baseline, ratio, unit, machine; ratio = ours / baseline):
-- ``sp2_vs_sp1_train_step_s``: one optimizer step (forward, backward, step), seconds;
-- ``sp2_vs_sp1_forward_s``: one forward pass without autograd, seconds.
+- ``sp2_vs_sp1_train_step_s``: one optimizer step (forward, backward, step), wall seconds;
+- ``sp2_vs_sp1_forward_s``: one forward pass without autograd, wall seconds;
+- ``*_cpu_s``: the same in CPU seconds of each process (mean of the two ranks, gloo threads included). Wall
+  time on a shared machine also counts waiting for a descheduled peer at every collective; CPU time is the
+  work itself (compute plus the copies and transfers sequence parallelism adds).
 
 Timing: the two variants alternate (``--repeats`` rounds of ``--steps`` steps each, after a warm-up step) and
 the median per-step time over rounds is reported (alternation cancels slow drifts of a shared machine).
@@ -111,15 +114,21 @@ def _forward(v: dict[str, Any]) -> None:
         v["backend"].model(v["x"], v["t"], v["y"])
 
 
-def _timed(fn: Any, v: dict[str, Any], steps: int) -> float:
+def _timed(fn: Any, v: dict[str, Any], steps: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process incl. its communication threads) per call of ``fn``."""
+    import torch
     import torch.distributed as dist
 
     dist.barrier()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn(v)
+    cpu = time.process_time() - cpu
     dist.barrier()
-    return (time.perf_counter() - start) / steps
+    wall = time.perf_counter() - start
+    mean_cpu = torch.tensor([cpu])
+    dist.all_reduce(mean_cpu)  # both ranks' CPU time (the work is symmetric; this averages the noise)
+    return wall / steps, float(mean_cpu) / 2 / steps
 
 
 def _worker(rank: int, port: int, size: dict[str, Any], repeats: int, steps: int, out: str) -> None:
@@ -139,8 +148,10 @@ def _worker(rank: int, port: int, size: dict[str, Any], repeats: int, steps: int
         times: dict[tuple[str, int], list[float]] = {}
         for _ in range(repeats):
             for sp, v in variants.items():
-                times.setdefault(("step", sp), []).append(_timed(_train_step, v, steps))
-                times.setdefault(("forward", sp), []).append(_timed(_forward, v, steps))
+                for kind, fn in (("step", _train_step), ("forward", _forward)):
+                    wall, cpu = _timed(fn, v, steps)
+                    times.setdefault((kind, sp), []).append(wall)
+                    times.setdefault((f"{kind}_cpu", sp), []).append(cpu)
         if rank == 0:
             medians = {f"{kind}_sp{sp}": statistics.median(ts) for (kind, sp), ts in times.items()}
             Path(out).write_text(json.dumps(medians))
@@ -172,7 +183,13 @@ def main() -> None:
 
     machine = _machine()
     c, t, h, w = size["latent"]
-    for kind, name in (("step", "sp2_vs_sp1_train_step_s"), ("forward", "sp2_vs_sp1_forward_s")):
+    rows = (
+        ("step", "sp2_vs_sp1_train_step_s"),
+        ("forward", "sp2_vs_sp1_forward_s"),
+        ("step_cpu", "sp2_vs_sp1_train_step_cpu_s"),
+        ("forward_cpu", "sp2_vs_sp1_forward_cpu_s"),
+    )
+    for kind, name in rows:
         ours, base = medians[f"{kind}_sp2"], medians[f"{kind}_sp1"]
         row = dict(
             name=name,

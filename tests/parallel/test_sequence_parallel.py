@@ -58,10 +58,10 @@ def _equality_worker(env, kinds: tuple[str, ...]) -> dict[str, dict[str, float]]
     for kind in kinds:
         for checkpointing in (False, True):
             model = build_tiny(kind, grad_checkpointing=checkpointing).train()
-            single = copy.deepcopy(model)
             apply_sequence_parallel(model, group)
             assert sequence_parallel_of(model) is not None
-            assert sequence_parallel_of(copy.deepcopy(model)) is None  # copies are single-device
+            single = copy.deepcopy(model)  # a deep copy is a plain single-device model
+            assert sequence_parallel_of(single) is None
             inputs = tiny_batch(kind)
             weight = torch.randn(2, 8, 4, 8, 8, generator=torch.Generator().manual_seed(3))
             out = model(**inputs)
@@ -78,6 +78,11 @@ def _equality_worker(env, kinds: tuple[str, ...]) -> dict[str, dict[str, float]]
                 grad_err = max(grad_err, float((g - ref_grads[name]).abs().max() / scale))
             key = f"{kind}{'-ckpt' if checkpointing else ''}"
             report[key] = {"out": float((out - ref).detach().abs().max()), "grad": grad_err}
+
+    # removing sequence parallelism gives the single-device model back
+    remove_sequence_parallel(model)
+    with torch.no_grad():
+        report["removed"] = {"out": float((model(**inputs) - single(**inputs)).abs().max())}
 
     # frames must split evenly, heads must scatter evenly
     model = apply_sequence_parallel(build_tiny("stdit2"), group)
@@ -101,6 +106,7 @@ def test_two_rank_sequence_parallel_matches_single_process():
         for key in ("stdit", "stdit-ckpt", "stdit2", "stdit2-ckpt"):
             assert report[key]["out"] < 1e-5, (rank, key, report[key])
             assert report[key]["grad"] < 1e-5, (rank, key, report[key])
+        assert report["removed"]["out"] == 0.0
         assert report["odd_frames_error"]["ok"] == 1.0
         assert report["odd_heads_error"]["ok"] == 1.0
 

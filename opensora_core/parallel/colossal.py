@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from opensora_core.parallel.backends import TrainBackend
+from opensora_core.parallel.backends import DTYPES, TrainBackend
 from opensora_core.parallel.mesh import Mesh
 
 __all__ = ["ColossalAIBackend", "colossalai_available", "zero2_backend"]
@@ -71,11 +71,9 @@ class ColossalAIBackend(TrainBackend):
                 initial_scale=INITIAL_SCALE,
                 max_norm=self.grad_clip or 0.0,
             )
-            if hasattr(model, "dtype") and not isinstance(getattr(type(model), "dtype", None), property):
-                # STDiT casts its inputs to its ``dtype`` attribute: make that the working precision
-                model.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
-                    self.dtype
-                ]
+            if hasattr(model, "input_dtype"):
+                # STDiT / STDiT2 cast their inputs to ``input_dtype``: the ZeRO working precision
+                model.input_dtype = DTYPES[self.dtype]
             self.scaler = None  # the ZeRO optimizer scales fp16 losses itself
         else:
             plugin = TorchDDPPlugin(broadcast_buffers=False)

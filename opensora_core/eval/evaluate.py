@@ -1,0 +1,376 @@
+"""Evaluate a training checkpoint: sample an evaluation prompt set, score the videos, log everything.
+
+    from opensora_core.eval import evaluate
+    result = evaluate("outputs/000-STDiT-XL-2/epoch0-global_step400", "outputs/eval",
+                      prompts=None,                     # None: every synthetic caption (16 per shape)
+                      weights=("ema", "untrained"),     # also sample the untrained model, same seed
+                      tracking={"uri": "http://127.0.0.1:5000", "experiment": "opensora"})
+    result.metrics["colour_accuracy"], result.metrics["untrained/colour_accuracy"]
+
+The checkpoint (a folder written by ``opensora_core.train``, local or ``s3://``) brings its resolved
+``config.json``; evaluation samples with the same architecture, VAE and text encoder, the IDDPM sampler with
+``num_sampling_steps`` / ``cfg_scale``, and one seed for every weight variant, so variants differ only by their
+weights. Variants:
+
+- ``ema``: ``ema.safetensors`` (the headline numbers, unprefixed metric names)
+- ``model``: ``model.safetensors`` (the raw weights; metrics ``model/...``)
+- ``untrained``: the same architecture freshly initialised from the seed (step 0; metrics ``untrained/...``)
+
+Metrics (:mod:`opensora_core.eval.metrics`): ``valid_fraction``, ``mean_intensity`` and ``temporal_change`` for
+every prompt set; when every prompt is a synthetic caption also ``colour_accuracy``, ``direction_accuracy``,
+``joint_accuracy`` and ``no_shape_fraction``, and with an ``untrained`` variant the gains
+``colour_accuracy_gain`` / ``direction_accuracy_gain`` (headline minus untrained). Videos are scored as written
+(decoded back from the mp4 files), i.e. what a user sees.
+
+Outputs under ``output_dir`` (local or ``s3://``): ``{variant}/sample_{i}.mp4``, ``preview/{variant}.png`` (one
+row per prompt), ``report.json`` (metrics, per-prompt verdicts, settings). With ``tracking`` the same files and
+metrics go to one MLflow run (through :mod:`opensora_core.io.tracking`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opensora_core.eval.metrics import (
+    is_synthetic_prompt,
+    score_caption_agreement,
+    synthetic_prompts,
+    video_statistics,
+)
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_VARIANTS = ("ema", "model", "untrained")
+_WEIGHT_FILES = {"ema": "ema.safetensors", "model": "model.safetensors"}
+_PREFIX = {"ema": "", "model": "model/", "untrained": "untrained/"}
+REPORT_FILE = "report.json"
+PREVIEW_DIR = "preview"
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` produced."""
+
+    metrics: dict[str, float]
+    output_dir: str
+    videos: dict[str, list[str]] = field(default_factory=dict)
+    previews: dict[str, str] = field(default_factory=dict)
+    report: str = ""
+    global_step: int = 0
+    mlflow_run_id: str | None = None
+
+    def summary(self) -> str:
+        """One line per metric, sorted."""
+        return "\n".join(f"{k} = {v:.4g}" for k, v in sorted(self.metrics.items()))
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def _local(uri: str) -> Path:
+    return Path(uri.removeprefix("file://")).expanduser()
+
+
+def _fetch_checkpoint(checkpoint: str, variants: Sequence[str], into: Path) -> Path:
+    """A local folder with the checkpoint's config and the weight files the variants need."""
+    from opensora_core.io import storage
+
+    needed = ["config.json", "running_states.json"] + [
+        _WEIGHT_FILES[v] for v in variants if v in _WEIGHT_FILES
+    ]
+    if not _is_remote(checkpoint):
+        folder = _local(checkpoint)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"checkpoint {checkpoint} has no config.json: pass a checkpoint folder written by "
+                "opensora_core.train (epoch*-global_step*/)"
+            )
+        return folder
+    into.mkdir(parents=True, exist_ok=True)
+    for name in needed:
+        uri = storage.join(checkpoint, name)
+        if name == "running_states.json" and not storage.exists(uri):
+            continue
+        storage.download_file(uri, into / name)
+    return into
+
+
+def _sampling_overrides(
+    cfg: Any,
+    save_dir: Path,
+    weights: str | None,
+    num_sampling_steps: int | None,
+    cfg_scale: float | None,
+    seed: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Overrides that turn a training config into the evaluation's sampling config."""
+    out: dict[str, Any] = {
+        "model.from_pretrained": weights,
+        "save_dir": str(save_dir),
+        "sample_name": "sample",
+        "prompt_as_path": False,
+        "num_sample": 1,
+        "start_index": None,
+        "end_index": None,
+        "loop": 1,
+        "reference_path": None,
+        "mask_strategy": None,
+        "seed": seed,
+        "batch_size": batch_size,
+    }
+    if cfg.scheduler.type == "iddpm-speed":
+        out["scheduler.type"] = "iddpm"
+    if num_sampling_steps is not None:
+        out["scheduler.num_sampling_steps"] = num_sampling_steps
+    if cfg_scale is not None:
+        out["scheduler.cfg_scale"] = cfg_scale
+    ds = cfg.dataset
+    if cfg.num_frames is None and ds is not None and getattr(ds, "num_frames", None):
+        out["num_frames"] = ds.num_frames
+    if cfg.image_size is None and ds is not None and None not in tuple(getattr(ds, "image_size", (None,))):
+        out["image_size"] = tuple(ds.image_size)
+    return out
+
+
+def sampling_config(
+    config: str | Path,
+    weights: str | Path | None,
+    save_dir: str | Path,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    *,
+    num_sampling_steps: int | None = None,
+    cfg_scale: float | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> Any:
+    """The sampling RunConfig for a checkpoint's resolved training config (``config.json``).
+
+    ``weights`` is the weights file to load (None: fresh initialisation). ``num_frames`` / ``image_size`` come
+    from the dataset section when the config has none at top level; ``overrides`` (dotted-key dict or
+    ``"key=value"`` strings) are applied last and win.
+    """
+    from opensora_core.config import load_config, parse_override_value
+
+    base = load_config(config)
+    merged = _sampling_overrides(
+        base,
+        Path(save_dir),
+        None if weights is None else str(weights),
+        num_sampling_steps,
+        cfg_scale,
+        seed,
+        batch_size,
+    )
+    if isinstance(overrides, Mapping):
+        merged.update(overrides)
+    else:
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"override {item!r} must look like key=value (e.g. num_frames=16)")
+            merged[key.strip()] = parse_override_value(value.strip())
+    return load_config(config, overrides=merged)
+
+
+def _sample_variant(
+    cfg: Any, prompts: list[str], seed: int, variant: str, progress: bool, device: Any
+) -> list[Path]:
+    import torch
+
+    from opensora_core.sample import load_sampling_models, sample
+
+    if variant == "untrained":
+        torch.manual_seed(seed)  # the fresh initialisation is part of the seeded experiment
+    models = load_sampling_models(cfg, device)
+    return sample(cfg, prompts, progress=progress, models=models)
+
+
+def _score(
+    prompts: list[str], paths: list[Path], prefix: str
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    from opensora_core.sample.writer import read_sample
+
+    videos = [read_sample(p) for p in paths]
+    metrics = {f"{prefix}{k}": v for k, v in video_statistics(videos).items()}
+    per_prompt: list[dict[str, Any]] = [
+        {"prompt": p, "video": str(v)} for p, v in zip(prompts, paths, strict=True)
+    ]
+    if all(is_synthetic_prompt(p) for p in prompts):
+        agreement = score_caption_agreement(videos, prompts)
+        metrics.update(agreement.metrics(prefix))
+        for row, verdict in zip(per_prompt, agreement.verdicts, strict=True):
+            row.update(verdict.as_dict())
+    return metrics, per_prompt
+
+
+def evaluate(
+    checkpoint: str,
+    output_dir: str,
+    prompts: Sequence[str] | None = None,
+    *,
+    weights: Sequence[str] = ("ema", "untrained"),
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    num_sampling_steps: int | None = None,
+    cfg_scale: float | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    tracking: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Sample ``prompts`` with each of ``weights`` from ``checkpoint``, score and log them (module docstring).
+
+    ``prompts`` None means :func:`~opensora_core.eval.metrics.synthetic_prompts` (all 32 synthetic captions).
+    ``overrides`` are config overrides applied after the evaluation's own (e.g. ``["image_size=(240, 426)",
+    "num_frames=16", "multi_resolution='STDiT2'"]`` for bucketed training configs). ``tracking`` is
+    ``dict(uri=..., experiment=..., run_name=...)`` for MLflow (None: no tracking); ``tags`` are added to the
+    MLflow run. Raises ValueError for an unknown weight variant or an empty prompt list.
+    """
+    from opensora_core.io import storage
+
+    weights = list(dict.fromkeys(weights))
+    bad = [w for w in weights if w not in WEIGHT_VARIANTS]
+    if bad or not weights:
+        raise ValueError(f"weights {bad or weights} unknown; choose from {list(WEIGHT_VARIANTS)}")
+    prompts = list(prompts) if prompts else synthetic_prompts()
+    if not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise ValueError("prompts must be non-empty strings")
+    headline = next((w for w in weights if w != "untrained"), "untrained")
+
+    tmp = Path(tempfile.mkdtemp(prefix="opensora-eval-"))
+    try:
+        folder = _fetch_checkpoint(checkpoint, weights, tmp / "checkpoint")
+        out = tmp / "out" if _is_remote(output_dir) else _local(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        running = folder / "running_states.json"
+        global_step = int(json.loads(running.read_text())["global_step"]) if running.is_file() else 0
+
+        metrics: dict[str, float] = {}
+        report_rows: dict[str, list[dict[str, Any]]] = {}
+        local_videos: dict[str, list[Path]] = {}
+        previews: dict[str, Path] = {}
+        settings: dict[str, Any] = {}
+        for variant in weights:
+            cfg = sampling_config(
+                folder / "config.json",
+                folder / _WEIGHT_FILES[variant] if variant in _WEIGHT_FILES else None,
+                out / variant,
+                overrides,
+                num_sampling_steps=num_sampling_steps,
+                cfg_scale=cfg_scale,
+                seed=seed,
+                batch_size=batch_size,
+            )
+            settings = {
+                "num_sampling_steps": cfg.scheduler.num_sampling_steps,
+                "cfg_scale": cfg.scheduler.cfg_scale,
+                "seed": seed,
+                "num_frames": cfg.num_frames,
+                "image_size": list(cfg.image_size),
+                "model": cfg.model.type,
+            }
+            paths = _sample_variant(cfg, prompts, seed, variant, progress, device)
+            prefix = "" if variant == headline else _PREFIX[variant]
+            variant_metrics, rows = _score(prompts, paths, prefix)
+            metrics.update(variant_metrics)
+            report_rows[variant] = rows
+            local_videos[variant] = paths
+            previews[variant] = _write_preview(paths, out / PREVIEW_DIR / f"{variant}.png")
+            shutil.rmtree(
+                out / variant / "preview", ignore_errors=True
+            )  # per-prompt grids: one grid is enough
+        if "untrained" in weights and headline != "untrained":
+            for name in ("colour_accuracy", "direction_accuracy", "joint_accuracy"):
+                if name in metrics and f"untrained/{name}" in metrics:
+                    metrics[f"{name}_gain"] = metrics[name] - metrics[f"untrained/{name}"]
+        metrics["num_prompts"] = float(len(prompts))
+
+        report = out / REPORT_FILE
+        report.write_text(
+            json.dumps(
+                {
+                    "checkpoint": checkpoint,
+                    "global_step": global_step,
+                    "headline_weights": headline,
+                    "settings": settings,
+                    "metrics": metrics,
+                    "per_prompt": report_rows,
+                },
+                indent=2,
+            )
+        )
+        run_id = _log_to_mlflow(
+            tracking, tags, checkpoint, global_step, metrics, settings, weights, out, previews, report
+        )
+
+        def uri_of(p: Path) -> str:
+            return (
+                storage.join(output_dir, p.relative_to(out).as_posix()) if _is_remote(output_dir) else str(p)
+            )
+
+        if _is_remote(output_dir):
+            storage.upload_dir(out, output_dir)
+        result = EvalResult(
+            metrics=metrics,
+            output_dir=output_dir if _is_remote(output_dir) else str(out),
+            videos={v: [uri_of(p) for p in ps] for v, ps in local_videos.items()},
+            previews={v: uri_of(p) for v, p in previews.items()},
+            report=uri_of(report),
+            global_step=global_step,
+            mlflow_run_id=run_id,
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("evaluation of %s (step %d):\n%s", checkpoint, global_step, result.summary())
+    return result
+
+
+def _write_preview(paths: list[Path], dest: Path) -> Path:
+    from opensora_core.sample.writer import read_sample, write_preview_grid
+
+    return write_preview_grid([read_sample(p) for p in paths], dest)
+
+
+def _log_to_mlflow(
+    tracking: Mapping[str, Any] | None,
+    tags: Mapping[str, str] | None,
+    checkpoint: str,
+    global_step: int,
+    metrics: dict[str, float],
+    settings: dict[str, Any],
+    weights: list[str],
+    out: Path,
+    previews: dict[str, Path],
+    report: Path,
+) -> str | None:
+    """One MLflow run with the evaluation's params, metrics, videos, previews and report; its id."""
+    if not tracking:
+        return None
+    from opensora_core.io.tracking import build_tracker
+
+    cfg = {"backend": "mlflow", **{k: v for k, v in tracking.items() if v not in (None, "")}}
+    cfg.setdefault("run_name", f"eval-step{global_step}")
+    tracker = build_tracker(cfg)
+    tracker.set_tags({"opensora.kind": "evaluation", "opensora.checkpoint": checkpoint, **(tags or {})})
+    tracker.log_params({"eval": {**settings, "weights": ",".join(weights), "checkpoint": checkpoint}})
+    tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=global_step)
+    for variant in weights:
+        tracker.log_artifact(out / variant, f"videos/{variant}")
+    for path in previews.values():
+        tracker.log_artifact(path, PREVIEW_DIR)
+    tracker.log_artifact(report)
+    tracker.close(timeout=120.0)
+    if tracker.run_id is None:
+        logger.warning("MLflow unreachable: evaluation metrics were not logged (files are in %s)", out)
+    return tracker.run_id

@@ -179,3 +179,14 @@ def test_dynamic_position_table_matches_numpy_table():
     expected = get_2d_sincos_pos_embed(48, (5, 7), scale=0.75, base_size=6)
     assert table.shape == (1, 35, 48)
     np.testing.assert_allclose(table[0].double().numpy(), expected, atol=1e-6)
+
+
+def test_deepcopy_for_ema_keeps_one_shared_rope(model):
+    import copy
+
+    ema = copy.deepcopy(model)
+    rope_users = {id(block.attn_temp.rope.__self__) for block in ema.blocks}
+    assert rope_users == {id(ema.rope)} and ema.rope is not model.rope
+    x, t, y, mask = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(ema(x, t, y, mask, **info()), model(x, t, y, mask, **info()))

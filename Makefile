@@ -20,8 +20,10 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-colossalai.txt pypr
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
+# The local end-to-end run (synthetic data -> pipeline via kfp.local -> MLflow registry); DEMO_ARGS e.g.
+# "--steps 200 --workdir /tmp/demo". Prints metrics, video paths, model version/aliases and the `mlflow ui` line.
 demo: $(STAMP)
-	$(PY) -m workflows.demo
+	$(PY) -m workflows.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not gpu" -q
@@ -35,8 +37,17 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
+# Recompile workflows/*.yaml from workflows/train.py (a test fails when a committed YAML is stale).
 workflows: $(STAMP)
 	$(PY) -m workflows.compile
+
+# Submit a compiled pipeline through kfp.Client: make submit PIPELINE=train_512 EXPERIMENT=opensora \
+#   ARGS="--host https://kfp.example.org --param raw_data_uri=s3://opensora-datasets/raw --param num_nodes=4"
+PIPELINE ?= train_512
+EXPERIMENT ?= opensora
+.PHONY: submit
+submit: $(STAMP)
+	$(PY) -m workflows.submit $(PIPELINE) --experiment "$(EXPERIMENT)" $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,87 @@
+"""Pipeline step `evaluate`: sample the checkpoint on an evaluation prompt set, compute metrics, log to MLflow.
+
+The body only calls :func:`opensora_core.eval.evaluate` (sampling, metrics, preview grid, MLflow run). Videos
+and the preview PNG go to ``{output_uri}/{run_id}`` (local or ``s3://``) and to the MLflow run; KFP gets the
+scalar metrics (a ``Metrics`` artifact and a ``metrics`` dict output) and a small JSON report.
+"""
+
+from importlib.metadata import version
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Metrics, Output
+
+RUNTIME_IMAGE = f"ghcr.io/opensora-platform/runtime:{version('opensora-platform')}"
+
+
+@dsl.component(base_image=RUNTIME_IMAGE, packages_to_install=[], install_kfp_package=False)
+def evaluate(
+    checkpoint_uri: str,
+    output_uri: str,
+    eval_metrics: Output[Metrics],
+    report: Output[Artifact],
+    prompts: list = None,
+    weights: list = None,
+    overrides: list = None,
+    num_sampling_steps: int = 0,
+    cfg_scale: float = -1.0,
+    seed: int = 0,
+    batch_size: int = 16,
+    tracking_uri: str = "",
+    experiment: str = "",
+    run_id: str = "",
+    train_run_id: str = "",
+) -> NamedTuple("EvalOutputs", [("metrics", dict), ("output_uri", str), ("mlflow_run_id", str)]):
+    """Evaluate ``checkpoint_uri`` (see opensora_core.eval.evaluate).
+
+    ``prompts``: the evaluation prompt set (empty: every synthetic caption). ``weights``: variants to sample
+    (default ``["ema", "untrained"]``: the trained EMA weights and the untrained model, same seed).
+    ``overrides``: sampling config overrides (``KEY=VALUE``). ``num_sampling_steps`` 0 and ``cfg_scale`` < 0
+    keep the config's values. MLflow logging is on when ``tracking_uri`` or ``$MLFLOW_TRACKING_URI`` is set.
+    """
+    import json
+    import math
+    import os
+    from collections import namedtuple
+
+    from opensora_core.eval import evaluate as run_evaluation
+    from opensora_core.io import storage
+
+    out_uri = storage.join(output_uri, run_id) if run_id else output_uri
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    tracking = None
+    if uri:
+        tracking = {"uri": uri, "experiment": experiment or "opensora"}
+        tracking["run_name"] = f"eval-{run_id}" if run_id else None
+    tags = {"opensora.pipeline_run_id": run_id, "opensora.train_run_id": train_run_id}
+    result = run_evaluation(
+        checkpoint_uri,
+        out_uri,
+        list(prompts or []) or None,
+        weights=list(weights or ["ema", "untrained"]),
+        overrides=list(overrides or []),
+        num_sampling_steps=num_sampling_steps or None,
+        cfg_scale=None if cfg_scale < 0 else cfg_scale,
+        seed=seed,
+        batch_size=batch_size,
+        tracking=tracking,
+        tags={k: v for k, v in tags.items() if v},
+    )
+    print(result.summary(), flush=True)
+    finite = {k: float(v) for k, v in result.metrics.items() if math.isfinite(v)}
+    for name, value in finite.items():
+        eval_metrics.log_metric(name.replace("/", "."), value)
+    summary = {
+        "checkpoint_uri": checkpoint_uri,
+        "output_uri": result.output_dir,
+        "global_step": result.global_step,
+        "metrics": finite,
+        "previews": result.previews,
+        "report": result.report,
+        "mlflow_run_id": result.mlflow_run_id,
+    }
+    with open(report.path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    report.metadata.update({"output_uri": result.output_dir, "mlflow_run_id": result.mlflow_run_id or ""})
+    outputs = namedtuple("EvalOutputs", ["metrics", "output_uri", "mlflow_run_id"])
+    return outputs(finite, result.output_dir, result.mlflow_run_id or "")

@@ -1,0 +1,84 @@
+"""Pipeline step `prepare_data`: raw videos + captions -> metadata table + quarantine report.
+
+The body only calls :func:`opensora_core.data.prepare.prepare` (PyAV probe, validation, quarantine) and
+hashes the resulting table for lineage. Videos never pass through KFP: the step reads ``raw_data_uri`` and writes
+``metadata_uri`` (local paths or ``s3://``); the ``metadata`` artifact holds a small JSON summary.
+"""
+
+from importlib.metadata import version
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+RUNTIME_IMAGE = f"ghcr.io/opensora-platform/runtime:{version('opensora-platform')}"
+
+
+@dsl.component(base_image=RUNTIME_IMAGE, packages_to_install=[], install_kfp_package=False)
+def prepare_data(
+    raw_data_uri: str,
+    metadata: Output[Dataset],
+    metadata_uri: str = "",
+    workers: int = 4,
+    allow_missing_captions: bool = False,
+    min_clips: int = 1,
+) -> NamedTuple(
+    "PrepareOutputs",
+    [
+        ("metadata_uri", str),
+        ("quarantine_uri", str),
+        ("num_kept", int),
+        ("num_quarantined", int),
+        ("dataset_sha256", str),
+    ],
+):
+    """Probe every video of ``raw_data_uri`` and write the metadata table (default ``{raw}/meta.csv``).
+
+    ``raw_data_uri``: a folder of videos/images with same-name ``.txt`` captions, or a ``path,text`` table.
+    Fails when fewer than ``min_clips`` clips survive validation (the quarantine report names the reasons).
+    """
+    import json
+    from collections import namedtuple
+
+    from opensora_core.data.prepare import TABLE_EXTENSIONS, prepare
+    from opensora_core.io.registry import sha256_of
+
+    source = raw_data_uri.strip()
+    if not source:
+        raise ValueError(
+            "raw_data_uri is empty: pass a folder of videos (local or s3://) or a path,text table"
+        )
+    target = metadata_uri.strip()
+    if not target:
+        if source.lower().endswith(TABLE_EXTENSIONS):
+            raise ValueError("raw_data_uri is a table: pass metadata_uri for the prepared table")
+        target = source.rstrip("/") + "/meta.csv"
+    report = prepare(
+        source,
+        target,
+        workers=max(1, workers),
+        allow_missing_captions=allow_missing_captions,
+        progress=False,
+    )
+    print(report, flush=True)
+    if report.num_kept < min_clips:
+        raise RuntimeError(
+            f"only {report.num_kept} usable clips in {source} (min_clips={min_clips}); "
+            f"see the quarantine report {report.quarantine}: {report.reasons}"
+        )
+    digest = sha256_of(report.output)
+    summary = {
+        "metadata_uri": report.output,
+        "quarantine_uri": report.quarantine,
+        "num_kept": report.num_kept,
+        "num_quarantined": report.num_quarantined,
+        "quarantine_reasons": report.reasons,
+        "sha256": digest,
+    }
+    with open(metadata.path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    metadata.metadata.update({k: v for k, v in summary.items() if k != "quarantine_reasons"})
+    outputs = namedtuple(
+        "PrepareOutputs", ["metadata_uri", "quarantine_uri", "num_kept", "num_quarantined", "dataset_sha256"]
+    )
+    return outputs(report.output, report.quarantine, report.num_kept, report.num_quarantined, digest)

@@ -1,0 +1,87 @@
+"""evaluate and register components: python functions on local paths against a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kfp.dsl import Artifact, Metrics
+
+from components.evaluate.component import evaluate
+from components.register.component import register
+from tests.eval.tiny_checkpoint import make_tiny_checkpoint
+
+PROMPTS = ["a red square moving left", "a blue circle moving up"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=3)
+
+
+def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    metrics_art = Metrics(uri=str(tmp_path / "metrics.json"))
+    report_art = Artifact(uri=str(tmp_path / "report.json"))
+    out = evaluate.python_func(
+        checkpoint_uri=str(checkpoint),
+        output_uri=str(tmp_path / "eval"),
+        eval_metrics=metrics_art,
+        report=report_art,
+        prompts=PROMPTS,
+        num_sampling_steps=2,
+        run_id="r1",
+    )
+    assert out.output_uri == str(tmp_path / "eval" / "r1") and out.mlflow_run_id == ""
+    for variant in ("ema", "untrained"):
+        assert (tmp_path / "eval" / "r1" / variant / "sample_1.mp4").is_file()
+        assert (tmp_path / "eval" / "r1" / "preview" / f"{variant}.png").is_file()
+    assert set(out.metrics) >= {"colour_accuracy", "untrained/colour_accuracy", "colour_accuracy_gain"}
+    assert metrics_art.metadata["colour_accuracy"] == out.metrics["colour_accuracy"]
+    assert json.loads((tmp_path / "report.json").read_text())["global_step"] == 7
+
+
+@pytest.mark.integration
+def test_evaluate_then_register_with_mlflow(checkpoint, tmp_path, mlflow_server):
+    from mlflow import MlflowClient
+
+    out = evaluate.python_func(
+        checkpoint_uri=str(checkpoint),
+        output_uri=str(tmp_path / "eval"),
+        eval_metrics=Metrics(uri=str(tmp_path / "m.json")),
+        report=Artifact(uri=str(tmp_path / "r.json")),
+        prompts=PROMPTS,
+        num_sampling_steps=2,
+        tracking_uri=mlflow_server.uri,
+        experiment="components",
+        run_id="pipe-7",
+    )
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(out.mlflow_run_id)
+    assert run.data.metrics["untrained/colour_accuracy"] == out.metrics["untrained/colour_accuracy"]
+    assert run.data.tags["opensora.pipeline_run_id"] == "pipe-7"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"videos", "preview", "report.json"} <= artifacts
+    previews = {a.path for a in client.list_artifacts(run.info.run_id, "preview")}
+    assert {"preview/ema.png", "preview/untrained.png"} <= previews
+
+    registration = Artifact(uri=str(tmp_path / "reg.json"))
+    reg = register.python_func(
+        checkpoint_uri=str(checkpoint),
+        model_name="opensora-component-test",
+        registration=registration,
+        metrics=out.metrics,
+        gate={"valid_fraction": 0.0},
+        tracking_uri=mlflow_server.uri,
+        experiment="components",
+        eval_run_id=out.mlflow_run_id,
+        dataset_uri="/data/meta.csv",
+        dataset_sha256="00" * 32,
+        image="train:1",
+        pipeline_run_id="pipe-7",
+    )
+    assert reg.version == "1" and reg.champion and reg.aliases == ["candidate", "champion"]
+    assert reg.model_uri == "models:/opensora-component-test/1"
+    mv = client.get_model_version("opensora-component-test", "1")
+    assert mv.run_id == out.mlflow_run_id  # the version links to the evaluation run and its metrics
+    assert json.loads((tmp_path / "reg.json").read_text())["gate_passed"] is True

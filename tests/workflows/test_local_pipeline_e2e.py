@@ -1,0 +1,52 @@
+"""The whole pipeline through kfp.local (SubprocessRunner, local launcher, sqlite MLflow), kept tiny."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workflows.demo import DEMO_MODEL, run_demo
+
+PROMPTS = ["a red square moving left", "a green square moving up"]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_local_pipeline_end_to_end(tmp_path):
+    from mlflow import MlflowClient
+
+    result = run_demo(
+        tmp_path / "demo",
+        steps=3,
+        clips=16,
+        eval_prompts=PROMPTS,
+        eval_sampling_steps=2,
+        gate={"colour_accuracy": 1.01},  # unreachable: candidate only
+        extra_cfg_options=["batch_size=4", "log_every=1"],
+    )
+    assert result.checkpoint_uri.endswith("global_step3")
+    assert Path(result.checkpoint_uri, "ema.safetensors").is_file()
+    for key in ("colour_accuracy", "untrained/colour_accuracy", "colour_accuracy_gain", "valid_fraction"):
+        assert key in result.metrics, key
+    assert sorted(p.name for p in Path(result.eval_output_uri, "ema").glob("*.mp4")) == [
+        "sample_0.mp4",
+        "sample_1.mp4",
+    ]
+    assert Path(result.eval_output_uri, "preview", "untrained.png").is_file()
+    assert (result.model_version, result.aliases, result.champion) == ("1", ["candidate"], False)
+
+    client = MlflowClient(result.tracking_uri)
+    mv = client.get_model_version(DEMO_MODEL, "1")
+    assert mv.aliases == ["candidate"]
+    assert mv.tags["opensora.dataset_uri"].endswith("meta.csv") and mv.tags["opensora.pipeline_run_id"]
+    eval_run = client.get_run(mv.run_id)
+    assert eval_run.data.metrics["colour_accuracy"] == result.metrics["colour_accuracy"]
+    train_runs = client.search_runs(
+        [client.get_experiment_by_name("opensora-demo").experiment_id], "tags.mlflow.runName LIKE 'train-%'"
+    )
+    assert len(train_runs) == 1 and "loss" in train_runs[0].data.metrics
+    saved = json.loads((tmp_path / "demo" / "demo_result.json").read_text())
+    assert saved["model_version"] == "1"
+    assert "mlflow ui --backend-store-uri sqlite:///" in result.report()

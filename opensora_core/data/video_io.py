@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 DECODE_THREADS_ENV = "OPENSORA_DECODE_THREADS"
+MAX_AUTO_DECODE_THREADS = 16  # FFmpeg's own cap for automatic thread counts
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpeg", ".mpg", ".flv", ".wmv", ".gif")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_VIDEO_FPS = 24.0  # reference default when a file reports no rate
@@ -135,14 +136,23 @@ def _dataloader_num_workers() -> int:
     return int(info.num_workers) if info is not None else 0
 
 
+def _local_world_size() -> int:
+    """Processes of this job on this machine (torchrun's ``LOCAL_WORLD_SIZE``; 1 when unset or invalid)."""
+    try:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
 def resolve_decode_threads(decode_threads: int | None = None) -> int:
-    """Decoder threads for :func:`read_frames` / :func:`read_clip`; ``0`` means one per CPU core (FFmpeg picks).
+    """Decoder threads for :func:`read_frames` / :func:`read_clip`; ``0`` lets FFmpeg pick (one per core, <= 16).
 
     Order: the ``decode_threads`` argument, else the ``OPENSORA_DECODE_THREADS`` environment variable, else
-    automatic: ``0`` (all cores) in the main process or a DataLoader with ``num_workers <= 1``, and
-    ``max(1, cpus // num_workers)`` inside a worker of a DataLoader with more workers, so that parallel workers
-    do not oversubscribe the cores. ``1`` turns decoder threading off. Raises ``ValueError`` for a negative or
-    non-integer value.
+    automatic. Automatic divides the CPUs among the decoding processes of this machine: ``share = num_workers
+    of the DataLoader this process is a worker of (1 outside workers) * LOCAL_WORLD_SIZE (set by torchrun; 1
+    when unset)``; ``share == 1`` gives ``0`` (FFmpeg's choice), otherwise ``min(16, max(1, cpus // share))``
+    so that parallel workers and ranks do not oversubscribe the cores. ``1`` turns decoder threading off.
+    Raises ``ValueError`` for a negative or non-integer value.
     """
     if decode_threads is None:
         env = os.environ.get(DECODE_THREADS_ENV, "").strip()
@@ -156,8 +166,8 @@ def resolve_decode_threads(decode_threads: int | None = None) -> int:
                 ) from None
             source = DECODE_THREADS_ENV
         else:
-            workers = _dataloader_num_workers()
-            return 0 if workers <= 1 else max(1, _available_cpus() // workers)
+            share = max(1, _dataloader_num_workers()) * max(1, _local_world_size())
+            return 0 if share == 1 else min(MAX_AUTO_DECODE_THREADS, max(1, _available_cpus() // share))
     else:
         source = "decode_threads"
     if isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 0:
@@ -256,19 +266,26 @@ def _decode_skipping(
     in ``need`` (the decoder then discards it only if no other frame references it), ``"DEFAULT"`` otherwise.
     Reference frames are always decoded, so every frame that is output has the same pixels as in a full decode.
     With frame threading FFmpeg copies ``skip_frame`` into the worker thread when the packet is submitted.
+
+    Once the packets of all ``need`` frames have been sent, the decoder is drained instead of being fed more
+    packets: a frame's references precede it in decode order, so the requested frames still held back for
+    reordering (or in flight in frame threads) come out without decoding anything after them.
     """
     codec_context = stream.codec_context
     current = None
+    pending = set(need)
     for packet in container.demux(stream):
         pts = packet.pts
-        if pts is not None and packet.size:
-            mode = "DEFAULT" if _frame_index(pts, start, time_base, rate) in need else "NONREF"
-        else:
-            mode = "DEFAULT"  # flush packet at the end, or a packet without timestamp
+        idx = _frame_index(pts, start, time_base, rate) if pts is not None and packet.size else None
+        mode = "NONREF" if idx is not None and idx not in need else "DEFAULT"
         if mode != current:
             codec_context.skip_frame = mode
             current = mode
         yield from codec_context.decode(packet)
+        pending.discard(idx)
+        if not pending:
+            yield from codec_context.decode(None)  # drain
+            return
 
 
 def read_clip(

@@ -93,21 +93,35 @@ def test_unrequested_non_reference_frames_are_not_decoded(tmp_path: Path, thread
     assert need <= set(decoded) and len(decoded) < 60  # some frames were dropped undecoded
     for idx, frame in decoded.items():  # every frame that was decoded is bit-exact
         np.testing.assert_array_equal(frame, full[idx])
+    with av.open(str(path)) as container:  # once frame 5 is sent the decoder is drained, not fed further
+        stream = container.streams.video[0]
+        video_io._set_threads(stream, threads)
+        frames = list(video_io._decode_skipping(container, stream, {5}, 0, tb, rate))
+    indices = [video_io._frame_index(f.pts, 0, tb, rate) for f in frames]
+    assert 5 in indices and max(indices) < 12
+    np.testing.assert_array_equal(frames[indices.index(5)].to_ndarray(format="rgb24"), full[5])
 
 
 def test_decode_threads_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.utils.data
 
     monkeypatch.delenv(DECODE_THREADS_ENV, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(video_io, "_available_cpus", lambda: 16)
     assert resolve_decode_threads(None) == 0  # main process: FFmpeg picks one thread per core
     assert resolve_decode_threads(3) == 3
     worker = SimpleNamespace(num_workers=4)
     monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: worker)
     assert resolve_decode_threads(None) == 4  # 16 cores shared by 4 DataLoader workers
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert resolve_decode_threads(None) == 2  # ... of each of 2 ranks on this machine
     worker.num_workers = 32
     assert resolve_decode_threads(None) == 1
     worker.num_workers = 1
+    assert resolve_decode_threads(None) == 8
+    monkeypatch.setattr(video_io, "_available_cpus", lambda: 128)
+    assert resolve_decode_threads(None) == 16  # capped like FFmpeg's automatic count
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert resolve_decode_threads(None) == 0
     monkeypatch.setenv(DECODE_THREADS_ENV, "2")
     assert resolve_decode_threads(None) == 2 and resolve_decode_threads(1) == 1  # argument beats env

@@ -150,33 +150,33 @@ def is_synthetic_path(data_path: str) -> bool:
     return p.name == "meta.csv" and p.parent.name == SYNTHETIC_MARKER_DIR and "://" not in data_path
 
 
-def ensure_synthetic_data(cfg: RunConfig, env: Any) -> None:
+def ensure_synthetic_data(cfg: RunConfig) -> bool:
     """Generate the synthetic clip set when ``dataset.data_path`` is a missing ``.../synthetic/meta.csv``.
 
-    Rank 0 writes it (``opensora_core.data.synthetic.generate``: 64 clips at the dataset's size, at least
-    16 frames); the other ranks wait at a barrier. Any other missing path is left for the dataset to report.
+    Writes 64 clips at the dataset's size (at least 16 frames) with ``opensora_core.data.synthetic.generate``
+    and returns True; any other path is left alone (False) for the dataset to report. The trainer calls this
+    on rank 0 only while the other ranks wait.
     """
     data_path = cfg.dataset.data_path if cfg.dataset is not None else None
     if not data_path or not is_synthetic_path(data_path) or Path(data_path).exists():
-        return
-    if env.rank == 0:
-        from opensora_core.data.synthetic import generate
+        return False
+    from opensora_core.data.synthetic import generate
 
-        image_size = getattr(cfg.dataset, "image_size", None) or (32, 32)
-        sizes = [s for s in tuple(image_size) if s]
-        size = max(sizes) if sizes else 32
-        size += size % 2
-        frames = max(16, (getattr(cfg.dataset, "num_frames", None) or 16) * cfg.dataset.frame_interval)
-        logger.info(
-            "%s does not exist: generating the synthetic set there (%d clips, %dx%d, %d frames)",
-            data_path,
-            SYNTHETIC_NUM_CLIPS,
-            size,
-            size,
-            frames,
-        )
-        generate(Path(data_path).parent, SYNTHETIC_NUM_CLIPS, size=size, num_frames=frames, seed=cfg.seed)
-    env.barrier()
+    image_size = getattr(cfg.dataset, "image_size", None) or (32, 32)
+    sizes = [s for s in tuple(image_size) if s]
+    size = max(sizes) if sizes else 32
+    size += size % 2
+    frames = max(16, (getattr(cfg.dataset, "num_frames", None) or 16) * cfg.dataset.frame_interval)
+    logger.info(
+        "%s does not exist: generating the synthetic set there (%d clips, %dx%d, %d frames)",
+        data_path,
+        SYNTHETIC_NUM_CLIPS,
+        size,
+        size,
+        frames,
+    )
+    generate(Path(data_path).parent, SYNTHETIC_NUM_CLIPS, size=size, num_frames=frames, seed=cfg.seed)
+    return True
 
 
 def _converted_table(data_path: str, root: str | None, headerless: bool) -> str:

@@ -159,20 +159,18 @@ class Trainer:
         cfg, env = self.cfg, self.env
         if cfg.wandb:
             logger.warning("wandb=True is not supported; use tracking=dict(backend='mlflow', ...) instead")
-        load_uri = None
-        if cfg.load:
-            load_uri = env.broadcast_object(
-                ckpt.resolve_load(cfg.load, cfg.outputs, cfg.model.type) if self.is_main else None
-            )
+        load_uri = self._on_rank0("resolving --load", self._resolve_load) if cfg.load else None
+        if load_uri:
             logger.info(
                 "resuming from %s%s", load_uri, " (start from scratch)" if cfg.start_from_scratch else ""
             )
         self.load_dir = ckpt.fetch_checkpoint(env, load_uri) if load_uri else None
         self.load_uri = load_uri
-        self.exp_dir = env.broadcast_object(self._choose_experiment_dir(load_uri) if self.is_main else None)
+        self.exp_dir = self._on_rank0(
+            "choosing the experiment folder", lambda: self._choose_experiment_dir(load_uri)
+        )
         self._prepare_experiment_dir()
-
-        ensure_synthetic_data(cfg, env)
+        self._on_rank0("generating the synthetic data set", lambda: ensure_synthetic_data(cfg))
         self.comps = build_components(cfg, self.device, load_pretrained=self.load_dir is None)
         if self.load_dir is not None:
             state = ckpt.load_safetensors(self.load_dir / ckpt.MODEL_FILE)
@@ -212,19 +210,54 @@ class Trainer:
             self.exp_dir,
         )
 
+    def _on_rank0(self, what: str, fn: Any) -> Any:
+        """Run ``fn`` on rank 0 and give its result to every rank; a failure is raised on every rank."""
+        value, error, exc = None, None, None
+        if self.is_main:
+            try:
+                value = fn()
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                error, exc = f"{type(e).__name__}: {e}", e
+        value, error = self.env.broadcast_object((value, error))
+        if exc is not None:
+            raise exc
+        if error is not None:
+            raise ckpt.CheckpointError(f"{what} failed on rank 0: {error}")
+        return value
+
+    def _resolve_load(self) -> str | None:
+        """The checkpoint URI of ``load``; ``latest`` without any checkpoint starts a fresh run (so a job
+        can always pass ``--load latest`` and resume after a restart)."""
+        cfg = self.cfg
+        if cfg.load == "latest" and ckpt.find_latest_checkpoint(cfg.outputs, cfg.model.type) is None:
+            logger.warning(
+                "--load latest: no complete checkpoint under %s yet; starting a new run", cfg.outputs
+            )
+            return None
+        return ckpt.resolve_load(cfg.load, cfg.outputs, cfg.model.type)
+
     def _choose_experiment_dir(self, load_uri: str | None) -> str:
         """Continue the experiment a resumed checkpoint belongs to (when under ``outputs``), else a new one."""
         cfg = self.cfg
         if load_uri and not cfg.start_from_scratch:
             parent = load_uri.rstrip("/").rsplit("/", 1)[0]
-            under_outputs = storage.join(cfg.outputs, parent.rstrip("/").rsplit("/", 1)[-1]) == parent
-            if under_outputs:
+            candidate = storage.join(cfg.outputs, parent.rsplit("/", 1)[-1])
+            if storage.parse_uri(parent).is_local and storage.parse_uri(candidate).is_local:
+                same = (
+                    storage.parse_uri(parent).local_path.resolve()
+                    == storage.parse_uri(candidate).local_path.resolve()
+                )
+            else:
+                same = candidate == parent
+            if same:
                 return parent
         return ckpt.next_experiment_dir(cfg.outputs, cfg.model.type)
 
     def _prepare_experiment_dir(self) -> None:
+        """Rank 0: create the experiment folder, save the resolved config, add the log.txt handler."""
         u = storage.parse_uri(self.exp_dir)
-        if self.is_main:
+
+        def prepare() -> None:
             if u.is_local:
                 u.local_path.mkdir(parents=True, exist_ok=True)
                 self.config_file, _ = self.cfg.save(u.local_path)
@@ -237,7 +270,8 @@ class Trainer:
                 tmp = tempfile.mkdtemp(prefix="opensora-run-")
                 self._tmp_dirs.append(tmp)
                 self.config_file, _ = self.cfg.save(tmp)
-        self.env.barrier()
+
+        self._on_rank0(f"preparing {self.exp_dir}", prepare)
 
     def _restore(self, folder: Path) -> dict[str, Any]:
         """Load EMA, optimizer, sampler, counters and RNG from a local checkpoint folder."""

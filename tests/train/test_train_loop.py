@@ -265,3 +265,10 @@ def test_gradient_checkpointing_gives_the_same_weights(tiny_config):
     b = _tensors(Path(checkpointed.checkpoint_dir) / "model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_load_latest_without_checkpoints_starts_a_new_run(tiny_config):
+    result = train(tiny_config(max_steps=1, load="latest"))
+    assert result.global_step == 1 and Path(result.experiment_dir).name == "000-STDiT-XL-2"
+    again = train(tiny_config(max_steps=2, load="latest"))
+    assert again.global_step == 2 and again.experiment_dir == result.experiment_dir

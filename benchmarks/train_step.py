@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--ckpt-depth", type=int, default=4, help="blocks of the XL-width STDiT for save/load"
     )
+    parser.add_argument("--repeats", type=int, default=1, help="DDP runs per variant (best of, alternating)")
     parser.add_argument("--with-sp", action="store_true", help="also run benchmarks/sequence_parallel.py")
     parser.add_argument("--tiny", action="store_true", help="smallest settings (a smoke test)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: ddp, grad_ckpt, ckpt")

@@ -282,7 +282,9 @@ class RunConfig(Section):
     lr: PosFloat = Field(2e-5, description="AdamW learning rate (no schedule in Open-Sora).")
     weight_decay: NonNegFloat = Field(0.0, description="Ours: AdamW weight decay (Open-Sora: 0).")
     warmup_steps: NonNegInt = Field(0, description="Ours: linear LR warm-up steps (0 = none, as Open-Sora).")
-    ema_decay: Prob = Field(0.9999, description="EMA decay of the fp32 EMA weights.")
+    ema_decay: Prob | None = Field(
+        0.9999, description="EMA decay of the fp32 EMA weights (None = no EMA, like --no-ema)."
+    )
     epochs: PosInt = Field(1000, description="Epochs to train.")
     max_steps: PosInt | None = Field(None, description="Ours: stop after this many global steps.")
     log_every: PosInt = Field(10, description="Log metrics every N global steps.")

@@ -649,7 +649,7 @@ def train(cfg: RunConfig, *, ema: bool = True, env: DistEnv | None = None) -> Tr
     cfg.check_ready(training=True)
     own_env = env is None
     env = env or init_distributed()
-    trainer = Trainer(cfg, env, use_ema=ema)
+    trainer = Trainer(cfg, env, use_ema=ema and cfg.ema_decay is not None)
     status = "FAILED"
     try:
         trainer.setup()

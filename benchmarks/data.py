@@ -165,7 +165,9 @@ def bench_clip_loading(args: argparse.Namespace, workdir: Path) -> None:
             f"baseline {args.baseline_clips} random windows, best of {max(1, args.repeats)} interleaved rounds; "
             "baseline PyAV default codec settings (slice threading = 1 thread here)"
         )
-        auto = f"ours decode_threads auto ({threads or 'one per core'}, frame threading)"
+        auto = (
+            f"ours decode_threads auto ({threads or 'FFmpeg automatic: cores + 1'} threads, frame threading)"
+        )
         emit(name, ours_auto[0], base[0], "clips/s", detail=f"{detail}; {auto}")
         emit(f"{name}_1thread", ours_one[0], base[0], "clips/s", detail=f"{detail}; ours decode_threads=1")
         emit(f"{name}_cpu", ours_auto[1], base[1], "clips/cpu-s", detail=f"{detail}; {auto}; CPU time")

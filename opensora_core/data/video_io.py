@@ -145,7 +145,7 @@ def _local_world_size() -> int:
 
 
 def resolve_decode_threads(decode_threads: int | None = None) -> int:
-    """Decoder threads for :func:`read_frames` / :func:`read_clip`; ``0`` lets FFmpeg pick (one per core, <= 16).
+    """Decoder threads for :func:`read_frames` / :func:`read_clip`; ``0`` lets FFmpeg pick (cores + 1, <= 16).
 
     Order: the ``decode_threads`` argument, else the ``OPENSORA_DECODE_THREADS`` environment variable, else
     automatic. Automatic divides the CPUs among the decoding processes of this machine: ``share = num_workers
@@ -161,7 +161,7 @@ def resolve_decode_threads(decode_threads: int | None = None) -> int:
                 decode_threads = int(env)
             except ValueError:
                 raise ValueError(
-                    f"{DECODE_THREADS_ENV}={env!r} is not an integer; set it to 0 (one thread per core), "
+                    f"{DECODE_THREADS_ENV}={env!r} is not an integer; set it to 0 (automatic), "
                     "1 (no decoder threading) or a thread count"
                 ) from None
             source = DECODE_THREADS_ENV
@@ -171,9 +171,7 @@ def resolve_decode_threads(decode_threads: int | None = None) -> int:
     else:
         source = "decode_threads"
     if isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 0:
-        raise ValueError(
-            f"{source} must be an integer >= 0 (0 = one thread per core), got {decode_threads!r}"
-        )
+        raise ValueError(f"{source} must be an integer >= 0 (0 = automatic), got {decode_threads!r}")
     return decode_threads
 
 

@@ -554,8 +554,11 @@ class Trainer:
         """Write the checkpoint of the current step (collective); returns its URI."""
         cfg, env = self.cfg, self.env
         t0 = time.perf_counter()
+        # both gather full tensors from sharded backends (fsdp2): collectives, so every rank calls them
         model_state = self.backend.model_state_dict()
-        ema_state = self.ema.state_dict() if (self.ema is not None and self.is_main) else None
+        ema_state = self.ema.state_dict() if self.ema is not None else None
+        if not self.is_main:
+            model_state, ema_state = {}, None  # only rank 0 writes the weights
         sampler_state = self.data.sampler_state(self.step - iter_start, cfg.batch_size)
         running = {
             "epoch": self.epoch,

@@ -111,12 +111,7 @@ class RunPlan:
 
 
 def _check_support(cfg: RunConfig, specs: Sequence[PromptSpec]) -> None:
-    """Conditioning needs masked IDDPM sampling and a frame-mask model; guidance needs caption embeddings."""
-    if cfg.text_encoder.type == "classes":
-        raise SampleInputError(
-            "text_encoder.type 'classes' (class-label DiT/Latte) cannot be sampled: the samplers' classifier-free "
-            "guidance takes caption embeddings [B, 1, L, D]; use a 'clip' or 't5' text-conditioned model"
-        )
+    """Conditioning (loops, references) needs masked IDDPM sampling and a model that takes a frame mask."""
     if cfg.loop == 1 and not any(spec.mask_tuples for spec in specs):
         return
     why = f"loop={cfg.loop}" if cfg.loop > 1 else "mask strategies (reference conditioning)"

@@ -156,3 +156,26 @@ def test_prompt_as_path_resumes_missing_samples_only(tmp_path):
     grid = read_sample(tmp_path / "out" / "preview" / "a red ball.png")
     assert grid.shape[1] == 2 * 32 + 2  # both samples, one regenerated and one read back
     assert sample(cfg, ["a red ball"], progress=False) == first  # nothing left to do
+
+
+def test_class_conditioned_dit_samples_with_guidance(tmp_path):
+    """DiT with condition="label_N": prompts are class ids, the null condition is the extra class."""
+    cfg = load_config(
+        "configs/dit/inference/1x256x256-class.py",
+        overrides={
+            "image_size": (32, 32),
+            "save_dir": str(tmp_path / "out"),
+            "scheduler.num_sampling_steps": 2,
+            "model.depth": 1,
+            "model.hidden_size": 32,
+            "model.num_heads": 2,
+            "model.from_pretrained": None,
+            "vae.from_pretrained": "debug/tiny-vae",
+            "dtype": "fp32",
+        },
+    )
+    paths = sample(cfg, ["1", "207"], progress=False)
+    assert [p.suffix for p in paths] == [".png", ".png"]
+    assert [read_sample(p).shape for p in paths] == [(1, 32, 32, 3)] * 2  # [T, H, W, C]
+    with pytest.raises(ValueError, match="class id"):
+        sample(cfg, ["a cat"], progress=False)

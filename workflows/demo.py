@@ -2,7 +2,7 @@
 
     python -m workflows.demo [--workdir outputs/demo] [--steps N] [--clips N]
 
-1. writes a synthetic captioned video set (coloured squares/circles moving; 16x16 px, 8 frames);
+1. writes a synthetic captioned video set (coloured squares/circles moving; 16x16 px, 8 frames, 128 clips);
 2. runs ``workflows.train.train_pipeline`` through ``kfp.local.SubprocessRunner(use_venv=False)``: prepare_data
    -> train (``launcher="local"``: 2-process torchrun on CPU, ``configs/debug/demo.py``) -> evaluate (the
    trained EMA weights and the untrained model, same prompts and seed) -> register (MLflow registry, gated
@@ -50,8 +50,8 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def mlflow_ui_command(self) -> str:
-        """The command that browses the demo's runs and registered models."""
-        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+        """The command that browses the demo's runs and registered models (the venv's mlflow)."""
+        return f"{_mlflow_executable()} ui --backend-store-uri {self.tracking_uri} --port 5000"
 
     def report(self) -> str:
         """Human-readable summary."""
@@ -79,6 +79,17 @@ class DemoResult:
             "=" * 78,
         ]
         return "\n".join(lines)
+
+
+def _mlflow_executable() -> str:
+    """``mlflow`` next to this interpreter (relative to the current folder when inside it), else ``mlflow``."""
+    exe = Path(sys.executable).with_name("mlflow")
+    if not exe.is_file():
+        return "mlflow"
+    try:
+        return str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe)
 
 
 def demo_parameters(
@@ -113,7 +124,7 @@ def demo_parameters(
         "gate": dict(DEMO_GATE if gate is None else gate),
         "git_commit": git_commit(REPO_ROOT) or "",
         "prepare_workers": 1,
-        "eval_prompts": eval_prompts or synthetic_prompts(["square"]),
+        "eval_prompts": eval_prompts or synthetic_prompts(),
         "eval_weights": ["ema", "untrained"],
         "eval_sampling_steps": eval_sampling_steps,
         "eval_batch_size": 16,

@@ -132,6 +132,8 @@ def _sampling_overrides(
         out["scheduler.type"] = "iddpm"
     if num_sampling_steps is not None:
         out["scheduler.num_sampling_steps"] = num_sampling_steps
+        if cfg.scheduler.type != "dpm-solver":
+            out["scheduler.timestep_respacing"] = None  # a training respacing would conflict with the steps
     if cfg_scale is not None:
         out["scheduler.cfg_scale"] = cfg_scale
     ds = cfg.dataset

@@ -128,3 +128,27 @@ def test_pipeline_outputs_and_task_graph(tmp_path):
         "champion",
     }
     compiler.Compiler().compile(train_pipeline, str(tmp_path / "default.yaml"))  # plain defaults compile too
+
+
+def test_presets_load_for_training_and_evaluation(tmp_path):
+    """Each preset's config + cfg_options is a valid training config, and evaluation can sample from it."""
+    from opensora_core.config import load_config
+    from opensora_core.eval.evaluate import sampling_config
+
+    for name, preset in PRESETS.items():
+        params = preset.parameters
+        cfg = load_config(
+            params["config"], overrides=[*params["cfg_options"], "dataset.data_path=s3://d/meta.csv"]
+        )
+        cfg.check_ready(training=True)
+        cfg.save(tmp_path / name)
+        sampling = sampling_config(
+            tmp_path / name / "config.json",
+            "/ckpt/ema.safetensors",
+            tmp_path / "s",
+            params.get("eval_overrides", []),
+            num_sampling_steps=100,
+        )
+        sampling = sampling.model_copy(update={"prompt": ["a red square moving left"]})
+        sampling.check_ready(training=False)
+        assert sampling.dataset.data_path == "s3://d/meta.csv" and sampling.num_frames == 16

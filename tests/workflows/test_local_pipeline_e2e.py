@@ -49,4 +49,4 @@ def test_local_pipeline_end_to_end(tmp_path):
     assert len(train_runs) == 1 and "loss" in train_runs[0].data.metrics
     saved = json.loads((tmp_path / "demo" / "demo_result.json").read_text())
     assert saved["model_version"] == "1"
-    assert "mlflow ui --backend-store-uri sqlite:///" in result.report()
+    assert " ui --backend-store-uri sqlite:///" in result.report()

@@ -1,0 +1,47 @@
+"""opensora_core.eval.evaluate: the sampling config derived from a training checkpoint, argument checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from opensora_core.config import load_config
+from opensora_core.eval import evaluate
+from opensora_core.eval.evaluate import sampling_config
+from tests.eval.tiny_checkpoint import DEMO_CONFIG
+
+
+@pytest.fixture
+def saved_config(tmp_path):
+    cfg = load_config(DEMO_CONFIG, overrides={"dataset.data_path": "/d/meta.csv"})
+    cfg.save(tmp_path / "ckpt")
+    return tmp_path / "ckpt" / "config.json"
+
+
+def test_sampling_config_from_training_config(saved_config, tmp_path):
+    cfg = sampling_config(
+        saved_config, tmp_path / "ema.safetensors", tmp_path / "out", num_sampling_steps=20, seed=5
+    )
+    assert cfg.scheduler.num_sampling_steps == 20 and cfg.scheduler.timestep_respacing is None
+    assert (cfg.num_frames, cfg.image_size) == (4, (16, 16))  # from the dataset section
+    assert cfg.model.from_pretrained == str(tmp_path / "ema.safetensors")
+    assert (cfg.seed, cfg.save_dir, cfg.num_sample, cfg.loop) == (5, str(tmp_path / "out"), 1, 1)
+    kept = sampling_config(saved_config, None, tmp_path / "out")
+    assert kept.scheduler.timestep_respacing == "50" and kept.model.from_pretrained is None
+
+
+def test_sampling_config_overrides_win(saved_config, tmp_path):
+    cfg = sampling_config(
+        saved_config, None, tmp_path, ["num_frames=2", "scheduler.cfg_scale=1.5"], cfg_scale=9.0
+    )
+    assert cfg.num_frames == 2 and cfg.scheduler.cfg_scale == 1.5
+    cfg = sampling_config(saved_config, None, tmp_path, {"image_size": (32, 32)})
+    assert cfg.image_size == (32, 32)
+    with pytest.raises(ValueError, match="key=value"):
+        sampling_config(saved_config, None, tmp_path, ["num_frames"])
+
+
+def test_evaluate_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="unknown"):
+        evaluate(str(tmp_path), str(tmp_path / "out"), weights=["best"])
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        evaluate(str(tmp_path), str(tmp_path / "out"))

@@ -45,3 +45,15 @@ def test_evaluate_rejects_bad_arguments(tmp_path):
         evaluate(str(tmp_path), str(tmp_path / "out"), weights=["best"])
     with pytest.raises(FileNotFoundError, match="config.json"):
         evaluate(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_eval_and_registry_import_lightly():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, opensora_core.eval, opensora_core.io.registry;"
+        "print([m for m in ('torch', 'mlflow', 'kfp', 'kubernetes') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

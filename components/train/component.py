@@ -104,7 +104,10 @@ def spec_fields_from_task_config(
         source = item.get("valueFrom") or {}
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
-            secret_env.append({"name": name, "secret": ref["name"], "key": ref["key"]})
+            entry = {"name": name, "secret": ref["name"], "key": ref["key"]}
+            if ref.get("optional"):  # e.g. the MLflow login Secret, absent when MLflow auth is off
+                entry["optional"] = True
+            secret_env.append(entry)
         elif source:
             if name in environ:
                 env[name] = environ[name]

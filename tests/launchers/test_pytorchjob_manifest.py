@@ -156,10 +156,15 @@ def test_pytorchjob_cpu_only_job_has_no_gpu_resources(crds):
     c = _container(m)
     assert m["spec"]["nprocPerNode"] == "2"
     assert c["resources"] == {"limits": {"cpu": "2"}, "requests": {"cpu": "2"}}
-    assert (
-        "volumeMounts" not in c
-        and "volumes" not in m["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
-    )
+    # No /dev/shm; only the writable /tmp and /cache emptyDirs of the read-only-root image.
+    assert c["volumeMounts"] == [
+        {"name": "scratch-tmp", "mountPath": "/tmp"},
+        {"name": "scratch-cache", "mountPath": "/cache"},
+    ]
+    assert m["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["volumes"] == [
+        {"name": "scratch-tmp", "emptyDir": {}},
+        {"name": "scratch-cache", "emptyDir": {}},
+    ]
 
 
 @pytest.mark.parametrize(

@@ -56,11 +56,10 @@ def pod_spec(spec: TrainingJobSpec, container_name: str = CONTAINER_NAME) -> dic
 
 
 def _replica(spec: TrainingJobSpec, replicas: int) -> dict[str, Any]:
-    labels = {k: v for k, v in spec.metadata_labels().items() if not k.startswith("kueue.x-k8s.io/")}
     return {
         "replicas": replicas,
         "restartPolicy": spec.restart_policy,
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec(spec)},
+        "template": {"metadata": {"labels": spec.template_labels()}, "spec": pod_spec(spec)},
     }
 
 

@@ -34,6 +34,12 @@ RESERVED_ENV = frozenset(
 
 DEFAULT_NCCL_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Pod label the platform chart's NetworkPolicies accept as an MLflow / S3 client (`networkPolicy.clientLabel`).
+CLIENT_LABEL = {"opensora.io/client": "true"}
+# User the project images run as (images/README.md): uid/gid 10001, with a read-only root filesystem.
+IMAGE_UID = 10001
+# Writable folders the images expect on a read-only root: temporary files and caches (HF_HOME, TORCH_HOME, ...).
+DEFAULT_WRITABLE_DIRS = ("/tmp", "/cache")
 # The longest suffix the Training Operator appends to a job name for pods/Services ("-worker-<index>").
 _REPLICA_SUFFIX = "-worker-"
 
@@ -103,11 +109,12 @@ class Toleration(_Model):
 
 
 class SecretKeyEnv(_Model):
-    """An environment variable read from one key of a Secret."""
+    """An environment variable read from one key of a Secret (``optional``: the pod starts without it)."""
 
     name: str
     secret: str
     key: str
+    optional: bool = False
 
     @field_validator("name")
     @classmethod
@@ -193,13 +200,17 @@ class ElasticPolicy(_Model):
 
 
 class PodSecurity(_Model):
-    """Pod and container security settings (non-root, no privilege escalation, RuntimeDefault seccomp)."""
+    """Pod and container security settings (non-root, no privilege escalation, RuntimeDefault seccomp).
+
+    The defaults match the project images: user and group 10001, read-only root filesystem (the job gets
+    writable emptyDirs at ``TrainingJobSpec.writable_dirs``).
+    """
 
     run_as_non_root: bool = True
-    run_as_user: int | None = Field(1000, ge=0)
-    run_as_group: int | None = Field(1000, ge=0)
-    fs_group: int | None = Field(1000, ge=0)
-    read_only_root_filesystem: bool = False
+    run_as_user: int | None = Field(IMAGE_UID, ge=0)
+    run_as_group: int | None = Field(IMAGE_UID, ge=0)
+    fs_group: int | None = Field(IMAGE_UID, ge=0)
+    read_only_root_filesystem: bool = True
 
     def pod_k8s(self) -> dict:
         out: dict = {"runAsNonRoot": self.run_as_non_root, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -256,6 +267,10 @@ class TrainingJobSpec(_Model):
     env_from_config_maps: list[str] = Field(default_factory=list)
     nccl_env: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NCCL_ENV))
     volumes: list[Volume] = Field(default_factory=list)
+    writable_dirs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_WRITABLE_DIRS),
+        description="emptyDirs mounted at these paths unless a volume already mounts there (read-only root)",
+    )
 
     restart_policy: Literal["OnFailure", "Never", "ExitCode", "Always"] = "OnFailure"
     backoff_limit: int = Field(3, ge=0)
@@ -270,6 +285,10 @@ class TrainingJobSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     image_pull_secrets: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
+    pod_labels: dict[str, str] = Field(
+        default_factory=lambda: dict(CLIENT_LABEL),
+        description="labels of the training pods only (default: the chart's NetworkPolicy client label)",
+    )
     annotations: dict[str, str] = Field(default_factory=dict)
     security: PodSecurity = Field(default_factory=PodSecurity)
     master_port: int = Field(23456, ge=1, le=65535)
@@ -337,7 +356,19 @@ class TrainingJobSpec(_Model):
                 )
         return v
 
-    @field_validator("node_selector", "labels")
+    @field_validator("writable_dirs")
+    @classmethod
+    def _writable_dirs(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if not path.startswith("/") or path.rstrip("/") in ("", "/dev/shm"):
+                raise ValueError(
+                    f"writable_dirs: {path!r} must be an absolute path other than / and /dev/shm"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError(f"writable_dirs: paths must be unique, got {v}")
+        return v
+
+    @field_validator("node_selector", "labels", "pod_labels")
     @classmethod
     def _labels(cls, v: dict[str, str], info) -> dict[str, str]:
         return _check_labels(info.field_name, v)
@@ -402,14 +433,23 @@ class TrainingJobSpec(_Model):
                 f"elastic: num_nodes={self.num_nodes} must lie within min_nodes..max_nodes = "
                 f"{self.elastic.min_nodes}..{self.elastic.max_nodes}"
             )
-        if self.security.read_only_root_filesystem and not any(v.mount_path == "/tmp" for v in self.volumes):
+        if self.security.read_only_root_filesystem and not any(
+            v.mount_path == "/tmp" for v in self._all_volumes()
+        ):
             raise ValueError(
-                "security.read_only_root_filesystem needs a writable /tmp: add an empty_dir volume at /tmp"
+                "security.read_only_root_filesystem needs a writable /tmp: keep /tmp in writable_dirs or add an "
+                "empty_dir volume at /tmp"
             )
         names = [v.name for v in self.volumes]
         if "dshm" in names or len(set(names)) != len(names):
             raise ValueError(
                 f"volumes: names must be unique and not 'dshm' (reserved for /dev/shm), got {names}"
+            )
+        all_names = [v.name for v in self._all_volumes()]
+        if len(set(all_names)) != len(all_names):
+            raise ValueError(
+                f"volumes: names {sorted(set(names) & set(all_names[len(names):]))} are reserved for the "
+                "writable_dirs emptyDirs; rename the volume"
             )
         return self
 
@@ -444,7 +484,12 @@ class TrainingJobSpec(_Model):
         merged = {"PYTHONUNBUFFERED": "1", **self.nccl_env, **self.env}
         env: list[dict] = [{"name": k, "value": str(v)} for k, v in merged.items()]
         env += [
-            {"name": s.name, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}}
+            {
+                "name": s.name,
+                "valueFrom": {
+                    "secretKeyRef": {"name": s.secret, "key": s.key, **({"optional": True} if s.optional else {})}
+                },
+            }
             for s in self.secret_env
         ]
         names = [e["name"] for e in env]
@@ -477,17 +522,36 @@ class TrainingJobSpec(_Model):
             out["requests"] = requests
         return out
 
+    def _all_volumes(self) -> list[Volume]:
+        """``volumes`` plus an emptyDir ``scratch-<path>`` for every writable dir no volume mounts."""
+        taken = {v.mount_path.rstrip("/") for v in self.volumes}
+        scratch = [
+            Volume(
+                name="scratch-" + (re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-") or "root")[:55],
+                mount_path=path,
+                empty_dir=True,
+            )
+            for path in self.writable_dirs
+            if path.rstrip("/") not in taken
+        ]
+        return [*self.volumes, *scratch]
+
     def pod_volumes(self) -> list[dict]:
         vols = (
             [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": self.shm_size}}]
             if self.shm_size
             else []
         )
-        return vols + [v.volume_k8s() for v in self.volumes]
+        return vols + [v.volume_k8s() for v in self._all_volumes()]
 
     def volume_mounts(self) -> list[dict]:
         mounts = [{"name": "dshm", "mountPath": "/dev/shm"}] if self.shm_size else []
-        return mounts + [v.mount_k8s() for v in self.volumes]
+        return mounts + [v.mount_k8s() for v in self._all_volumes()]
+
+    def template_labels(self) -> dict[str, str]:
+        """Labels of the training pods: the job's labels (without the Kueue queue) plus ``pod_labels``."""
+        job = {k: v for k, v in self.metadata_labels().items() if not k.startswith("kueue.x-k8s.io/")}
+        return {**job, **self.pod_labels}
 
     def metadata_labels(self) -> dict[str, str]:
         labels = {

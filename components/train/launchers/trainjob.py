@@ -4,7 +4,7 @@ The TrainJob references a training runtime (``torch-distributed`` ClusterTrainin
 overrides its trainer: image, command, ``numNodes``, ``numProcPerNode``, ``resourcesPerNode`` and env. The
 torch runtime sets the same ``PET_*`` variables for torchrun as the Training Operator does. Pod-level settings
 the trainer block cannot express (volumes with /dev/shm, tolerations, node selector, service account, security
-context, envFrom) go into a ``runtimePatches`` entry owned by this launcher, patching the runtime's trainer job
+context, envFrom, pod labels) go into a ``runtimePatches`` entry owned by this launcher, patching the runtime's trainer job
 (``runtime_job_name``) and container (``runtime_container``).
 """
 
@@ -39,7 +39,10 @@ def _runtime_patch(spec: TrainingJobSpec) -> dict[str, Any]:
         pod["serviceAccountName"] = spec.service_account
     if spec.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
-    job_patch = {"name": spec.runtime_job_name, "template": {"spec": {"template": {"spec": pod}}}}
+    template: dict[str, Any] = {"spec": pod}
+    if spec.pod_labels:
+        template["metadata"] = {"labels": dict(spec.pod_labels)}
+    job_patch = {"name": spec.runtime_job_name, "template": {"spec": {"template": template}}}
     return {
         "manager": PATCH_MANAGER,
         "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [job_patch]}}},

@@ -184,7 +184,7 @@ def test_s3_checkpoints_save_resume_and_export(s3_server, s3_bucket, tiny_config
     from opensora_core.io import storage
     from opensora_core.train.export import export_checkpoint
 
-    monkeypatch.setattr(storage, "_default_storage", storage.Storage(s3_server.storage_config()))
+    monkeypatch.setattr(storage.api, "_default_storage", storage.Storage(s3_server.storage_config()))
     monkeypatch.setenv("OPENSORA_CACHE_DIR", str(tmp_path / "cache"))
     outputs = f"s3://{s3_bucket}/runs"
     first = train(tiny_config(outputs=outputs, max_steps=2, ckpt_every=1, keep_last_n=1))

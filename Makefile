@@ -53,7 +53,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # Container images (docker, buildah or podman); tags follow the project version.
-IMAGE_REPO ?= opensora-platform
+IMAGE_REPO ?= ghcr.io/opensora-platform
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER_ENGINE ?= $(shell command -v docker || command -v buildah || command -v podman)
 IMAGE_BUILD = $(if $(filter docker,$(notdir $(CONTAINER_ENGINE))),DOCKER_BUILDKIT=1 $(CONTAINER_ENGINE) build,$(CONTAINER_ENGINE) build --layers --ignorefile images/$(1)/Dockerfile.dockerignore)

@@ -22,7 +22,12 @@ Parameters (all overridable per run; the compiled presets only change defaults):
 - cluster wiring (kfp-kubernetes): ``config_map_name`` (endpoints as env: MLFLOW_TRACKING_URI,
   S3_ENDPOINT_URL, ...), ``s3_secret_name`` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env),
   ``mlflow_secret_name`` (optional MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), ``cache_pvc`` (a
-  ReadWriteMany claim mounted at /cache: the Hugging Face cache of the VAE and text encoder).
+  ReadWriteMany claim mounted at /cache: the Hugging Face cache of the VAE and text encoder). The defaults are
+  the fixed names the Helm chart (helm/opensora-platform) creates: ConfigMap ``opensora-platform``
+  (``pipelines.configMapName``), Secret ``opensora-platform-s3`` (``pipelines.s3SecretName``), Secret
+  ``opensora-mlflow-credentials`` (``pipelines.mlflowCredentials``, only with MLflow auth) and PVC
+  ``opensora-model-cache`` (``pipelines.modelCache``). Every step carries the pod label
+  ``opensora.io/client=true`` (the chart's NetworkPolicy client label) and runs as uid/gid 10001.
 
 The kfp-kubernetes settings only take effect on a cluster; the local runner (``workflows.demo``) ignores them.
 """
@@ -42,6 +47,10 @@ CACHE_MOUNT = "/cache"
 # Keys of the platform ConfigMap (helm chart `pipelines.configMapName`) exposed to every step as env.
 CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_REGION")
 S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+# Pod label the platform chart's NetworkPolicies accept as an MLflow / S3 client (`networkPolicy.clientLabel`).
+CLIENT_LABEL = ("opensora.io/client", "true")
+# User and group the project images run as (images/README.md).
+IMAGE_UID = 10001
 MLFLOW_SECRET_ENV = {
     "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
@@ -75,7 +84,12 @@ def _cluster_wiring(
     mlflow_secret_name: Any,
     cache_pvc: Any = None,
 ) -> dsl.PipelineTask:
-    """Endpoints from the ConfigMap, credentials from Secrets (as env, never as parameters), the cache PVC."""
+    """Endpoints from the ConfigMap, credentials from Secrets (as env, never as parameters), the cache PVC.
+
+    Every step also gets the chart's NetworkPolicy client label and runs as the images' non-root user 10001.
+    """
+    kubernetes.add_pod_label(task, *CLIENT_LABEL)
+    kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
     kubernetes.use_config_map_as_env(
         task, config_map_name, {key: key for key in CONFIG_MAP_ENV}, optional=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -132,6 +133,7 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
             "externalDatabase.existingSecret is required",
         ),
         (["--set", "externalDatabase.host=db"], "not both"),
+        (["--set", "objectStorage.accessKeyIdKey=access-key"], "read by pipeline steps as AWS_ACCESS_KEY_ID"),
     ],
     ids=[
         "latest-postgres",
@@ -141,6 +143,7 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
         "db-none",
         "db-no-secret",
         "db-both",
+        "generated-s3-key-names",
     ],
 )
 def test_inconsistent_values_fail_with_the_fix(helm_bin: Path, args: list[str], expected: str):
@@ -241,13 +244,14 @@ DEFAULT_RESOURCES = {
     ("ServiceAccount", "opensora-pipeline"),
     ("Role", f"{FULL}-pipeline"),
     ("RoleBinding", f"{FULL}-pipeline"),
-    ("Secret", f"{FULL}-s3"),
+    ("Secret", "opensora-platform-s3"),
     ("Secret", f"{FULL}-postgresql"),
     ("ConfigMap", "opensora-platform"),
     ("ConfigMap", f"{FULL}-mlflow"),
     ("ConfigMap", f"{FULL}-scripts"),
     ("PersistentVolumeClaim", f"{FULL}-postgresql"),
     ("PersistentVolumeClaim", f"{FULL}-seaweedfs"),
+    ("PersistentVolumeClaim", "opensora-model-cache"),
     ("Service", f"{FULL}-mlflow"),
     ("Service", f"{FULL}-postgresql"),
     ("Service", f"{FULL}-seaweedfs"),
@@ -321,6 +325,23 @@ def test_auth_scenario_wires_basic_auth_from_a_secret(rendered):
     ini = find(docs, "ConfigMap", f"{FULL}-mlflow-auth")["data"]["basic_auth.ini"]
     assert "default_permission = READ" in ini and "postgresql+psycopg2://mlflow@" in ini
     assert "admin_password" not in ini
+    # The pipeline's MLflow login: a generated Secret with a fixed name, and an init container that creates the
+    # (non-admin) user from it; the password is never a plain value.
+    login = find(docs, "Secret", "opensora-mlflow-credentials")
+    assert set(login["data"]) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert base64.b64decode(login["data"]["MLFLOW_TRACKING_USERNAME"]).decode() == "opensora-pipeline"
+    assert len(base64.b64decode(login["data"]["MLFLOW_TRACKING_PASSWORD"])) == 32
+    init = {i["name"]: i for i in dep["spec"]["template"]["spec"]["initContainers"]}
+    assert list(init) == ["migrate-database", "pipeline-user"]
+    init_env = {e["name"]: e for e in init["pipeline-user"]["env"]}
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert init_env[name]["valueFrom"]["secretKeyRef"] == {
+            "name": "opensora-mlflow-credentials",
+            "key": name,
+        }
+    assert init["pipeline-user"]["command"] == ["python", "/scripts/mlflow_pipeline_user.py"]
+    endpoints = find(docs, "ConfigMap", "opensora-platform")["data"]
+    assert endpoints["OPENSORA_MLFLOW_CREDENTIALS_SECRET"] == "opensora-mlflow-credentials"
     test_env = {e["name"]: e for e in find(docs, "Pod", f"{FULL}-test")["spec"]["containers"][0]["env"]}
     assert test_env["MLFLOW_AUTH"]["value"] == "true"
     assert test_env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == f"{FULL}-mlflow-auth"
@@ -336,6 +357,7 @@ def test_ingress_scenario(rendered):
     hosts = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert "mlflow.ml.example.org" in hosts and f"{FULL}-mlflow.{NAMESPACE}.svc.cluster.local:*" in hosts
     assert not [d for d in by_kind(docs, "Secret") if "auth" in d["metadata"]["name"]]  # existingSecret used
+    assert find(docs, "Secret", "opensora-mlflow-credentials")  # the pipeline's login is still generated
 
 
 def test_mlflow_server_settings(rendered):
@@ -353,7 +375,13 @@ def test_mlflow_server_settings(rendered):
     endpoints = find(docs, "ConfigMap", "opensora-platform")["data"]
     assert endpoints["MLFLOW_TRACKING_URI"] == f"http://{FULL}-mlflow.{NAMESPACE}.svc.cluster.local:5000"
     assert endpoints["S3_ENDPOINT_URL"] == f"http://{FULL}-seaweedfs.{NAMESPACE}.svc.cluster.local:8333"
-    assert endpoints["OPENSORA_S3_CREDENTIALS_SECRET"] == f"{FULL}-s3"
+    assert endpoints["OPENSORA_S3_CREDENTIALS_SECRET"] == "opensora-platform-s3"
+    assert endpoints["OPENSORA_MODEL_CACHE_PVC"] == "opensora-model-cache"
+    assert endpoints["OPENSORA_CLIENT_LABEL"] == "opensora.io/client=true"
+    assert "OPENSORA_MLFLOW_CREDENTIALS_SECRET" not in endpoints  # auth off: no pipeline login
+    cache = find(docs, "PersistentVolumeClaim", "opensora-model-cache")
+    assert cache["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert cache["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_bucket_hook_and_helm_test(rendered):
@@ -368,7 +396,7 @@ def test_bucket_hook_and_helm_test(rendered):
         assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
         assert pod["spec"]["containers"][0]["command"] == ["python", "/scripts/platform_check.py"]
     scripts = find(rendered["default-values"], "ConfigMap", f"{FULL}-scripts")["data"]
-    for name in ("create_buckets.py", "platform_check.py"):
+    for name in ("create_buckets.py", "platform_check.py", "mlflow_pipeline_user.py"):
         assert scripts[name] == (CHART_DIR / "files" / name).read_text()
 
 
@@ -587,7 +615,7 @@ def test_default_images_match_the_project_versions(rendered):
     )
     assert chart["annotations"]["opensora.io/mlflow-version"] == pins["mlflow"].strip()
     images = {c["image"] for _, spec in pod_specs(rendered["default-values"]) for c in containers(spec)}
-    assert f"opensora-platform/runtime:{version}" in images
+    assert f"ghcr.io/opensora-platform/runtime:{version}" in images
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -661,6 +689,6 @@ def test_deploy_guide_matches_the_chart():
     ):
         assert needle in guide, f"docs/deploy.md lacks {needle!r}"
     # Every resource name the guide tells users to delete or port-forward exists in the default install.
-    names = {name for _, name in DEFAULT_RESOURCES} | {f"{FULL}-mlflow-auth"}
+    names = {name for _, name in DEFAULT_RESOURCES} | {f"{FULL}-mlflow-auth", "opensora-mlflow-credentials"}
     mentioned = set(re.findall(r"\b(opensora-opensora-platform(?:-[a-z0-9]+)*)\b", guide))
     assert mentioned <= names, mentioned - names

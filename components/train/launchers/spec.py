@@ -448,7 +448,7 @@ class TrainingJobSpec(_Model):
         all_names = [v.name for v in self._all_volumes()]
         if len(set(all_names)) != len(all_names):
             raise ValueError(
-                f"volumes: names {sorted(set(names) & set(all_names[len(names):]))} are reserved for the "
+                f"volumes: names {sorted(set(names) & set(all_names[len(names) :]))} are reserved for the "
                 "writable_dirs emptyDirs; rename the volume"
             )
         return self
@@ -487,7 +487,11 @@ class TrainingJobSpec(_Model):
             {
                 "name": s.name,
                 "valueFrom": {
-                    "secretKeyRef": {"name": s.secret, "key": s.key, **({"optional": True} if s.optional else {})}
+                    "secretKeyRef": {
+                        "name": s.secret,
+                        "key": s.key,
+                        **({"optional": True} if s.optional else {}),
+                    }
                 },
             }
             for s in self.secret_env

@@ -145,6 +145,11 @@ seccompProfile:
 {{- join "," (uniq $hosts) -}}
 {{- end -}}
 
+{{/* Secret with the pipeline's MLflow login (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD). */}}
+{{- define "opensora.mlflow.pipelineSecretName" -}}
+{{- default .Values.pipelines.mlflowCredentials.secretName .Values.pipelines.mlflowCredentials.existingSecret -}}
+{{- end -}}
+
 {{- define "opensora.mlflow.auth.secretName" -}}
 {{- default (printf "%s-auth" (include "opensora.mlflow.fullname" .)) .Values.mlflow.auth.existingSecret -}}
 {{- end -}}
@@ -257,8 +262,21 @@ ever appears in a manifest, an argument list or a ConfigMap.
 {{- end -}}
 {{- end -}}
 
+{{/*
+S3 key-pair Secret: objectStorage.existingSecret, else the generated Secret, whose fixed name
+(pipelines.s3SecretName) is the pipeline's default `s3_secret_name`.
+*/}}
 {{- define "opensora.s3.secretName" -}}
-{{- default (printf "%s-s3" (include "opensora.fullname" .)) .Values.objectStorage.existingSecret -}}
+{{- default .Values.pipelines.s3SecretName .Values.objectStorage.existingSecret -}}
+{{- end -}}
+
+{{/* Fails unless the generated S3 Secret has the key names pipeline steps read (AWS_ACCESS_KEY_ID, ...). */}}
+{{- define "opensora.s3.validateGeneratedKeys" -}}
+{{- if and (eq .Values.objectStorage.provider "seaweedfs") (not .Values.objectStorage.existingSecret) -}}
+{{- if or (ne .Values.objectStorage.accessKeyIdKey "AWS_ACCESS_KEY_ID") (ne .Values.objectStorage.secretAccessKeyKey "AWS_SECRET_ACCESS_KEY") -}}
+{{- fail "the generated S3 Secret is read by pipeline steps as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: keep objectStorage.accessKeyIdKey and secretAccessKeyKey at those names, or set objectStorage.existingSecret" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* S3 client environment: endpoint and region as values, the key pair from the Secret. */}}
@@ -321,6 +339,15 @@ dict "ctx" . "name" secretName "key" dataKey "length" 32
 {{- end -}}
 
 {{/* ---------- Network policy peers ---------- */}}
+
+{{/* The client label as a selector string ("opensora.io/client=true"). */}}
+{{- define "opensora.networkPolicy.clientLabelSelector" -}}
+{{- $pairs := list -}}
+{{- range $k, $v := .Values.networkPolicy.clientLabel -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
 
 {{/* Pods allowed to reach MLflow and S3 (a list of NetworkPolicyPeer). */}}
 {{- define "opensora.networkPolicy.clients" -}}

@@ -379,7 +379,8 @@ def write_video(
     """Write uint8 ``[T, H, W, 3]`` RGB frames as H.264 (yuv420p) mp4. Even H and W are required.
 
     ``keyint`` sets the x264 keyframe interval (default: x264's 250). Encoding is single-threaded so the output
-    bytes are deterministic.
+    bytes are deterministic from 32x32 up; on 16x16 frames (one macroblock) x264 reads uninitialised stack
+    memory (seen with valgrind), so their encoded bytes may vary slightly from run to run.
     """
     import av
 

@@ -378,9 +378,10 @@ def write_video(
 ) -> Path:
     """Write uint8 ``[T, H, W, 3]`` RGB frames as H.264 (yuv420p) mp4. Even H and W are required.
 
-    ``keyint`` sets the x264 keyframe interval (default: x264's 250). Encoding is single-threaded so the output
-    bytes are deterministic from 32x32 up; on 16x16 frames (one macroblock) x264 reads uninitialised stack
-    memory (seen with valgrind), so their encoded bytes may vary slightly from run to run.
+    ``keyint`` sets the x264 keyframe interval (default: x264's 250). The output bytes are deterministic:
+    encoding is single-threaded, and x264's macroblock-tree rate control is off, because its lookahead reads
+    uninitialised stack memory at some frame sizes (valgrind: 8, 40, 48 and 80 px squares, 32x16), which made
+    the bytes of a clip vary between runs.
     """
     import av
 
@@ -393,8 +394,9 @@ def write_video(
     if height % 2 or width % 2:
         raise ValueError(f"yuv420p needs even height and width, got {height}x{width}")
     options = {"crf": str(crf), "preset": preset, "threads": "1"}
-    if keyint is not None:
-        options["x264-params"] = f"keyint={keyint}"
+    x264_params = ["mbtree=0"] + ([f"keyint={keyint}"] if keyint is not None else [])
+    if codec == "libx264":
+        options["x264-params"] = ":".join(x264_params)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))

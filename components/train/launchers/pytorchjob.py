@@ -38,21 +38,7 @@ def pod_spec(spec: TrainingJobSpec, container_name: str = CONTAINER_NAME) -> dic
     mounts = spec.volume_mounts()
     if mounts:
         container["volumeMounts"] = mounts
-    pod: dict[str, Any] = {"containers": [container], "securityContext": spec.security.pod_k8s()}
-    volumes = spec.pod_volumes()
-    if volumes:
-        pod["volumes"] = volumes
-    if spec.tolerations:
-        pod["tolerations"] = [t.to_k8s() for t in spec.tolerations]
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
-    if spec.service_account:
-        pod["serviceAccountName"] = spec.service_account
-    if spec.priority_class:
-        pod["priorityClassName"] = spec.priority_class
-    if spec.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
-    return pod
+    return spec.pod_k8s(container)
 
 
 def _replica(spec: TrainingJobSpec, replicas: int) -> dict[str, Any]:
@@ -87,11 +73,4 @@ def build_pytorchjob(spec: TrainingJobSpec) -> dict[str, Any]:
         }
     job_spec["pytorchReplicaSpecs"] = replicas
 
-    metadata: dict[str, Any] = {
-        "name": spec.name,
-        "namespace": spec.namespace,
-        "labels": spec.metadata_labels(),
-    }
-    if spec.annotations:
-        metadata["annotations"] = dict(spec.annotations)
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": job_spec}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": spec.job_metadata(), "spec": job_spec}

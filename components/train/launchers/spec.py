@@ -552,6 +552,35 @@ class TrainingJobSpec(_Model):
         mounts = [{"name": "dshm", "mountPath": "/dev/shm"}] if self.shm_size else []
         return mounts + [v.mount_k8s() for v in self._all_volumes()]
 
+    def pod_k8s(self, container: dict) -> dict:
+        """A pod spec running ``container``, with the pod-level settings both job kinds share.
+
+        Adds the pod security context, volumes, tolerations, node selector, service account, priority class and
+        image pull secrets (each only when set).
+        """
+        pod: dict = {"containers": [container], "securityContext": self.security.pod_k8s()}
+        volumes = self.pod_volumes()
+        if volumes:
+            pod["volumes"] = volumes
+        if self.tolerations:
+            pod["tolerations"] = [t.to_k8s() for t in self.tolerations]
+        if self.node_selector:
+            pod["nodeSelector"] = dict(self.node_selector)
+        if self.service_account:
+            pod["serviceAccountName"] = self.service_account
+        if self.priority_class:
+            pod["priorityClassName"] = self.priority_class
+        if self.image_pull_secrets:
+            pod["imagePullSecrets"] = [{"name": n} for n in self.image_pull_secrets]
+        return pod
+
+    def job_metadata(self) -> dict:
+        """Metadata of the job object: name, namespace, labels and (when set) annotations."""
+        metadata: dict = {"name": self.name, "namespace": self.namespace, "labels": self.metadata_labels()}
+        if self.annotations:
+            metadata["annotations"] = dict(self.annotations)
+        return metadata
+
     def template_labels(self) -> dict[str, str]:
         """Labels of the training pods: the job's labels (without the Kueue queue) plus ``pod_labels``."""
         job = {k: v for k, v in self.metadata_labels().items() if not k.startswith("kueue.x-k8s.io/")}

@@ -27,19 +27,7 @@ def _runtime_patch(spec: TrainingJobSpec) -> dict[str, Any]:
     mounts = spec.volume_mounts()
     if mounts:
         container["volumeMounts"] = mounts
-    pod: dict[str, Any] = {"containers": [container], "securityContext": spec.security.pod_k8s()}
-    volumes = spec.pod_volumes()
-    if volumes:
-        pod["volumes"] = volumes
-    if spec.tolerations:
-        pod["tolerations"] = [t.to_k8s() for t in spec.tolerations]
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
-    if spec.service_account:
-        pod["serviceAccountName"] = spec.service_account
-    if spec.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
-    template: dict[str, Any] = {"spec": pod}
+    template: dict[str, Any] = {"spec": spec.pod_k8s(container)}
     if spec.pod_labels:
         template["metadata"] = {"labels": dict(spec.pod_labels)}
     job_patch = {"name": spec.runtime_job_name, "template": {"spec": {"template": template}}}
@@ -89,11 +77,4 @@ def build_trainjob(spec: TrainingJobSpec) -> dict[str, Any]:
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     job_spec["runtimePatches"] = [_runtime_patch(spec)]
-    metadata: dict[str, Any] = {
-        "name": spec.name,
-        "namespace": spec.namespace,
-        "labels": spec.metadata_labels(),
-    }
-    if spec.annotations:
-        metadata["annotations"] = dict(spec.annotations)
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": job_spec}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": spec.job_metadata(), "spec": job_spec}

@@ -11,7 +11,6 @@ from opensora_core.schedulers._diffusion import (
     LossType,
     ModelMeanType,
     ModelVarType,
-    extract,
     get_named_beta_schedule,
 )
 from opensora_core.schedulers._respace import SpacedDiffusion, space_timesteps
@@ -183,10 +182,7 @@ class IDDPM(SpacedDiffusion):
             step_kwargs = model_kwargs
             x_kept = x
             if mask_t is not None:
-                renoise_noise = self._noise(x, generator)
-                x_noise = x * extract(self.sqrt_alphas_cumprod, t, x.dim()) + renoise_noise * extract(
-                    self.sqrt_one_minus_alphas_cumprod, t, x.dim()
-                )
+                x_noise = self.q_sample(x, t, noise=self._noise(x, generator))
                 renoise = mask_t == t[:, None]  # [B, T]
                 if keep_exact:
                     renoise = renoise & (mask_t > 0)

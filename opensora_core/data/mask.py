@@ -21,18 +21,9 @@ from collections.abc import Mapping
 
 import torch
 
-MASK_NAMES = (
-    "mask_no",
-    "mask_quarter_random",
-    "mask_quarter_head",
-    "mask_quarter_tail",
-    "mask_quarter_head_tail",
-    "mask_image_random",
-    "mask_image_head",
-    "mask_image_tail",
-    "mask_image_head_tail",
-)
-_ALIASES = {"identity": "mask_no", **{n.removeprefix("mask_"): n for n in MASK_NAMES if n != "mask_no"}}
+from opensora_core.config.schema import MASK_RATIO_ALIASES, MASK_RATIO_NAMES
+
+MASK_NAMES = MASK_RATIO_NAMES  # the mask kinds the config accepts (one table for both)
 
 
 class MaskGenerator:
@@ -41,7 +32,7 @@ class MaskGenerator:
     def __init__(self, mask_ratios: Mapping[str, float], rng: random.Random | None = None) -> None:
         ratios: dict[str, float] = {}
         for name, ratio in mask_ratios.items():
-            canonical = name if name in MASK_NAMES else _ALIASES.get(name)
+            canonical = name if name in MASK_NAMES else MASK_RATIO_ALIASES.get(name)
             if canonical is None:
                 raise ValueError(f"mask_ratios: unknown mask {name!r}; known: {list(MASK_NAMES)}")
             if canonical in ratios:

@@ -53,11 +53,15 @@ class DiscreteVPSchedule:
         self.total_n = int(self.log_alpha_array.shape[0])
         self.t_array = torch.linspace(0.0, 1.0, self.total_n + 1)[1:].to(dtype)
         self.T = 1.0
+        self._keypoints: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
         """log α_t (``t`` of shape [n]) -> [n]."""
-        flat = t.reshape(-1)
-        return interpolate(flat, self.t_array.to(t.device), self.log_alpha_array.to(t.device))
+        keypoints = self._keypoints.get(t.device)
+        if keypoints is None:  # copied to a device once, not on every call of every solver step
+            keypoints = (self.t_array.to(t.device), self.log_alpha_array.to(t.device))
+            self._keypoints[t.device] = keypoints
+        return interpolate(t.reshape(-1), *keypoints)
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """α_t."""
@@ -123,7 +127,7 @@ class DPMSolverSampler:
         ns = self.schedule
         h = ns.lambda_(t) - ns.lambda_(s)
         sigma_s, sigma_t = ns.sigma(s), ns.sigma(t)
-        alpha_t = torch.exp(ns.log_alpha(t))
+        alpha_t = ns.alpha(t)
         phi_1 = torch.expm1(-h)
         return sigma_t / sigma_s * x - alpha_t * phi_1 * x0_s
 
@@ -135,7 +139,7 @@ class DPMSolverSampler:
         m1, m0 = x0_prev[-2], x0_prev[-1]
         lambda_1, lambda_0, lambda_t = ns.lambda_(t_prev[-2]), ns.lambda_(t_prev[-1]), ns.lambda_(t)
         sigma_0, sigma_t = ns.sigma(t_prev[-1]), ns.sigma(t)
-        alpha_t = torch.exp(ns.log_alpha(t))
+        alpha_t = ns.alpha(t)
         h_0 = lambda_0 - lambda_1
         h = lambda_t - lambda_0
         r0 = h_0 / h

@@ -38,6 +38,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._machine import cpu_model  # noqa: E402
 from opensora_core.data.bucket import Bucket  # noqa: E402
 from opensora_core.data.sampler import VariableVideoBatchSampler  # noqa: E402
 from opensora_core.data.video_io import (  # noqa: E402
@@ -61,16 +62,8 @@ STAGE3_BUCKET_CONFIG = {
 
 
 def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, {platform.system()}"
+    return f"{cpu_model()}, {cores} cores, {platform.system()}"
 
 
 def emit(name: str, ours: float, baseline: float, unit: str, **extra: object) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._machine import cpu_model  # noqa: E402
 
 FULL = dict(hidden=384, depth=4, heads=6, latent=(4, 16, 32, 32), batch=2, ckpt_depth=8)
 TINY = dict(hidden=48, depth=2, heads=3, latent=(4, 4, 8, 8), batch=2, ckpt_depth=4)
@@ -47,15 +49,9 @@ TINY = dict(hidden=48, depth=2, heads=3, latent=(4, 4, 8, 8), batch=2, ckpt_dept
 def _machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cpu, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cpu, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
 
 
 # ---- workloads ---------------------------------------------------------------------------------------------
@@ -283,5 +279,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -40,6 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._machine import cpu_model  # noqa: E402
+
 FULL = dict(hidden=192, depth=4, heads=6, latent=(4, 8, 32, 32), batch=4)
 TINY = dict(hidden=48, depth=2, heads=2, latent=(4, 4, 8, 8), batch=4)
 
@@ -47,15 +48,7 @@ TINY = dict(hidden=48, depth=2, heads=2, latent=(4, 4, 8, 8), batch=4)
 def _machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cpu, torch {torch.__version__}, 2 processes x 1 thread, gloo"
+    return f"{cpu_model()}, {os.cpu_count()} cpu, torch {torch.__version__}, 2 processes x 1 thread, gloo"
 
 
 def _variant(size: dict[str, Any], sp_size: int, env: Any) -> dict[str, Any]:

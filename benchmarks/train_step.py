@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -40,6 +39,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks._machine import cpu_model  # noqa: E402
+
 CONFIG = REPO / "configs" / "debug" / "tiny_train.py"
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -64,15 +66,7 @@ def machine() -> str:
     """CPU model, core count, torch version."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cpu, torch {torch.__version__}"
+    return f"{cpu_model()}, {os.cpu_count()} cpu, torch {torch.__version__}"
 
 
 def record(name: str, ours: float, baseline: float, unit: str) -> dict[str, Any]:

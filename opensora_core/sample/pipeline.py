@@ -436,13 +436,14 @@ def sample(
     *,
     models: SamplingModels | None = None,
     device: str | torch.device | None = None,
+    previews: bool = True,
 ) -> list[Path]:
     """Sample videos for ``prompts`` (default: the config's prompts) and return their paths.
 
     One path per (prompt, sample) in order -- prompt by prompt, ``num_sample`` each -- including files that
     ``prompt_as_path`` skipped because they existed. Also writes a preview grid per prompt
-    (``save_dir/preview/``) and the resolved config (``save_dir/sample_config.{py,json}``). ``models`` reuses
-    :func:`load_sampling_models` output. Raises SampleInputError (a ValueError) naming the bad prompt,
+    (``save_dir/preview/``; not with ``previews=False``) and the resolved config
+    (``save_dir/sample_config.{py,json}``). ``models`` reuses :func:`load_sampling_models` output. Raises SampleInputError (a ValueError) naming the bad prompt,
     reference, mask strategy or checkpoint; videos written before an error are kept.
     """
     cfg, plan = _prepare(cfg, prompts)
@@ -476,12 +477,16 @@ def sample(
                 save_sample(frames, item.path, plan.fps)
                 written += 1
                 say(f"saved {item.path}")
-                picks = np.linspace(0, len(frames) - 1, min(PREVIEW_FRAMES, len(frames))).round().astype(int)
-                rows.setdefault(item.spec.index, {})[item.sample_index] = frames[picks]
+                if previews:
+                    picks = (
+                        np.linspace(0, len(frames) - 1, min(PREVIEW_FRAMES, len(frames))).round().astype(int)
+                    )
+                    rows.setdefault(item.spec.index, {})[item.sample_index] = frames[picks]
                 left[item.spec.index] -= 1
                 if left[item.spec.index] == 0:
                     runner.release(item.spec.index)
-                    _write_preview(plan, item.spec.index, rows.pop(item.spec.index))
+                    if previews:
+                        _write_preview(plan, item.spec.index, rows.pop(item.spec.index))
     finally:
         if bar is not None:
             bar.close()

@@ -87,6 +87,12 @@ def test_single_frame_is_a_png(tmp_path):
     assert path.name == "sample_0.png" and read_sample(path).shape == (1, 32, 32, 3)
 
 
+def test_previews_false_writes_no_grid(tmp_path):
+    cfg = _cfg(tmp_path, num_frames=1)
+    (path,) = sample(cfg, ["a red ball"], progress=False, previews=False)
+    assert path.is_file() and not (tmp_path / "out" / "preview").exists()
+
+
 def test_stdit2_gets_size_info_with_ar_width_over_height(tmp_path):
     stdit2 = {"_delete_": True, "type": "STDiT2-XL/2", "depth": 1, "hidden_size": 48, "num_heads": 4}
     cfg = _cfg(

@@ -194,15 +194,13 @@ def _sample_variant(
     if variant == "untrained":
         torch.manual_seed(seed)  # the fresh initialisation is part of the seeded experiment
     models = load_sampling_models(cfg, device)
-    return sample(cfg, prompts, progress=progress, models=models)
+    return sample(cfg, prompts, progress=progress, models=models, previews=False)  # one grid per variant here
 
 
 def _score(
-    prompts: list[str], paths: list[Path], prefix: str
+    prompts: list[str], paths: list[Path], videos: list[Any], prefix: str
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    from opensora_core.sample.writer import read_sample
-
-    videos = [read_sample(p) for p in paths]
+    """Metrics (names prefixed) and per-prompt report rows of ``videos``, decoded from ``paths``."""
     metrics = {f"{prefix}{k}": v for k, v in video_statistics(videos).items()}
     per_prompt: list[dict[str, Any]] = [
         {"prompt": p, "video": str(v)} for p, v in zip(prompts, paths, strict=True)
@@ -240,6 +238,7 @@ def evaluate(
     MLflow run. Raises ValueError for an unknown weight variant or an empty prompt list.
     """
     from opensora_core.io import storage
+    from opensora_core.sample.writer import read_sample, write_preview_grid
 
     weights = list(dict.fromkeys(weights))
     bad = [w for w in weights if w not in WEIGHT_VARIANTS]
@@ -284,14 +283,12 @@ def evaluate(
             }
             paths = _sample_variant(cfg, prompts, seed, variant, progress, device)
             prefix = "" if variant == headline else _PREFIX[variant]
-            variant_metrics, rows = _score(prompts, paths, prefix)
+            videos = [read_sample(p) for p in paths]  # decoded once: scored and tiled into the preview
+            variant_metrics, rows = _score(prompts, paths, videos, prefix)
             metrics.update(variant_metrics)
             report_rows[variant] = rows
             local_videos[variant] = paths
-            previews[variant] = _write_preview(paths, out / PREVIEW_DIR / f"{variant}.png")
-            shutil.rmtree(
-                out / variant / "preview", ignore_errors=True
-            )  # per-prompt grids: one grid is enough
+            previews[variant] = write_preview_grid(videos, out / PREVIEW_DIR / f"{variant}.png")
         if "untrained" in weights and headline != "untrained":
             for name in ("colour_accuracy", "direction_accuracy", "joint_accuracy"):
                 if name in metrics and f"untrained/{name}" in metrics:
@@ -336,12 +333,6 @@ def evaluate(
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("evaluation of %s (step %d):\n%s", checkpoint, global_step, result.summary())
     return result
-
-
-def _write_preview(paths: list[Path], dest: Path) -> Path:
-    from opensora_core.sample.writer import read_sample, write_preview_grid
-
-    return write_preview_grid([read_sample(p) for p in paths], dest)
 
 
 def _log_to_mlflow(

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -64,6 +64,9 @@ from opensora_core.train.throughput import (
     peak_flops_per_device,
     tokens_per_sample,
 )
+
+if TYPE_CHECKING:
+    from opensora_core.data.mask import MaskGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +193,7 @@ class Trainer:
         running: dict[str, Any] = {}
         if self.load_dir is not None:
             running = self._restore(self.load_dir)
-        self.mask_ratios = dict(cfg.mask_ratios) if cfg.mask_ratios else None
+        self.mask_generator = self._mask_generator()
         self.run_id = None if cfg.start_from_scratch else running.get("mlflow_run_id")
         if self.is_main:
             self._start_tracking(resumed=bool(running) and not cfg.start_from_scratch)
@@ -336,12 +339,19 @@ class Trainer:
                     kwargs[key] = torch.as_tensor(batch[key]).to(self.device)
         return kwargs
 
-    def _frame_mask(self, x: torch.Tensor, seed: int) -> torch.Tensor | None:
-        if not self.mask_ratios:
+    def _mask_generator(self) -> MaskGenerator | None:
+        """The ``mask_ratios`` generator (built once; each step reseeds it), ``None`` without mask_ratios."""
+        if not self.cfg.mask_ratios:
             return None
         from opensora_core.data.mask import MaskGenerator
 
-        return MaskGenerator(self.mask_ratios, rng=random.Random(seed)).get_masks(x)
+        return MaskGenerator(self.cfg.mask_ratios)
+
+    def _frame_mask(self, x: torch.Tensor, seed: int) -> torch.Tensor | None:
+        if self.mask_generator is None:
+            return None
+        self.mask_generator.rng = random.Random(seed)  # keyed by the step, as every draw of the step
+        return self.mask_generator.get_masks(x)
 
     def _count_flops(self, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, Any]) -> None:
         self._flops_counted = True
@@ -393,9 +403,10 @@ class Trainer:
 
         samples = float(x.shape[0])
         tokens = samples * tokens_per_sample(x.shape[1:], self.comps.patch_size)
-        local_bad = 0.0 if torch.isfinite(loss.detach()).item() else 1.0
+        local_loss = loss.detach().float().item()  # the step's one host sync before the all-reduce
+        local_bad = 0.0 if math.isfinite(local_loss) else 1.0
         stats = torch.tensor(
-            [loss.detach().float().item() if local_bad == 0 else 0.0, local_bad, samples, tokens],
+            [local_loss if local_bad == 0 else 0.0, local_bad, samples, tokens],
             dtype=torch.float64,
             device=self.device if self.env.backend == "nccl" else "cpu",
         )

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from opensora_core.io.tracking import is_secret_key
+
 logger = logging.getLogger(__name__)
 
 TAG_PREFIX = "opensora."
@@ -55,9 +57,6 @@ CHAMPION_ALIAS = "champion"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
 _WEIGHT_SOURCES = {"ema": "ema.safetensors", "model": "model.safetensors"}
-_SECRET_KEY_RE = re.compile(
-    r"(pass(word)?|secret|token|credential|access[_-]?key|api[_-]?key)", re.IGNORECASE
-)
 _LINEAGE_KEYS = ("dataset_uri", "dataset_sha256", "git_commit", "image", "pipeline_run_id")
 
 
@@ -165,7 +164,7 @@ def safe_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     """String tags without credential-like keys, None values or secrets inside URIs (MLflow's 5000-char cap)."""
     out = {}
     for key, value in tags.items():
-        if value is None or _SECRET_KEY_RE.search(key):
+        if value is None or is_secret_key(key):
             continue
         out[key] = scrub_uri(str(value))[:5000]
     return out
@@ -438,8 +437,7 @@ def register_checkpoint(
             (data / CARD_FILE).write_text(json.dumps(card, indent=2))
             mlflow.set_tracking_uri(uri)
             if run_id is None:
-                exp = client.get_experiment_by_name(experiment)
-                exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+                exp_id = ensure_experiment(uri, experiment)
                 run_id = client.create_run(exp_id, run_name=f"register-{model_name}").info.run_id
             with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*input example was not provided.*")
@@ -462,7 +460,7 @@ def register_checkpoint(
     for key, value in gate_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
     for key, value in metrics.items():
-        if math.isfinite(value) and not _SECRET_KEY_RE.search(key):
+        if math.isfinite(value) and not is_secret_key(key):
             client.set_model_version_tag(model_name, version, f"{TAG_PREFIX}metric.{key}", f"{value:.6g}")
     set_aliases = list(dict.fromkeys(aliases))
     if gate_result.passed:

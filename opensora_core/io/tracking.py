@@ -41,9 +41,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def is_secret_key(key: str) -> bool:
+    """True when a param/tag/metric name looks like a credential (password, secret, token, access key, ...)."""
+    return bool(_SECRET_RE.search(key))
+
+
 def redact(params: dict[str, Any]) -> dict[str, Any]:
     """Drop every entry whose key looks like a credential."""
-    return {k: v for k, v in params.items() if not _SECRET_RE.search(k)}
+    return {k: v for k, v in params.items() if not is_secret_key(k)}
 
 
 def system_metrics() -> dict[str, float]:

@@ -384,9 +384,9 @@ class _Runner:
         channels = self.vae.out_channels
         clips: list[torch.Tensor] = []
         previous: list[torch.Tensor] = []
+        y_null = self.text_encoder.null(n).to(self.device)  # the same for every loop
         for loop_i in range(cfg.loop):
             enc = self.texts.encode([it.spec.loop_texts[loop_i] for it in batch])
-            y_null = self.text_encoder.null(n).to(self.device)
             z = torch.stack([torch.randn((channels, *self.latent_size), generator=g) for g in gens])
             z = z.to(self.device)  # [B, C, T, h, w]
             frame_mask = torch.ones(n, z.shape[2], device=self.device)

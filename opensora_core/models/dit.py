@@ -39,6 +39,9 @@ from opensora_core.models.layers import (
     TimestepEmbedder,
     approx_gelu,
     call_block,
+    grid_of,
+    keep_buffers_on_load,
+    require_plain_frames,
     sincos_table_1d,
     sincos_table_2d,
     t2i_modulate,
@@ -46,7 +49,7 @@ from opensora_core.models.layers import (
     unpatchify,
 )
 
-__all__ = ["DiT", "DiTBlock", "keep_buffers_on_load", "parse_condition", "require_plain_frames"]
+__all__ = ["DiT", "DiTBlock", "parse_condition"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,42 +67,6 @@ def parse_condition(condition: str) -> int | None:
             f"got {condition!r}"
         )
     return int(found.group(1))
-
-
-def require_plain_frames(x_mask: torch.Tensor | None, batch: int, frames: int, model: str) -> None:
-    """Accept ``x_mask`` only when it marks every frame as normal (True): frame conditioning (frames
-    modulated as timestep 0) exists only in STDiT / STDiT2."""
-    if x_mask is None:
-        return
-    if tuple(x_mask.shape) != (batch, frames):
-        raise ValueError(f"x_mask must be [B, T] = [{batch}, {frames}], got {list(x_mask.shape)}")
-    if not bool(x_mask.to(torch.bool).all()):
-        raise ValueError(
-            f"{model} has no frame conditioning: x_mask with False entries (conditioning frames) is only "
-            "supported by STDiT / STDiT2; pass x_mask=None or all True"
-        )
-
-
-def keep_buffers_on_load(module: nn.Module, names: Sequence[str]) -> None:
-    """Make ``module.load_state_dict`` keep the current values of the named buffers.
-
-    Positional tables are functions of the config: a checkpoint may carry them (with another grid size) or
-    not; either way they are not taken from it, as in the reference loaders which delete them.
-    """
-    keep = tuple(names)
-
-    def hook(mod: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
-        for name in keep:
-            buf = getattr(mod, name, None)
-            if isinstance(buf, torch.Tensor):
-                state_dict[prefix + name] = buf
-
-    module.register_load_state_dict_pre_hook(hook)
-
-
-def grid_of(size: Sequence[int], patch_size: Sequence[int]) -> tuple[int, int, int]:
-    """Number of patches per axis (T, H, W), padding partial patches."""
-    return tuple(math.ceil(int(s) / int(p)) for s, p in zip(size, patch_size, strict=True))  # type: ignore[return-value]
 
 
 class DiTBlock(nn.Module):

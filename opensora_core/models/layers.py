@@ -1,9 +1,10 @@
 """Shared building blocks of the Open-Sora model zoo.
 
-Embedders, modulation helpers, final layers and positional encodings used by STDiT, STDiT2, DiT, Latte and
-PixArt. Submodule and parameter names follow the Open-Sora checkpoints (``proj``, ``mlp.0``/``mlp.2``,
-``y_proj.fc1``/``fc2``, ``y_embedding``, ``scale_shift_table``, ``linear``, ``adaLN_modulation``,
-``embedding_table``, ``freqs``) so official state dicts load unchanged.
+Embedders, modulation helpers, final layers, positional encodings and the model plumbing (patch grid, frame
+masks, positional buffers kept on load, freezing) used by STDiT, STDiT2, DiT, Latte and PixArt. Submodule and
+parameter names follow the Open-Sora checkpoints (``proj``, ``mlp.0``/``mlp.2``, ``y_proj.fc1``/``fc2``,
+``y_embedding``, ``scale_shift_table``, ``linear``, ``adaLN_modulation``, ``embedding_table``, ``freqs``) so
+official state dicts load unchanged.
 
 Numerics follow the reference where checkpoint compatibility needs it:
 - sinusoidal timestep features are ``[cos, sin]`` with frequencies ``exp(-ln(max_period) * i / half)``;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,8 +37,13 @@ __all__ = [
     "SizeEmbedder",
     "T2IFinalLayer",
     "TimestepEmbedder",
+    "apply_freeze",
     "approx_gelu",
     "call_block",
+    "check_x_mask",
+    "grid_of",
+    "keep_buffers_on_load",
+    "require_plain_frames",
     "sincos_table_1d",
     "sincos_table_2d",
     "to_torch_dtype",
@@ -86,6 +93,69 @@ def call_block(block: Callable[..., torch.Tensor], *args: object, checkpoint: bo
     if checkpoint and torch.is_grad_enabled():
         return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
     return block(*args)
+
+
+# --------------------------------------------------------------------------------------------------------
+# model plumbing
+# --------------------------------------------------------------------------------------------------------
+
+
+def grid_of(size: Sequence[int], patch_size: Sequence[int]) -> tuple[int, int, int]:
+    """Number of patches per axis (T, H, W), padding partial patches."""
+    return tuple(math.ceil(int(s) / int(p)) for s, p in zip(size, patch_size, strict=True))  # type: ignore[return-value]
+
+
+def check_x_mask(x_mask: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor | None:
+    """Validate a frame mask: bool-like [B, T] with T = number of temporal patches."""
+    if x_mask is None:
+        return None
+    if x_mask.shape != (batch, frames):
+        raise ValueError(f"x_mask must be [B, T] = [{batch}, {frames}], got {list(x_mask.shape)}")
+    return x_mask.to(torch.bool)
+
+
+def require_plain_frames(x_mask: torch.Tensor | None, batch: int, frames: int, model: str) -> None:
+    """Accept ``x_mask`` only when it marks every frame as normal (True): frame conditioning (frames
+    modulated as timestep 0) exists only in STDiT / STDiT2."""
+    x_mask = check_x_mask(x_mask, batch, frames)
+    if x_mask is not None and not bool(x_mask.all()):
+        raise ValueError(
+            f"{model} has no frame conditioning: x_mask with False entries (conditioning frames) is only "
+            "supported by STDiT / STDiT2; pass x_mask=None or all True"
+        )
+
+
+def keep_buffers_on_load(module: nn.Module, names: Sequence[str]) -> None:
+    """Make ``module.load_state_dict`` keep the current values of the named buffers.
+
+    Positional tables are functions of the config: a checkpoint may carry them (with another grid size) or
+    not; either way they are not taken from it, as in the reference loaders which delete them.
+    """
+    keep = tuple(names)
+
+    def hook(mod: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+        for name in keep:
+            buf = getattr(mod, name, None)
+            if isinstance(buf, torch.Tensor):
+                state_dict[prefix + name] = buf
+
+    module.register_load_state_dict_pre_hook(hook)
+
+
+def apply_freeze(model: nn.Module, freeze: str | None) -> None:
+    """Open-Sora ``freeze``: None, "not_temporal" (train attn_temp only) or "text" (freeze cross_attn)."""
+    if freeze is None:
+        return
+    if freeze == "not_temporal":
+        for name, p in model.named_parameters():
+            if "attn_temp" not in name:
+                p.requires_grad_(False)
+    elif freeze == "text":
+        for name, p in model.named_parameters():
+            if "cross_attn" in name:
+                p.requires_grad_(False)
+    else:
+        raise ValueError(f"freeze must be None, 'not_temporal' or 'text', got {freeze!r}")
 
 
 # --------------------------------------------------------------------------------------------------------

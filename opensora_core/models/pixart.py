@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from opensora_core.models.attention import Attention, MultiHeadCrossAttention, resolve_attn_backend
-from opensora_core.models.dit import grid_of, keep_buffers_on_load, require_plain_frames
 from opensora_core.models.layers import (
     CaptionEmbedder,
     DropPath,
@@ -36,8 +35,12 @@ from opensora_core.models.layers import (
     SizeEmbedder,
     T2IFinalLayer,
     TimestepEmbedder,
+    apply_freeze,
     approx_gelu,
     call_block,
+    grid_of,
+    keep_buffers_on_load,
+    require_plain_frames,
     sincos_table_1d,
     sincos_table_2d,
     t2i_modulate,
@@ -171,10 +174,7 @@ class PixArt(nn.Module):
         self.final_layer = T2IFinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels)
 
         self.initialize_weights()
-        if freeze == "text":  # train everything but the cross-attention
-            for name, p in self.named_parameters():
-                if "cross_attn" in name:
-                    p.requires_grad_(False)
+        apply_freeze(self, freeze)  # "text": train everything but the cross-attention
         keep_buffers_on_load(self, ("pos_embed", "pos_embed_temporal"))
         self._post_init()
 

@@ -27,8 +27,12 @@ from opensora_core.models.layers import (
     PatchEmbed3D,
     T2IFinalLayer,
     TimestepEmbedder,
+    apply_freeze,
     approx_gelu,
     call_block,
+    check_x_mask,
+    grid_of,
+    keep_buffers_on_load,
     select_by_frame,
     sincos_table_1d,
     sincos_table_2d,
@@ -37,11 +41,9 @@ from opensora_core.models.layers import (
     unpatchify,
 )
 
-__all__ = ["STDiT", "STDiTBlock", "apply_freeze", "check_x_mask", "init_stdit_weights"]
+__all__ = ["STDiT", "STDiTBlock", "init_stdit_weights"]
 
 logger = logging.getLogger(__name__)
-
-POSITIONAL_BUFFERS = ("pos_embed", "pos_embed_temporal")
 
 
 class STDiTBlock(nn.Module):
@@ -106,31 +108,6 @@ class STDiTBlock(nn.Module):
         x_m = t2i_modulate(self.norm2(h), shift_mlp, scale_mlp)
         h = h + self.drop_path(gate_mlp * self.mlp(x_m))
         return h.reshape(B, N, C)
-
-
-def check_x_mask(x_mask: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor | None:
-    """Validate a frame mask: bool-like [B, T] with T = number of temporal patches."""
-    if x_mask is None:
-        return None
-    if x_mask.shape != (batch, frames):
-        raise ValueError(f"x_mask must be [B, T] = [{batch}, {frames}], got {list(x_mask.shape)}")
-    return x_mask.to(torch.bool)
-
-
-def apply_freeze(model: nn.Module, freeze: str | None) -> None:
-    """Open-Sora ``freeze``: None, "not_temporal" (train attn_temp only) or "text" (freeze cross_attn)."""
-    if freeze is None:
-        return
-    if freeze == "not_temporal":
-        for name, p in model.named_parameters():
-            if "attn_temp" not in name:
-                p.requires_grad_(False)
-    elif freeze == "text":
-        for name, p in model.named_parameters():
-            if "cross_attn" in name:
-                p.requires_grad_(False)
-    else:
-        raise ValueError(f"freeze must be None, 'not_temporal' or 'text', got {freeze!r}")
 
 
 def init_stdit_weights(model: nn.Module) -> None:
@@ -222,7 +199,7 @@ class STDiT(nn.Module):
         self.grad_checkpointing = grad_checkpointing
         # Set from outside by opensora_core.parallel.apply_sequence_parallel (None = single device).
         self.sequence_parallel: Any = None
-        self.grid = tuple(math.ceil(s / p) for s, p in zip(self.input_size, self.patch_size, strict=True))
+        self.grid = grid_of(self.input_size, self.patch_size)
         self.num_temporal = self.grid[0]
         self.num_spatial = self.grid[1] * self.grid[2]
 
@@ -248,7 +225,7 @@ class STDiT(nn.Module):
         apply_freeze(self, freeze)
         # Positional buffers are functions of the config: never loaded from a checkpoint (as the reference,
         # which deletes them before loading); a state dict with or without them loads.
-        self.register_load_state_dict_pre_hook(_keep_positional_buffers)
+        keep_buffers_on_load(self, ("pos_embed", "pos_embed_temporal"))
 
     # ---- helpers --------------------------------------------------------------------------------------
 
@@ -300,7 +277,7 @@ class STDiT(nn.Module):
         timestep = timestep.to(dtype)
         y = y.to(dtype)
         B, _, Tx, Hx, Wx = x.shape
-        grid = tuple(math.ceil(s / p) for s, p in zip((Tx, Hx, Wx), self.patch_size, strict=True))
+        grid = grid_of((Tx, Hx, Wx), self.patch_size)
         T, S = grid[0], grid[1] * grid[2]
         x_mask = check_x_mask(x_mask, B, T)
         pos_spatial, pos_temporal = self._pos_tables(grid, x.device)
@@ -334,16 +311,3 @@ class STDiT(nn.Module):
             x = sp.gather_frames(x)  # every rank gets all T*S tokens
         x = unpatchify(x, grid, self.patch_size, self.out_channels, crop=(Tx, Hx, Wx))
         return x.to(torch.float32)
-
-
-def _keep_positional_buffers(
-    module: nn.Module,
-    state_dict: dict[str, torch.Tensor],
-    prefix: str,
-    *args: Any,
-) -> None:
-    """load_state_dict pre-hook: positional buffers always keep the values computed from the config."""
-    for name in POSITIONAL_BUFFERS:
-        buf = getattr(module, name, None)
-        if isinstance(buf, torch.Tensor):
-            state_dict[prefix + name] = buf

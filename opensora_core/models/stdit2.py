@@ -31,14 +31,17 @@ from opensora_core.models.layers import (
     SizeEmbedder,
     T2IFinalLayer,
     TimestepEmbedder,
+    apply_freeze,
     approx_gelu,
     call_block,
+    check_x_mask,
+    grid_of,
     select_by_frame,
     t2i_modulate,
     to_torch_dtype,
     unpatchify,
 )
-from opensora_core.models.stdit import apply_freeze, check_x_mask, init_stdit_weights
+from opensora_core.models.stdit import init_stdit_weights
 
 __all__ = ["STDiT2", "STDiT2Block"]
 
@@ -282,7 +285,7 @@ class STDiT2(nn.Module):
         fl = self.fl_embedder(info_t["num_frames"][:, None], B) + self.fps_embedder(info_t["fps"][:, None], B)
 
         # patch grid (padded to patch multiples) and dynamic spatial positions
-        grid = tuple(math.ceil(s / p) for s, p in zip((Tx, Hx, Wx), self.patch_size, strict=True))
+        grid = grid_of((Tx, Hx, Wx), self.patch_size)
         T, S = grid[0], grid[1] * grid[2]
         x_mask = check_x_mask(x_mask, B, T)
         resolution = (info_t["height"][0].item() * info_t["width"][0].item()) ** 0.5

@@ -183,11 +183,15 @@ class TrainBackend:
         """Current learning rate (first parameter group)."""
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def _full_tensor(self, value: torch.Tensor) -> torch.Tensor:
+        """The whole tensor of a state-dict entry (sharded backends gather it here)."""
+        return value
+
     def model_state_dict(self) -> dict[str, torch.Tensor]:
         """Consolidated fp32 state dict (parameters and persistent buffers) on CPU, on every rank."""
         out: dict[str, torch.Tensor] = {}
         for key, value in self.module.state_dict().items():
-            value = value.detach()
+            value = self._full_tensor(value).detach()
             if value.is_floating_point():
                 value = value.float()
             out[key] = value.to("cpu", copy=True).contiguous()

@@ -117,16 +117,6 @@ class ColossalAIBackend(TrainBackend):
         """Drop the gradients (ZeRO's own buckets too)."""
         self.optimizer.zero_grad()
 
-    def set_lr(self, lr: float) -> None:
-        """Set the learning rate of every parameter group."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    @property
-    def lr(self) -> float:
-        """Current learning rate (first parameter group)."""
-        return float(self.optimizer.param_groups[0]["lr"])
-
     # ------------------------------------------------------------------ checkpoints
     def model_state_dict(self) -> dict[str, torch.Tensor]:
         """Consolidated fp32 state dict on CPU, on every rank (a collective under ZeRO: call on all ranks).

@@ -75,17 +75,9 @@ class FSDP2Backend(TrainBackend):
             torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, norm, foreach=foreach)
         return float(norm)
 
-    def model_state_dict(self) -> dict[str, torch.Tensor]:
-        """Consolidated fp32 state dict on CPU, on every rank (collective: call it on all ranks)."""
-        out: dict[str, torch.Tensor] = {}
-        for key, value in self.module.state_dict().items():
-            if _is_dtensor(value):
-                value = value.full_tensor()
-            value = value.detach()
-            if value.is_floating_point():
-                value = value.float()
-            out[key] = value.to("cpu", copy=True).contiguous()
-        return out
+    def _full_tensor(self, value: torch.Tensor) -> torch.Tensor:
+        """``full_tensor()`` of a sharded entry: a collective, so :meth:`model_state_dict` must run on all ranks."""
+        return value.full_tensor() if _is_dtensor(value) else value
 
     # ------------------------------------------------------------------ per-rank optimizer checkpoints
     def _ordered_params(self) -> list[nn.Parameter]:

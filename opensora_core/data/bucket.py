@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from opensora_core.data.aspect import ASPECT_RATIOS, get_closest_ratio
+from opensora_core.data.video_io import _available_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -503,13 +503,6 @@ def _assign_inherited_span(start: int, end: int) -> BucketAssignment:
     return bucket._assign_arrays(
         T[start:end], H[start:end], W[start:end], frame_interval, None if seeds is None else seeds[start:end]
     )
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _as_int_column(values: Any, name: str) -> np.ndarray:

@@ -40,6 +40,7 @@ from opensora_core.models.layers import (
     approx_gelu,
     call_block,
     grid_of,
+    init_backbone_weights,
     keep_buffers_on_load,
     require_plain_frames,
     sincos_table_1d,
@@ -192,19 +193,11 @@ class DiT(nn.Module):
         """Hook for subclasses, run at the end of ``__init__`` (keeps one explicit constructor signature)."""
 
     def initialize_weights(self) -> None:
-        """Reference init: xavier Linear (bias 0), patch conv xavier on its [C, -1] view (bias 0), timestep MLP
-        N(0, 0.02), caption MLP N(0, 0.02), adaLN modulations and the final linear zero (label table keeps
-        torch's N(0, 1))."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))
+        """Reference init: :func:`~opensora_core.models.layers.init_backbone_weights`, patch conv bias 0,
+        caption MLP N(0, 0.02), adaLN modulations and the final linear zero (label table keeps torch's
+        N(0, 1))."""
+        init_backbone_weights(self)
         nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)

@@ -51,6 +51,8 @@ __all__ = [
     "get_1d_sincos_pos_embed_from_grid",
     "get_2d_sincos_pos_embed",
     "get_2d_sincos_pos_embed_from_grid",
+    "init_backbone_weights",
+    "init_t2i_weights",
     "modulate",
     "select_by_frame",
     "t2i_modulate",
@@ -156,6 +158,44 @@ def apply_freeze(model: nn.Module, freeze: str | None) -> None:
                 p.requires_grad_(False)
     else:
         raise ValueError(f"freeze must be None, 'not_temporal' or 'text', got {freeze!r}")
+
+
+def init_backbone_weights(model: nn.Module) -> None:
+    """Reference initialisation common to every family (DiT, Latte, PixArt, STDiT, STDiT2).
+
+    xavier-uniform on every Linear (bias 0); patch conv weight xavier-uniform on its [C, -1] view (bias keeps
+    the torch default); timestep MLP weights N(0, 0.02). ``model`` needs ``x_embedder.proj`` and
+    ``t_embedder.mlp``. Family-specific init follows it (the RNG draws keep the reference order).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    w = model.x_embedder.proj.weight
+    nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))
+    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
+
+
+def init_t2i_weights(model: nn.Module, zero_block_projs: Sequence[str] = ("cross_attn",)) -> None:
+    """Reference initialisation of the adaLN-single families (PixArt, STDiT, STDiT2).
+
+    :func:`init_backbone_weights`, then t_block and caption MLP weights N(0, 0.02); the ``proj`` Linear of
+    each block's attention modules named in ``zero_block_projs`` (PixArt: cross_attn; STDiT/STDiT2 also
+    attn_temp) and the final linear zero.
+    """
+    init_backbone_weights(model)
+    nn.init.normal_(model.t_block[1].weight, std=0.02)
+    nn.init.normal_(model.y_embedder.y_proj.fc1.weight, std=0.02)
+    nn.init.normal_(model.y_embedder.y_proj.fc2.weight, std=0.02)
+    for block in model.blocks:
+        for name in zero_block_projs:
+            proj = getattr(block, name).proj
+            nn.init.zeros_(proj.weight)
+            nn.init.zeros_(proj.bias)
+    nn.init.zeros_(model.final_layer.linear.weight)
+    nn.init.zeros_(model.final_layer.linear.bias)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from opensora_core.models.layers import (
     approx_gelu,
     call_block,
     grid_of,
+    init_t2i_weights,
     keep_buffers_on_load,
     require_plain_frames,
     sincos_table_1d,
@@ -182,26 +183,9 @@ class PixArt(nn.Module):
         """Hook for subclasses, run at the end of ``__init__`` (keeps one explicit constructor signature)."""
 
     def initialize_weights(self) -> None:
-        """Reference init: xavier Linear (bias 0), patch conv weight xavier on its [C, -1] view (bias keeps the
-        torch default), timestep MLP / t_block / caption MLP weights N(0, 0.02), cross_attn.proj and the final
-        linear zero."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        nn.init.normal_(self.t_block[1].weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
-        nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.cross_attn.proj.weight)
-            nn.init.zeros_(block.cross_attn.proj.bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        """Reference init (:func:`~opensora_core.models.layers.init_t2i_weights`): cross_attn.proj and the
+        final linear zero."""
+        init_t2i_weights(self, zero_block_projs=("cross_attn",))
 
     # ---- helpers --------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from opensora_core.models.layers import (
     call_block,
     check_x_mask,
     grid_of,
+    init_t2i_weights,
     keep_buffers_on_load,
     select_by_frame,
     sincos_table_1d,
@@ -41,7 +42,7 @@ from opensora_core.models.layers import (
     unpatchify,
 )
 
-__all__ = ["STDiT", "STDiTBlock", "init_stdit_weights"]
+__all__ = ["STDiT", "STDiTBlock"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,32 +109,6 @@ class STDiTBlock(nn.Module):
         x_m = t2i_modulate(self.norm2(h), shift_mlp, scale_mlp)
         h = h + self.drop_path(gate_mlp * self.mlp(x_m))
         return h.reshape(B, N, C)
-
-
-def init_stdit_weights(model: nn.Module) -> None:
-    """Reference initialisation shared by STDiT and STDiT2.
-
-    xavier-uniform on every Linear (bias 0); patch conv weight xavier on its [C, -1] view; timestep MLPs,
-    t_block and caption MLP weights N(0, 0.02); cross_attn.proj, attn_temp.proj and the final linear zero.
-    """
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    w = model.x_embedder.proj.weight
-    nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))
-    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
-    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
-    nn.init.normal_(model.t_block[1].weight, std=0.02)
-    nn.init.normal_(model.y_embedder.y_proj.fc1.weight, std=0.02)
-    nn.init.normal_(model.y_embedder.y_proj.fc2.weight, std=0.02)
-    for block in model.blocks:
-        for lin in (block.cross_attn.proj, block.attn_temp.proj):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
-    nn.init.zeros_(model.final_layer.linear.weight)
-    nn.init.zeros_(model.final_layer.linear.bias)
 
 
 class STDiT(nn.Module):
@@ -221,7 +196,7 @@ class STDiT(nn.Module):
         )
         self.final_layer = T2IFinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels)
 
-        init_stdit_weights(self)
+        init_t2i_weights(self, zero_block_projs=("cross_attn", "attn_temp"))
         apply_freeze(self, freeze)
         # Positional buffers are functions of the config: never loaded from a checkpoint (as the reference,
         # which deletes them before loading); a state dict with or without them loads.

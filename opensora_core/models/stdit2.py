@@ -36,12 +36,12 @@ from opensora_core.models.layers import (
     call_block,
     check_x_mask,
     grid_of,
+    init_t2i_weights,
     select_by_frame,
     t2i_modulate,
     to_torch_dtype,
     unpatchify,
 )
-from opensora_core.models.stdit import init_stdit_weights
 
 __all__ = ["STDiT2", "STDiT2Block"]
 
@@ -234,7 +234,7 @@ class STDiT2(nn.Module):
         self.fl_embedder = SizeEmbedder(hidden_size)  # num_frames -> C
         self.fps_embedder = SizeEmbedder(hidden_size)  # fps -> C
 
-        init_stdit_weights(self)
+        init_t2i_weights(self, zero_block_projs=("cross_attn", "attn_temp"))
         nn.init.normal_(self.t_block_temp[1].weight, std=0.02)
         apply_freeze(self, freeze)
 

@@ -47,10 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(args, training=False)
-        plan_run(cfg)  # prompts, references, mask strategies: fail before the models load
+        plan = plan_run(cfg)  # prompts, references, mask strategies: fail before the models load
         from opensora_core.sample.pipeline import sample
 
-        sample(cfg, progress=not args.no_progress, device=args.device)
+        sample(cfg, progress=not args.no_progress, device=args.device, plan=plan)
     except Exception as exc:
         if not isinstance(exc, _input_errors()):
             raise

@@ -422,11 +422,15 @@ class _Runner:
         return stitch_loops(clips, cfg.condition_frame_length)
 
 
-def _prepare(cfg: RunConfig, prompts: Sequence[str] | None) -> tuple[RunConfig, RunPlan]:
+def _prepare(
+    cfg: RunConfig, prompts: Sequence[str] | None, plan: RunPlan | None = None
+) -> tuple[RunConfig, RunPlan]:
     if prompts is not None:
+        if plan is not None:
+            raise ValueError("give sample() prompts or a plan, not both (the plan already holds the prompts)")
         cfg = cfg.model_copy(update={"prompt": list(prompts), "prompt_path": None})
     cfg.check_ready(training=False)
-    return cfg, plan_run(cfg)
+    return cfg, plan_run(cfg) if plan is None else plan
 
 
 def sample(
@@ -437,16 +441,19 @@ def sample(
     models: SamplingModels | None = None,
     device: str | torch.device | None = None,
     previews: bool = True,
+    plan: RunPlan | None = None,
 ) -> list[Path]:
     """Sample videos for ``prompts`` (default: the config's prompts) and return their paths.
 
     One path per (prompt, sample) in order -- prompt by prompt, ``num_sample`` each -- including files that
     ``prompt_as_path`` skipped because they existed. Also writes a preview grid per prompt
     (``save_dir/preview/``; not with ``previews=False``) and the resolved config
-    (``save_dir/sample_config.{py,json}``). ``models`` reuses :func:`load_sampling_models` output. Raises SampleInputError (a ValueError) naming the bad prompt,
-    reference, mask strategy or checkpoint; videos written before an error are kept.
+    (``save_dir/sample_config.{py,json}``). ``models`` reuses :func:`load_sampling_models` output; ``plan``
+    reuses ``plan_run(cfg)`` when the caller has already planned (the CLI does, to fail before torch loads),
+    so prompt files and references are not read again. Raises SampleInputError (a ValueError) naming the bad
+    prompt, reference, mask strategy or checkpoint; videos written before an error are kept.
     """
-    cfg, plan = _prepare(cfg, prompts)
+    cfg, plan = _prepare(cfg, prompts, plan)
     todo = plan.todo
     say = print
     if not todo:

@@ -93,6 +93,21 @@ def test_previews_false_writes_no_grid(tmp_path):
     assert path.is_file() and not (tmp_path / "out" / "preview").exists()
 
 
+def test_a_given_plan_is_not_planned_again(tmp_path, monkeypatch):
+    from opensora_core.sample import pipeline, plan_run
+
+    cfg = _cfg(tmp_path, num_frames=1, prompt=["a red ball"])
+    plan = plan_run(cfg)
+    with pytest.raises(ValueError, match="prompts or a plan"):
+        sample(cfg, ["a blue cube"], progress=False, plan=plan)
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("plan_run called again")
+
+    monkeypatch.setattr(pipeline, "plan_run", fail)
+    assert sample(cfg, progress=False, plan=plan) == [tmp_path / "out" / "sample_0.png"]
+
+
 def test_stdit2_gets_size_info_with_ar_width_over_height(tmp_path):
     stdit2 = {"_delete_": True, "type": "STDiT2-XL/2", "depth": 1, "hidden_size": 48, "num_heads": 4}
     cfg = _cfg(

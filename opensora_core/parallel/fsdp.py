@@ -15,6 +15,7 @@ rank's shards as plain tensors) and loads back on the same world size.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ from torch import nn
 
 from opensora_core.parallel.backends import TrainBackend, save_synced
 
-__all__ = ["FSDP2Backend", "optimizer_file"]
+__all__ = ["FSDP2Backend", "is_dtensor", "optimizer_file"]
 
 
 def optimizer_file(rank: int) -> str:
@@ -34,10 +35,21 @@ def optimizer_file(rank: int) -> str:
     return f"optimizer_rank{rank:05d}.pt"
 
 
-def _is_dtensor(t: Any) -> bool:
-    from torch.distributed.tensor import DTensor
+@functools.cache
+def _dtensor_type() -> type | None:
+    """``DTensor``, looked up once rather than imported on every call (the EMA update checks each state-dict
+    entry on every step); ``None`` for a torch built without distributed support."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:
+        return None
+    return DTensor
 
-    return isinstance(t, DTensor)
+
+def is_dtensor(t: Any) -> bool:
+    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (a shard of a ``fully_shard`` module)."""
+    cls = _dtensor_type()
+    return cls is not None and isinstance(t, cls)
 
 
 class FSDP2Backend(TrainBackend):
@@ -69,7 +81,7 @@ class FSDP2Backend(TrainBackend):
         grads = [p.grad for p in params if p.grad is not None]
         foreach = self.device.type == "cuda"
         norm = torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False, foreach=foreach)
-        if _is_dtensor(norm):
+        if is_dtensor(norm):
             norm = norm.full_tensor()  # per-shard norms reduced over the world
         if self.grad_clip is not None and math.isfinite(float(norm)):
             torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, norm, foreach=foreach)
@@ -77,7 +89,7 @@ class FSDP2Backend(TrainBackend):
 
     def _full_tensor(self, value: torch.Tensor) -> torch.Tensor:
         """``full_tensor()`` of a sharded entry: a collective, so :meth:`model_state_dict` must run on all ranks."""
-        return value.full_tensor() if _is_dtensor(value) else value
+        return value.full_tensor() if is_dtensor(value) else value
 
     # ------------------------------------------------------------------ per-rank optimizer checkpoints
     def _ordered_params(self) -> list[nn.Parameter]:
@@ -88,7 +100,7 @@ class FSDP2Backend(TrainBackend):
         state = super().optimizer_state()
         opt = state["optimizer"]
         opt["state"] = {
-            idx: {k: v.to_local().detach().clone() if _is_dtensor(v) else v for k, v in entry.items()}
+            idx: {k: v.to_local().detach().clone() if is_dtensor(v) else v for k, v in entry.items()}
             for idx, entry in opt["state"].items()
         }
         state["world_size"] = dist.get_world_size() if self._sharded() else 1
@@ -121,7 +133,7 @@ class FSDP2Backend(TrainBackend):
         opt = state["optimizer"]
         for idx, entry in opt["state"].items():
             param = params[int(idx)]
-            if not _is_dtensor(param):
+            if not is_dtensor(param):
                 continue
             from torch.distributed.tensor import DTensor
 

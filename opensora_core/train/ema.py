@@ -15,29 +15,21 @@ full tensors and keep each rank's part.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
 
-
-def _is_dtensor(t: Any) -> bool:
-    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (without importing it when absent)."""
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # torch built without distributed support
-        return False
-    return isinstance(t, DTensor)
+from opensora_core.parallel.fsdp import is_dtensor
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
     """This rank's part of ``t``: the local shard of a DTensor, else ``t`` itself."""
-    return t.to_local() if _is_dtensor(t) else t
+    return t.to_local() if is_dtensor(t) else t
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor: ``full_tensor()`` of a DTensor (collective), else ``t`` itself."""
-    return t.full_tensor() if _is_dtensor(t) else t
+    return t.full_tensor() if is_dtensor(t) else t
 
 
 def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -60,7 +52,7 @@ class EMA:
         for key, value in model.state_dict().items():
             value = value.detach()
             target = device if device is not None else value.device
-            if _is_dtensor(value) and device is not None and torch.device(device) != value.device:
+            if is_dtensor(value) and device is not None and torch.device(device) != value.device:
                 raise ValueError(
                     f"EMA of a sharded model must live on the model's device ({value.device}), got "
                     f"device={device!r}; leave device unset"
@@ -73,7 +65,7 @@ class EMA:
     @property
     def sharded(self) -> bool:
         """Whether some entry is a DTensor shard (then :meth:`state_dict` is a collective)."""
-        return any(_is_dtensor(v) for v in self.shadow.values())
+        return any(is_dtensor(v) for v in self.shadow.values())
 
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float | None = None) -> None:
@@ -84,10 +76,10 @@ class EMA:
             shadow = self.shadow.get(key)
             if shadow is None:
                 raise KeyError(f"EMA has no entry {key!r}; was the model changed after the EMA was created?")
-            if _is_dtensor(shadow) != _is_dtensor(value):
+            if is_dtensor(shadow) != is_dtensor(value):
                 raise TypeError(
-                    f"EMA entry {key!r} is {'' if _is_dtensor(shadow) else 'not '}sharded but the model's is "
-                    f"{'' if _is_dtensor(value) else 'not'}; update the EMA with the module it was created from"
+                    f"EMA entry {key!r} is {'' if is_dtensor(shadow) else 'not '}sharded but the model's is "
+                    f"{'' if is_dtensor(value) else 'not'}; update the EMA with the module it was created from"
                 )
             local, source = _local(shadow), _local(value.detach())
             if key in self.trainable:
@@ -115,13 +107,13 @@ class EMA:
             if key not in self.shadow:
                 continue
             target = self.shadow[key]
-            if _is_dtensor(value):
+            if is_dtensor(value):
                 value = value.full_tensor()
             if tuple(target.shape) != tuple(value.shape):
                 raise ValueError(
                     f"EMA entry {key!r} has shape {tuple(value.shape)}, the model expects {tuple(target.shape)}"
                 )
-            if _is_dtensor(target):
+            if is_dtensor(target):
                 target.to_local().copy_(_shard_like(value, target))
             else:
                 target.copy_(value.to(target.device, target.dtype))
@@ -142,9 +134,9 @@ class EMA:
         state: dict[str, torch.Tensor] = {}
         for key, shadow in self.shadow.items():
             like = current[key]
-            if _is_dtensor(like) and _is_dtensor(shadow):
+            if is_dtensor(like) and is_dtensor(shadow):
                 value = shadow
-            elif _is_dtensor(like):
+            elif is_dtensor(like):
                 from torch.distributed.tensor import DTensor
 
                 local = _shard_like(shadow, like)

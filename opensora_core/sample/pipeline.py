@@ -78,7 +78,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 8
-_STEP_DIR = re.compile(r"^epoch(\d+)-global_step(\d+)$")
 _CKPT_FILES = ("ema.safetensors", "ema.pt", "model.safetensors", "model")
 # Released weights Open-Sora's configs name by file (downloaded from these hub repos when not local).
 _RELEASED_FILES = {
@@ -153,10 +152,12 @@ def resolve_checkpoint(path: str) -> Path:
         return p
     if p.is_dir():
         if not any((p / name).exists() for name in _CKPT_FILES):
+            from opensora_core.train.checkpoint import parse_checkpoint_name  # the training folder names
+
             steps = [
-                (int(m.group(2)), int(m.group(1)), child)
+                (parsed[1], parsed[0], child)  # (global_step, epoch, folder)
                 for child in p.iterdir()
-                if child.is_dir() and (m := _STEP_DIR.match(child.name))
+                if child.is_dir() and (parsed := parse_checkpoint_name(child.name))
             ]
             if steps:
                 p = max(steps)[2]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from opensora_core.data.prepare import fetch_to_local, is_uri
+from opensora_core.data.prepare import fetch_to_local, is_uri, read_local_table
 from opensora_core.data.transforms import TRANSFORM_NAMES, get_transform
 from opensora_core.data.video_io import IMAGE_FPS, is_image_path, read_clip, read_image
 
@@ -54,9 +54,7 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise FileNotFoundError(
             f"metadata table {path} does not exist; create it with python -m opensora_core.data.prepare"
         )
-    if lower.endswith(".csv"):
-        return pd.read_csv(path, keep_default_na=False, na_values={"num_frames": [""], "fps": [""]})
-    return pd.read_parquet(path)
+    return read_local_table(path)
 
 
 def load_metadata(

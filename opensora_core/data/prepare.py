@@ -146,7 +146,8 @@ def quarantine_path(output: str) -> str:
     return stem + ".quarantine.csv"
 
 
-def _read_table_local(path: str) -> pd.DataFrame:
+def read_local_table(path: str) -> pd.DataFrame:
+    """Read a local ``.csv`` (empty num_frames / fps cells become NaN, other empty cells stay "") or parquet."""
     if path.lower().endswith(".csv"):
         return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("num_frames", "fps")})
     return pd.read_parquet(path)
@@ -171,7 +172,7 @@ def _write_table_local(df: pd.DataFrame, path: str) -> None:
 
 def _read_table(path: str) -> pd.DataFrame:
     with fetch_to_local(path) as local:
-        return _read_table_local(local)
+        return read_local_table(local)
 
 
 def _write_table(df: pd.DataFrame, path: str) -> None:

@@ -78,24 +78,6 @@ def load_metadata(
     return data
 
 
-class _LocalFile:
-    """Context manager yielding a local path for a media path (a temporary copy for storage URIs)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._handle: Any = None
-
-    def __enter__(self) -> Any:
-        if not is_uri(self.path):
-            return self.path
-        self._handle = fetch_to_local(self.path)
-        return self._handle.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.__exit__(*exc)
-
-
 class VideoTextDataset(torch.utils.data.Dataset):
     """Fixed-size clips: ``num_frames`` frames ~``frame_interval`` apart, resized to ``image_size``.
 
@@ -170,7 +152,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         """Decode and transform row ``index`` without error handling (raises on a bad file)."""
         row = self.data.iloc[index]
         path = str(row["path"])
-        with _LocalFile(path) as source:
+        with fetch_to_local(path) as source:  # the path itself, or a temporary copy of a storage URI
             if is_image_path(path):
                 image = read_image(source)[None]  # [1, H, W, 3]
                 video = self._transform(transform_name, size)(image)  # [3, 1, h, w]

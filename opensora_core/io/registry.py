@@ -185,15 +185,6 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
-def version_summary(tracking_uri: str, name: str, version: str) -> dict[str, Any]:
-    """Aliases and tags of one registered model version (for reports)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    mv = client.get_model_version(name, version)
-    return {"name": name, "version": str(mv.version), "aliases": list(mv.aliases), "tags": dict(mv.tags)}
-
-
 # ------------------------------------------------------------------------------------------ pyfunc
 class OpenSoraPyfuncModel:
     """The served model: samples videos for prompts (what ``mlflow.pyfunc.load_model`` returns inside)."""

@@ -26,6 +26,7 @@ from torch import nn
 
 from opensora_core.config import RunConfig
 from opensora_core.io import storage
+from opensora_core.parallel.backends import DTYPES
 from opensora_core.train.rng import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def compute_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype:
     """dtype for the frozen encoders: the config dtype on CUDA, fp32 on CPU."""
     if device.type != "cuda":
         return torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.dtype, torch.float32)
+    return DTYPES.get(cfg.dtype, torch.float32)
 
 
 def model_input_size(cfg: RunConfig, vae: Any) -> tuple[int | None, int | None, int | None]:

@@ -22,11 +22,10 @@ from pathlib import Path
 import torch
 
 from opensora_core.io import storage
+from opensora_core.parallel.backends import DTYPES
 from opensora_core.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def export_state_dict(
@@ -43,10 +42,10 @@ def export_state_dict(
     if not path.is_file():
         hint = " (the run trained without EMA; export without --ema)" if ema else ""
         raise ckpt.CheckpointError(f"{path} does not exist{hint}")
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     state = ckpt.load_safetensors(path)
-    target = _DTYPES[dtype]
+    target = DTYPES[dtype]
     return {k: (v.to(target) if v.is_floating_point() else v) for k, v in state.items()}
 
 
@@ -83,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("ckpt_dir", help="checkpoint folder epoch*-global_step* (local or s3://)")
     parser.add_argument("out", help="output .pth file (local or s3://)")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights instead of the model's")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="fp32", help="cast floating tensors")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="cast floating tensors")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from opensora_core.parallel.backends import DTYPES
+
 # Dense tensor-core peaks per device (FLOP/s): (substring of the CUDA device name, {dtype: peak}).
 _GPU_PEAKS: tuple[tuple[str, dict[str, float]], ...] = (
     ("H200", {"bf16": 989.4e12, "fp16": 989.4e12, "fp32": 494.7e12}),
@@ -102,7 +104,7 @@ def peak_flops_per_device(device: torch.device, dtype: str) -> float | None:
             if key in name:
                 return peaks.get(dtype)
         return None
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32)
+    torch_dtype = DTYPES.get(dtype, torch.float32)
     return measured_matmul_flops(torch_dtype)
 
 

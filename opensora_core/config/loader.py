@@ -144,16 +144,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> list[s
             node = child
         else:
             last = parts[-1]
-            if (
-                isinstance(value, Mapping)
-                and isinstance(node.get(last), Mapping)
-                and not value.get("_delete_")
-            ):
-                node[last] = _merge(dict(node[last]), value)
-            else:
-                if isinstance(value, Mapping):
-                    value = {k: v for k, v in value.items() if k != "_delete_"}
-                node[last] = copy.deepcopy(value)
+            node[last] = _merge(node, {last: copy.deepcopy(value)})[last]
     return problems
 
 

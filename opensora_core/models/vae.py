@@ -118,6 +118,12 @@ def _latent_size(
     return tuple(None if s is None else s // p for s, p in zip(input_size, patch_size, strict=True))
 
 
+def _frame_patch_size(config: Any) -> tuple[int, int, int]:
+    """Latent patch ``(1, f, f)`` of a frame-wise diffusers VAE: every block after the first halves H and W."""
+    factor = 2 ** (len(config.block_out_channels) - 1)
+    return (1, factor, factor)
+
+
 def _module_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
@@ -153,11 +159,7 @@ class VideoAutoencoderKL(nn.Module):
         config = module.config
         self.in_channels = int(config.in_channels)
         self.out_channels = int(config.latent_channels)
-        self.patch_size = (
-            1,
-            2 ** (len(config.block_out_channels) - 1),
-            2 ** (len(config.block_out_channels) - 1),
-        )
+        self.patch_size = _frame_patch_size(config)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -225,11 +227,7 @@ class VideoAutoencoderKLTemporalDecoder(nn.Module):
         self.scaling_factor = float(scaling_factor)
         config = module.config
         self.out_channels = int(config.latent_channels)
-        self.patch_size = (
-            1,
-            2 ** (len(config.block_out_channels) - 1),
-            2 ** (len(config.block_out_channels) - 1),
-        )
+        self.patch_size = _frame_patch_size(config)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -35,17 +35,18 @@ import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 from opensora_core.data.bucket import REASON_NAMES, Bucket, BucketKey, BucketSummary
+from opensora_core.parallel.mesh import mesh_coords
 
 logger = logging.getLogger(__name__)
 
 
 def data_parallel_coords(rank: int, world_size: int, sp_size: int = 1) -> tuple[int, int]:
-    """``(dp_rank, dp_size)`` of a global rank on the dp x sp mesh (``rank = dp_rank * sp_size + sp_rank``)."""
-    if sp_size < 1 or world_size % sp_size:
-        raise ValueError(f"world_size {world_size} is not divisible by sp_size {sp_size}")
+    """``(dp_rank, dp_size)`` of a global rank on the dp x sp mesh (``rank = dp_rank * sp_size + sp_rank``,
+    the layout of :func:`opensora_core.parallel.mesh.mesh_coords`)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside [0, {world_size})")
-    return rank // sp_size, world_size // sp_size
+    dp_rank, _sp_rank = mesh_coords(rank, world_size, sp_size)
+    return dp_rank, world_size // sp_size
 
 
 def _default_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:

@@ -41,16 +41,13 @@ from components.evaluate.component import evaluate
 from components.prepare_data.component import RUNTIME_IMAGE, prepare_data
 from components.register.component import register
 from components.train.component import TRAIN_IMAGE, train
+from components.train.launchers.spec import CLIENT_LABEL, IMAGE_UID
 
 PIPELINE_NAME = "opensora-train"
 CACHE_MOUNT = "/cache"
 # Keys of the platform ConfigMap (helm chart `pipelines.configMapName`) exposed to every step as env.
 CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_REGION")
 S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
-# Pod label the platform chart's NetworkPolicies accept as an MLflow / S3 client (`networkPolicy.clientLabel`).
-CLIENT_LABEL = ("opensora.io/client", "true")
-# User and group the project images run as (images/README.md).
-IMAGE_UID = 10001
 MLFLOW_SECRET_ENV = {
     "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
@@ -88,7 +85,8 @@ def _cluster_wiring(
 
     Every step also gets the chart's NetworkPolicy client label and runs as the images' non-root user 10001.
     """
-    kubernetes.add_pod_label(task, *CLIENT_LABEL)
+    for key, value in CLIENT_LABEL.items():  # the chart's NetworkPolicy client label
+        kubernetes.add_pod_label(task, key, value)
     kubernetes.set_security_context(task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True)
     kubernetes.use_config_map_as_env(
         task, config_map_name, {key: key for key in CONFIG_MAP_ENV}, optional=True

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from opensora_core.parallel.backends import build_backend
 from opensora_core.parallel.mesh import build_mesh
 from tests.parallel.dist_harness import run_world
-from tests.parallel.tiny_models import build_tiny
-from tests.parallel.train_steps import diffusion_step, max_relative_difference, train
+from tests.parallel.train_steps import max_relative_difference, resume_third_step, train
 
 CLIP = 0.05
 
@@ -48,14 +46,7 @@ def _booster_worker(env, tmp: str) -> dict[str, float]:
         "clipped": float(min(h[1] for h in ref_hist) > CLIP),
     }
     # save after 2 steps, resume into a fresh Booster, 1 more step == 3 uninterrupted steps
-    two, _ = train("zero2", mesh, steps=2, grad_clip=CLIP)
-    weights = two.model_state_dict()
-    files = two.save_optimizer(tmp)
-    model = build_tiny("stdit")
-    model.load_state_dict(weights)
-    resumed = build_backend("zero2", model, mesh, lr=1e-3, grad_clip=CLIP)
-    resumed.load_optimizer(tmp)
-    diffusion_step(resumed, mesh, 2)
+    resumed, files = resume_third_step("zero2", mesh, tmp, grad_clip=CLIP)
     report["resume"] = max_relative_difference(resumed.model_state_dict(), boosted.model_state_dict())
     report["files"] = float(len(files) > 0) if env.rank == 0 else float(files == [])
     # a missing optimizer folder is a clear error

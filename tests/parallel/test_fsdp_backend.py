@@ -12,7 +12,7 @@ from opensora_core.parallel.fsdp import FSDP2Backend, optimizer_file
 from opensora_core.parallel.mesh import Mesh, build_mesh
 from tests.parallel.dist_harness import run_world
 from tests.parallel.tiny_models import build_tiny
-from tests.parallel.train_steps import diffusion_step, max_relative_difference, train
+from tests.parallel.train_steps import diffusion_step, max_relative_difference, resume_third_step, train
 
 CLIP = 0.05  # below the tiny model's gradient norms: every step clips
 SINGLE = Mesh(dp_size=1, dp_rank=0, dp_group=None, sp_size=1, sp_rank=0, sp_group=None)
@@ -45,14 +45,7 @@ def _fsdp_vs_ddp_worker(env, tmp: str) -> dict[str, float]:
     }
 
     # resume: 2 steps, save (per rank), fresh backend from the saved weights + optimizer, 1 more step
-    backend, _ = train("fsdp2", mesh, steps=2, grad_clip=CLIP)
-    weights = backend.model_state_dict()
-    files = backend.save_optimizer(tmp)
-    model = build_tiny("stdit")
-    model.load_state_dict(weights)
-    resumed = build_backend("fsdp2", model, mesh, lr=1e-3, grad_clip=CLIP)
-    resumed.load_optimizer(tmp)
-    diffusion_step(resumed, mesh, 2)
+    resumed, files = resume_third_step("fsdp2", mesh, tmp, grad_clip=CLIP)
     report["resume"] = max_relative_difference(resumed.model_state_dict(), fsdp.model_state_dict())
     report["files"] = float(files == [Path(tmp) / optimizer_file(env.rank)])
 

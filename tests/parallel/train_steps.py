@@ -68,6 +68,22 @@ def train(
     return backend, history
 
 
+def resume_third_step(
+    plugin: str, mesh: Mesh, directory: Any, grad_clip: float | None = 1.0
+) -> tuple[Any, list[Any]]:
+    """Train 2 steps, save the weights and ``save_optimizer(directory)``, rebuild a fresh backend from them,
+    ``load_optimizer`` and take step 3; returns (the resumed backend, the files ``save_optimizer`` returned)."""
+    two, _ = train(plugin, mesh, steps=2, grad_clip=grad_clip)
+    weights = two.model_state_dict()
+    files = two.save_optimizer(directory)
+    model = build_tiny("stdit")
+    model.load_state_dict(weights)
+    resumed = build_backend(plugin, model, mesh, lr=1e-3, grad_clip=grad_clip)
+    resumed.load_optimizer(directory)
+    diffusion_step(resumed, mesh, 2)
+    return resumed, files
+
+
 def max_relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     """max over tensors of ||a - b||_inf / ||b||_inf (keys must match)."""
     assert a.keys() == b.keys(), sorted(set(a) ^ set(b))

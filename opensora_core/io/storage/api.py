@@ -25,7 +25,7 @@ from .errors import ChecksumMismatchError, InvalidURIError, ObjectNotFoundError,
 from .local import _copy_local, _fsync_dir, _LimitedReader, atomic_write_file
 from .objects import ObjectInfo, UploadResult
 from .retry import _s3_error_code, call_with_retries
-from .s3 import MinioBackend, S3Backend, _content_type, _dir_prefix, _S3Reader
+from .s3 import MinioBackend, S3Backend, _close_response, _content_type, _dir_prefix, _S3Reader
 from .uri import StorageURI, _safe_relpath, join, parse_uri
 
 logger = logging.getLogger(__package__)  # "opensora_core.io.storage", one logger for the package
@@ -385,10 +385,7 @@ class Storage:
                         f"{u}: downloaded MD5 {md5.hexdigest()} differs from the ETag {etag}; {dest} was not written"
                     )
         finally:
-            resp.close()
-            release = getattr(resp, "release_conn", None)
-            if release is not None:
-                release()
+            _close_response(resp)
 
     # -------------------------------------------------------------------- folders
 

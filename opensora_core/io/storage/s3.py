@@ -235,11 +235,16 @@ class _S3Reader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            self._resp.close()
-            release = getattr(self._resp, "release_conn", None)
-            if release is not None:
-                release()
+            _close_response(self._resp)
         super().close()
+
+
+def _close_response(resp: S3Response) -> None:
+    """Close an object body and hand its connection back to the pool (urllib3's ``release_conn``)."""
+    resp.close()
+    release = getattr(resp, "release_conn", None)
+    if release is not None:
+        release()
 
 
 def _content_type(key: str) -> str:

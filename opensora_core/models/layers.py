@@ -15,6 +15,7 @@ Numerics follow the reference where checkpoint compatibility needs it:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -133,15 +134,18 @@ def keep_buffers_on_load(module: nn.Module, names: Sequence[str]) -> None:
     Positional tables are functions of the config: a checkpoint may carry them (with another grid size) or
     not; either way they are not taken from it, as in the reference loaders which delete them.
     """
-    keep = tuple(names)
+    # A partial of a module-level function (not a closure) keeps the model picklable.
+    module.register_load_state_dict_pre_hook(functools.partial(_keep_buffers_hook, tuple(names)))
 
-    def hook(mod: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
-        for name in keep:
-            buf = getattr(mod, name, None)
-            if isinstance(buf, torch.Tensor):
-                state_dict[prefix + name] = buf
 
-    module.register_load_state_dict_pre_hook(hook)
+def _keep_buffers_hook(
+    names: tuple[str, ...], module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any
+) -> None:
+    """load_state_dict pre-hook: the named buffers keep their current values."""
+    for name in names:
+        buf = getattr(module, name, None)
+        if isinstance(buf, torch.Tensor):
+            state_dict[prefix + name] = buf
 
 
 def apply_freeze(model: nn.Module, freeze: str | None) -> None:

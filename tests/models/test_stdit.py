@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -101,6 +102,17 @@ def test_official_state_dict_loads_with_or_without_positional_buffers():
     other = dict(state, pos_embed=torch.zeros(1, 256, 64))
     with_pos.load_state_dict(other)
     assert with_pos.pos_embed.abs().sum() > 0
+
+
+def test_model_pickles_and_still_keeps_positional_buffers_on_load():
+    """The keep-positional-buffers load hook survives pickling (e.g. handing a model to another process)."""
+    model = pickle.loads(pickle.dumps(STDiT(**TINY)))
+    state = {
+        k: torch.zeros_like(v) if k.startswith("pos_embed") else v for k, v in model.state_dict().items()
+    }
+    before = model.pos_embed.clone()
+    model.load_state_dict(state)
+    assert torch.equal(model.pos_embed, before) and model.pos_embed.abs().sum() > 0
 
 
 def test_output_shapes_dtype_and_unknown_video_info_is_ignored():

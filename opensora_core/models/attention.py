@@ -8,12 +8,16 @@ Backends (all take q/k/v shaped [B, H, N, D] and return [B, H, N_q, D]):
 
 Self-attention keeps its attention core in one overridable call, ``Attention._attend(q, k, v)`` on
 [B, H, N, D], so sequence parallelism (Ulysses all-to-all) can be wrapped around it from outside.
+
+Cross-attention takes the caption mask as a tensor or as a :class:`TextMask` that a model prepares once per
+forward (:func:`prepare_text_mask`), so the mask's host-side checks do not stall every block on a GPU.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +29,10 @@ __all__ = [
     "ATTN_BACKENDS",
     "Attention",
     "MultiHeadCrossAttention",
+    "TextMask",
     "attention",
     "flash_attn_available",
+    "prepare_text_mask",
     "resolve_attn_backend",
     "set_attn_backend",
 ]
@@ -203,6 +209,36 @@ def _as_key_mask(mask: torch.Tensor | None, batch: int, length: int) -> torch.Te
     return mask != 0
 
 
+@dataclass(frozen=True)
+class TextMask:
+    """A caption mask with some padding, checked once and shared by every block's cross-attention.
+
+    ``key_mask`` bool [B, L] (True = token); ``has_token`` bool [B], or None when every sample has a token.
+    """
+
+    key_mask: torch.Tensor
+    has_token: torch.Tensor | None
+
+
+def prepare_text_mask(mask: torch.Tensor | TextMask | None, batch: int, length: int) -> TextMask | None:
+    """Caption mask ([B, L] or [B, 1, 1, L]; 1 = token) -> :class:`TextMask`, or None when every token is valid.
+
+    The two ``all()`` checks read a value back from the device; a model calls this once per forward instead of
+    letting each block's cross-attention do it.
+    """
+    if isinstance(mask, TextMask):
+        if mask.key_mask.shape != (batch, length):
+            raise ValueError(
+                f"text mask is {list(mask.key_mask.shape)} but the caption is [{batch}, {length}]"
+            )
+        return mask
+    key_mask = _as_key_mask(mask, batch, length)
+    if key_mask is None or bool(key_mask.all()):
+        return None
+    has_token = key_mask.any(dim=1)  # [B]
+    return TextMask(key_mask, None if bool(has_token.all()) else has_token)
+
+
 class MultiHeadCrossAttention(nn.Module):
     """Cross-attention from video tokens to text tokens (keys ``q_linear``, ``kv_linear``, ``proj``).
 
@@ -234,35 +270,38 @@ class MultiHeadCrossAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TextMask | None
     ) -> torch.Tensor:
-        """q [B, H, N, D], k/v [B, H, L, D], key_mask bool [B, L] or None -> [B, H, N, D]."""
+        """q [B, H, N, D], k/v [B, H, L, D], mask from :func:`prepare_text_mask` -> [B, H, N, D]."""
         dropout_p = self.attn_drop if self.training else 0.0
-        if key_mask is None:
+        if mask is None:
             return attention(q, k, v, self.backend, scale=self.scale, dropout_p=dropout_p)
         # flash-attn has no key mask here: masked cross-attention runs through sdpa.
         backend = "sdpa" if self.backend == "flash" else self.backend
-        has_token = key_mask.any(dim=1)  # [B]
-        # Rows without any valid key would give NaN; let them attend to everything and zero them afterwards.
-        safe_mask = key_mask | ~has_token[:, None]
-        mask4 = safe_mask[:, None, None, :]
-        out = attention(q, k, v, backend, attn_mask=mask4, scale=self.scale, dropout_p=dropout_p)
-        if not bool(has_token.all()):
-            out = torch.where(has_token[:, None, None, None], out, torch.zeros_like(out))
+        keys = mask.key_mask
+        if mask.has_token is not None:
+            # Rows without any valid key would give NaN; let them attend to everything and zero them afterwards.
+            keys = keys | ~mask.has_token[:, None]
+        out = attention(
+            q, k, v, backend, attn_mask=keys[:, None, None, :], scale=self.scale, dropout_p=dropout_p
+        )
+        if mask.has_token is not None:
+            out = torch.where(mask.has_token[:, None, None, None], out, torch.zeros_like(out))
         return out
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | TextMask | None = None
+    ) -> torch.Tensor:
+        """x [B, N, C], cond [B, L, C], mask [B, L] (1 = token), a prepared :class:`TextMask`, or None."""
         b, n, c = x.shape
         bc, length, _ = cond.shape
         if bc != b:
             raise ValueError(f"cross-attention: video batch {b} != caption batch {bc}")
-        key_mask = _as_key_mask(mask, b, length)
-        if key_mask is not None and bool(key_mask.all()):
-            key_mask = None
+        text_mask = prepare_text_mask(mask, b, length)
         q = self.q_linear(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, N, D]
         kv = self.kv_linear(cond).view(b, length, 2, self.num_heads, self.head_dim)
         k, v = (t.transpose(1, 2) for t in kv.unbind(2))  # [B, H, L, D] each
-        x = self._attend(q, k, v, key_mask)
+        x = self._attend(q, k, v, text_mask)
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 

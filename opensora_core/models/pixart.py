@@ -26,7 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from opensora_core.models.attention import Attention, MultiHeadCrossAttention, resolve_attn_backend
+from opensora_core.models.attention import (
+    Attention,
+    MultiHeadCrossAttention,
+    TextMask,
+    prepare_text_mask,
+    resolve_attn_backend,
+)
 from opensora_core.models.layers import (
     CaptionEmbedder,
     DropPath,
@@ -77,9 +83,9 @@ class PixArtBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)
 
     def forward(
-        self, x: torch.Tensor, y: torch.Tensor, t0: torch.Tensor, y_mask: torch.Tensor | None
+        self, x: torch.Tensor, y: torch.Tensor, t0: torch.Tensor, y_mask: TextMask | torch.Tensor | None
     ) -> torch.Tensor:
-        """x [B, N, C], y [B, L, C], t0 [B, 6C], y_mask [B, L] (1 = token) or None -> [B, N, C]."""
+        """x [B, N, C], y [B, L, C], t0 [B, 6C], y_mask [B, L] (1 = token), a TextMask or None -> [B, N, C]."""
         B, N, C = x.shape
         mod = self.scale_shift_table[None] + t0.reshape(B, 6, C)  # [B, 6, C]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)  # [B, 1, C]
@@ -249,6 +255,7 @@ class PixArt(nn.Module):
         t = self._size_condition(t, video_info)
         t0 = self.t_block(t)  # [B, 6C]
         y = self.y_embedder(y, self.training, force_drop_ids).squeeze(1)  # [B, L, C]
+        mask = prepare_text_mask(mask, y.shape[0], y.shape[1])  # checked once for every block
 
         # blocks
         checkpoint = self.grad_checkpointing and self.training

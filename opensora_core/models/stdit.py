@@ -19,7 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from opensora_core.models.attention import Attention, MultiHeadCrossAttention, resolve_attn_backend
+from opensora_core.models.attention import (
+    Attention,
+    MultiHeadCrossAttention,
+    TextMask,
+    prepare_text_mask,
+    resolve_attn_backend,
+)
 from opensora_core.models.layers import (
     CaptionEmbedder,
     DropPath,
@@ -74,7 +80,7 @@ class STDiTBlock(nn.Module):
         x: torch.Tensor,
         y: torch.Tensor,
         t_mod: torch.Tensor,
-        y_mask: torch.Tensor | None,
+        y_mask: TextMask | torch.Tensor | None,
         tpe: torch.Tensor | None,
         x_mask: torch.Tensor | None,
         t0_mod: torch.Tensor | None,
@@ -267,6 +273,7 @@ class STDiT(nn.Module):
             t0 = self.t_embedder(torch.zeros_like(timestep), dtype=x.dtype)
             t0_mod = self.t_block(t0)
         y = self.y_embedder(y, self.training, force_drop_ids).squeeze(1)  # [B, L, C]
+        mask = prepare_text_mask(mask, y.shape[0], y.shape[1])  # checked once for every block
 
         # sequence parallelism: this rank keeps T/sp whole frames (only temporal attention communicates)
         sp = self.sequence_parallel

@@ -20,7 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from opensora_core.models.attention import Attention, MultiHeadCrossAttention, resolve_attn_backend
+from opensora_core.models.attention import (
+    Attention,
+    MultiHeadCrossAttention,
+    TextMask,
+    prepare_text_mask,
+    resolve_attn_backend,
+)
 from opensora_core.models.layers import (
     CaptionEmbedder,
     DropPath,
@@ -86,7 +92,7 @@ class STDiT2Block(nn.Module):
         y: torch.Tensor,
         t_mod: torch.Tensor,
         t_tmp_mod: torch.Tensor,
-        y_mask: torch.Tensor | None,
+        y_mask: TextMask | torch.Tensor | None,
         x_mask: torch.Tensor | None,
         t0_mod: torch.Tensor | None,
         t0_tmp_mod: torch.Tensor | None,
@@ -305,6 +311,7 @@ class STDiT2(nn.Module):
             t0_mod = self.t_block(t0 + data_info)
             t0_tmp_mod = self.t_block_temp(t0 + fl)
         y = self.y_embedder(y, self.training, force_drop_ids).squeeze(1)  # [B, L, C]
+        mask = prepare_text_mask(mask, y.shape[0], y.shape[1])  # checked once for every block
 
         # sequence parallelism: this rank keeps T/sp whole frames (only temporal attention communicates)
         sp = self.sequence_parallel

@@ -8,7 +8,9 @@ import torch
 from opensora_core.models.attention import (
     Attention,
     MultiHeadCrossAttention,
+    TextMask,
     attention,
+    prepare_text_mask,
     resolve_attn_backend,
     set_attn_backend,
 )
@@ -150,6 +152,42 @@ def test_cross_attention_repeats_a_smaller_mask_batch_for_cfg():
     torch.testing.assert_close(mod(x, cond, mask), mod(x, cond, mask.repeat(2, 1)))
     with pytest.raises(ValueError, match="text mask has 4 tokens"):
         mod(x, cond, mask[:, :4])
+
+
+def test_prepared_text_mask_gives_the_same_output_as_the_raw_mask():
+    torch.manual_seed(0)
+    mod = MultiHeadCrossAttention(16, 2)
+    x, cond = torch.randn(3, 4, 16), torch.randn(3, 5, 16)
+    for mask in (
+        [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]],
+        [[1, 1, 0, 0, 0], [1] * 5, [1, 0, 0, 0, 0]],
+    ):
+        mask = torch.tensor(mask)
+        prepared = prepare_text_mask(mask, 3, 5)
+        assert isinstance(prepared, TextMask) and (prepared.has_token is None) == bool(mask.any(1).all())
+        assert torch.equal(mod(x, cond, prepared), mod(x, cond, mask))
+    assert prepare_text_mask(torch.ones(3, 5), 3, 5) is None and prepare_text_mask(None, 3, 5) is None
+    with pytest.raises(ValueError, match=r"text mask is \[3, 5\] but the caption is \[3, 4\]"):
+        mod(x, cond[:, :4], prepared)
+
+
+def test_models_check_the_text_mask_once_per_forward_not_per_block(monkeypatch):
+    from opensora_core.models import build_model
+
+    calls = []
+    real_all = torch.Tensor.all
+    monkeypatch.setattr(torch.Tensor, "all", lambda self, *a, **k: calls.append(1) or real_all(self, *a, **k))
+    tiny = dict(input_size=(2, 8, 8), hidden_size=32, num_heads=4, caption_channels=8, model_max_length=5)
+    x, t, y = torch.randn(2, 4, 2, 8, 8), torch.tensor([1.0, 500.0]), torch.randn(2, 1, 5, 8)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    counts = []
+    for depth in (1, 4):
+        model = build_model("STDiT-XL/2", depth=depth, **tiny).eval()
+        calls.clear()
+        with torch.no_grad():
+            model(x, t, y, mask=mask)
+        counts.append(len(calls))
+    assert counts[0] == counts[1] > 0  # four blocks read the mask back from the device as often as one
 
 
 def test_set_attn_backend_walks_modules():

@@ -177,8 +177,8 @@ def bench_checkpoint(depth: int, work: Path) -> list[dict[str, Any]]:
     """Our atomic checkpoint vs one torch.save per object (no fsync); seconds per GB."""
     import torch
 
+    from opensora_core import checkpoint as ckpt
     from opensora_core.parallel import init_distributed
-    from opensora_core.train import checkpoint as ckpt
     from opensora_core.train.rng import capture_rng_state
 
     env = init_distributed(env={})

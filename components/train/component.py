@@ -12,15 +12,14 @@ node selectors (idem), env (Secrets as ``secretKeyRef``, never as values) and vo
 launcher pod, which reads the outputs; use ReadWriteMany claims or object storage).
 
 Every launcher runs ``-m opensora_core.train CONFIG --outputs OUTPUTS/RUN_ID --cfg-options ...
-dataset.data_path=META``. Afterwards the step finds the newest complete checkpoint under ``OUTPUTS/RUN_ID`` and parses the
-trainer's last ``step=... loss=...`` log line for the final metrics. The ``checkpoint`` artifact holds a small
+dataset.data_path=META``. Afterwards the step finds the newest complete checkpoint under ``OUTPUTS/RUN_ID`` and reads the
+final metrics file the trainer wrote next to it (final step, metrics, MLflow run id). The ``checkpoint`` artifact holds a small
 JSON (URI, step, metrics), never the weights.
 """
 
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any, NamedTuple
 
@@ -212,46 +211,29 @@ def current_namespace(default: str = "default") -> str:
         return default
 
 
-@dataclass
-class MetricsTap:
-    """A log sink that forwards lines and keeps the metrics of the last trainer ``step=...`` line."""
+def read_outcome(outputs: str) -> TrainOutcome:
+    """The finished run under ``outputs``: its newest complete checkpoint and the final metrics file the
+    trainer wrote into that checkpoint's experiment folder (RuntimeError when either is missing or they
+    disagree on the final step)."""
+    from opensora_core import checkpoint as ckpt
 
-    forward: Callable[[str], None] = print
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def __call__(self, line: str) -> None:
-        self.forward(line)
-        if "step=" not in line or "loss=" not in line:
-            return
-        from opensora_core.train.reporting import METRIC_NAMES, parse_log_line
-
-        values = parse_log_line(line[line.index("step=") :])
-        parsed: dict[str, float] = {}
-        for key, value in values.items():
-            name = "global_step" if key == "step" else METRIC_NAMES.get(key)
-            if name is None:
-                continue
-            try:
-                parsed[name] = float(str(value).rstrip("s"))
-            except ValueError:
-                continue
-        if "global_step" in parsed:
-            self.metrics = parsed
-
-
-def locate_checkpoint(outputs: str) -> tuple[str, dict[str, Any]]:
-    """The newest complete checkpoint under ``outputs`` and its running states (RuntimeError when none)."""
-    import json
-
-    from opensora_core.io import storage
-    from opensora_core.train.checkpoint import RUNNING_STATES_FILE, find_latest_checkpoint
-
-    ref = find_latest_checkpoint(outputs)
+    ref = ckpt.find_latest_checkpoint(outputs)
     if ref is None:
         raise RuntimeError(f"training finished but no complete checkpoint exists under {outputs}")
-    states_uri = storage.join(ref.uri, RUNNING_STATES_FILE)
-    states = json.loads(storage.read_bytes(states_uri)) if storage.exists(states_uri) else {}
-    return ref.uri, states
+    exp_dir = ref.uri.rstrip("/").rsplit("/", 1)[0]
+    try:
+        summary = ckpt.read_final_metrics(exp_dir)
+    except ckpt.CheckpointError as e:
+        raise RuntimeError(str(e)) from e
+    global_step = int(summary.get("global_step", -1))
+    if global_step != ref.global_step:
+        raise RuntimeError(
+            f"the final metrics in {exp_dir} are for global step {global_step}, but the newest checkpoint "
+            f"is {ref.uri}: the metrics file is stale (did training end without writing it?)"
+        )
+    metrics = {k: float(v) for k, v in (summary.get("metrics") or {}).items()}
+    metrics["global_step"] = float(global_step)
+    return TrainOutcome(ref.uri, metrics, str(summary.get("mlflow_run_id") or ""), global_step)
 
 
 def run_training(
@@ -290,13 +272,12 @@ def run_training(
     if launcher == "local" and sp_size > 1:  # the cluster launchers add these themselves
         options = [f"sp_size={sp_size}", "plugin=zero2-seq", *options]
     args = training_args(config, metadata_uri, outputs, options, tracking_uri, experiment, run_name)
-    tap = MetricsTap(log)
     if launcher == "local":
         from components.train.local import run_torchrun
 
         if num_nodes != 1:
             raise ValueError(f"launcher 'local' runs on one machine; got num_nodes={num_nodes}")
-        run_torchrun(args, procs_per_node or gpus_per_node or 1, log=tap)
+        run_torchrun(args, procs_per_node or gpus_per_node or 1, log=log)
     else:
         from components.train.launchers import TrainingJobSpec
         from components.train.launchers.runner import launch
@@ -323,14 +304,11 @@ def run_training(
             crd_dir=crd_dir or None,
             timeout_s=timeout_hours * 3600.0,
             cleanup=cleanup,
-            log=tap,
+            log=log,
         )
-    checkpoint_uri, states = locate_checkpoint(outputs)
-    metrics = dict(tap.metrics)
-    global_step = int(states.get("global_step", metrics.get("global_step", 0)))
-    metrics["global_step"] = float(global_step)
-    log(f"[train] checkpoint {checkpoint_uri} (global step {global_step})")
-    return TrainOutcome(checkpoint_uri, metrics, str(states.get("mlflow_run_id") or ""), global_step)
+    outcome = read_outcome(outputs)
+    log(f"[train] checkpoint {outcome.checkpoint_uri} (global step {outcome.global_step})")
+    return outcome
 
 
 # ------------------------------------------------------------------------------------------ component

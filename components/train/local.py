@@ -3,7 +3,7 @@
 Used by the local pipeline run (`make demo`, ``kfp.local``) and on a single machine without Kubernetes: the
 same ``python -m opensora_core.train`` command the cluster launchers put in their pods, with ``nproc`` processes
 on this machine (CPU: gloo; GPUs: one process per GPU). Output lines are passed to ``log`` as they come, so the
-caller can show them and pick up the trainer's metric lines.
+caller can show them.
 """
 
 from __future__ import annotations

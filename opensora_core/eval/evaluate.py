@@ -49,7 +49,6 @@ from opensora_core.eval.metrics import (
 logger = logging.getLogger(__name__)
 
 WEIGHT_VARIANTS = ("ema", "model", "untrained")
-_WEIGHT_FILES = {"ema": "ema.safetensors", "model": "model.safetensors"}
 _PREFIX = {"ema": "", "model": "model/", "untrained": "untrained/"}
 REPORT_FILE = "report.json"
 PREVIEW_DIR = "preview"
@@ -82,26 +81,10 @@ def _local(uri: str) -> Path:
 
 def _fetch_checkpoint(checkpoint: str, variants: Sequence[str], into: Path) -> Path:
     """A local folder with the checkpoint's config and the weight files the variants need."""
-    from opensora_core.io import storage
+    from opensora_core import checkpoint as ckpt
 
-    needed = ["config.json", "running_states.json"] + [
-        _WEIGHT_FILES[v] for v in variants if v in _WEIGHT_FILES
-    ]
-    if not _is_remote(checkpoint):
-        folder = _local(checkpoint)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"checkpoint {checkpoint} has no config.json: pass a checkpoint folder written by "
-                "opensora_core.train (epoch*-global_step*/)"
-            )
-        return folder
-    into.mkdir(parents=True, exist_ok=True)
-    for name in needed:
-        uri = storage.join(checkpoint, name)
-        if name == "running_states.json" and not storage.exists(uri):
-            continue
-        storage.download_file(uri, into / name)
-    return into
+    weights = [ckpt.WEIGHT_FILES[v] for v in variants if v in ckpt.WEIGHT_FILES]
+    return ckpt.fetch_files(checkpoint, weights, into, optional=[ckpt.RUNNING_STATES_FILE])
 
 
 def _sampling_overrides(
@@ -237,6 +220,7 @@ def evaluate(
     ``dict(uri=..., experiment=..., run_name=...)`` for MLflow (None: no tracking); ``tags`` are added to the
     MLflow run. Raises ValueError for an unknown weight variant or an empty prompt list.
     """
+    from opensora_core import checkpoint as ckpt
     from opensora_core.io import storage
     from opensora_core.sample.writer import read_sample, write_preview_grid
 
@@ -254,8 +238,8 @@ def evaluate(
         folder = _fetch_checkpoint(checkpoint, weights, tmp / "checkpoint")
         out = tmp / "out" if _is_remote(output_dir) else _local(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        running = folder / "running_states.json"
-        global_step = int(json.loads(running.read_text())["global_step"]) if running.is_file() else 0
+        running = folder / ckpt.RUNNING_STATES_FILE
+        global_step = int(ckpt.read_running_states(folder)["global_step"]) if running.is_file() else 0
 
         metrics: dict[str, float] = {}
         report_rows: dict[str, list[dict[str, Any]]] = {}
@@ -264,8 +248,8 @@ def evaluate(
         settings: dict[str, Any] = {}
         for variant in weights:
             cfg = sampling_config(
-                folder / "config.json",
-                folder / _WEIGHT_FILES[variant] if variant in _WEIGHT_FILES else None,
+                folder / ckpt.CONFIG_JSON,
+                folder / ckpt.WEIGHT_FILES[variant] if variant in ckpt.WEIGHT_FILES else None,
                 out / variant,
                 overrides,
                 num_sampling_steps=num_sampling_steps,

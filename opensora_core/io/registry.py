@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from opensora_core.checkpoint import CONFIG_JSON, CONFIG_PY, WEIGHT_FILES, read_running_states_uri
 from opensora_core.io.tracking import is_secret_key
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.json"
-_WEIGHT_SOURCES = {"ema": "ema.safetensors", "model": "model.safetensors"}
 _LINEAGE_KEYS = ("dataset_uri", "dataset_sha256", "git_commit", "image", "pipeline_run_id")
 
 
@@ -198,7 +198,7 @@ class OpenSoraPyfuncModel:
         from opensora_core.eval.evaluate import sampling_config
 
         return sampling_config(
-            self.folder / "config.json",
+            self.folder / CONFIG_JSON,
             self.folder / WEIGHTS_FILE,
             save_dir,
             num_sampling_steps=params.get("num_sampling_steps") or None,
@@ -256,7 +256,7 @@ def _stage(checkpoint: str, weights: str, into: Path) -> tuple[Path, dict[str, A
     """Copy the weights and resolved config of ``checkpoint`` into ``into`` (the model's data folder)."""
     from opensora_core.io import storage
 
-    source = storage.join(checkpoint, _WEIGHT_SOURCES[weights])
+    source = storage.join(checkpoint, WEIGHT_FILES[weights])
     if not storage.exists(source):
         raise FileNotFoundError(
             f"{source} does not exist: register a checkpoint folder written by opensora_core.train"
@@ -264,13 +264,11 @@ def _stage(checkpoint: str, weights: str, into: Path) -> tuple[Path, dict[str, A
         )
     into.mkdir(parents=True)
     storage.download_file(source, into / WEIGHTS_FILE)
-    storage.download_file(storage.join(checkpoint, "config.json"), into / "config.json")
-    config = json.loads((into / "config.json").read_text())
-    if storage.exists(storage.join(checkpoint, "config.py")):
-        storage.download_file(storage.join(checkpoint, "config.py"), into / "config.py")
-    running = storage.join(checkpoint, "running_states.json")
-    states = json.loads(storage.read_bytes(running)) if storage.exists(running) else {}
-    return into, {"config": config, "running_states": states}
+    storage.download_file(storage.join(checkpoint, CONFIG_JSON), into / CONFIG_JSON)
+    config = json.loads((into / CONFIG_JSON).read_text())
+    if storage.exists(storage.join(checkpoint, CONFIG_PY)):
+        storage.download_file(storage.join(checkpoint, CONFIG_PY), into / CONFIG_PY)
+    return into, {"config": config, "running_states": read_running_states_uri(checkpoint)}
 
 
 def _references(config: Mapping[str, Any]) -> dict[str, str]:
@@ -371,8 +369,8 @@ def register_checkpoint(
 
     from opensora_core.io import storage
 
-    if weights not in _WEIGHT_SOURCES:
-        raise ValueError(f"weights must be one of {list(_WEIGHT_SOURCES)}, got {weights!r}")
+    if weights not in WEIGHT_FILES:
+        raise ValueError(f"weights must be one of {list(WEIGHT_FILES)}, got {weights!r}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", model_name):
         raise ValueError(f"model_name {model_name!r}: use letters, digits, '.', '_' and '-'")
     unknown = set(lineage or {}) - set(_LINEAGE_KEYS)
@@ -384,7 +382,7 @@ def register_checkpoint(
         raise ValueError("no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI")
     client = MlflowClient(tracking_uri=uri)
     gate_result = check_gate(metrics, gate)
-    sha = sha256_of(storage.join(checkpoint, _WEIGHT_SOURCES[weights]))
+    sha = sha256_of(storage.join(checkpoint, WEIGHT_FILES[weights]))
 
     existing = _find_version(client, model_name, sha)
     gate_tags = {

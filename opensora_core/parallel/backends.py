@@ -29,7 +29,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -39,8 +39,27 @@ from opensora_core.parallel.mesh import Mesh
 logger = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-OPTIMIZER_FILE = "optimizer.pt"
 FP16_INITIAL_SCALE = 2.0**16
+
+
+class OptimizerPaths(Protocol):
+    """Where a backend keeps its optimizer state in a checkpoint folder. The names belong to the checkpoint
+    format (``opensora_core.checkpoint.layout.OptimizerFiles`` is the implementation the trainer passes)."""
+
+    @property
+    def replicated(self) -> Path:
+        """One file for replicated state."""
+
+    def shard(self, rank: int) -> Path:
+        """Rank ``rank``'s shard."""
+
+    @property
+    def booster_dir(self) -> Path:
+        """The ColossalAI Booster's optimizer folder."""
+
+    @property
+    def booster_unsharded(self) -> Path:
+        """The ColossalAI Booster's unsharded optimizer file."""
 
 
 def save_synced(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -204,19 +223,19 @@ class TrainBackend:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def save_optimizer(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write the optimizer state into ``directory``; returns the files this rank wrote.
+    def save_optimizer(self, files: OptimizerPaths) -> list[Path]:
+        """Write the optimizer state where ``files`` says; returns the files this rank wrote.
 
         Replicated backends write one file from the first rank of the first sp group (global rank 0);
         it resumes on any world size.
         """
         if self.mesh.dp_rank != 0 or self.mesh.sp_rank != 0:
             return []
-        return [save_synced(self.optimizer_state(), Path(directory) / OPTIMIZER_FILE)]
+        return [save_synced(self.optimizer_state(), files.replicated)]
 
-    def load_optimizer(self, directory: str | os.PathLike[str]) -> None:
+    def load_optimizer(self, files: OptimizerPaths) -> None:
         """Restore the optimizer state written by :meth:`save_optimizer` (on every rank)."""
-        path = Path(directory) / OPTIMIZER_FILE
+        path = files.replicated
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: the checkpoint has no optimizer state for backend {self.name!r}; "

@@ -23,7 +23,6 @@ import contextlib
 import importlib.util
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,15 +31,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from opensora_core.parallel.backends import DTYPES, TrainBackend
+from opensora_core.parallel.backends import DTYPES, OptimizerPaths, TrainBackend
 from opensora_core.parallel.mesh import Mesh
 
 __all__ = ["ColossalAIBackend", "colossalai_available", "zero2_backend"]
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZER_DIR = "optimizer"
-UNSHARDED_FILE = "optimizer.bin"
 INITIAL_SCALE = 2.0**16
 
 
@@ -140,29 +137,29 @@ class ColossalAIBackend(TrainBackend):
             state[name] = full.float().to("cpu", copy=True).contiguous()
         return state
 
-    def save_optimizer(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Booster optimizer checkpoint in ``<directory>/optimizer`` (collective; rank 0 writes)."""
-        target = Path(directory) / OPTIMIZER_DIR
+    def save_optimizer(self, files: OptimizerPaths) -> list[Path]:
+        """Booster optimizer checkpoint in ``files.booster_dir`` (collective; rank 0 writes)."""
+        target = files.booster_dir
         if self.zero:
             self.booster.save_optimizer(self.optimizer, str(target), shard=True)
         else:
             # ColossalAI's sharded loader synchronises the accelerator, which its CPU accelerator refuses
             target.mkdir(parents=True, exist_ok=True)
-            self.booster.save_optimizer(self.optimizer, str(target / UNSHARDED_FILE), shard=False)
+            self.booster.save_optimizer(self.optimizer, str(files.booster_unsharded), shard=False)
         if dist.get_rank() != 0:
             return []
         return sorted(p for p in target.iterdir() if p.is_file())
 
-    def load_optimizer(self, directory: str | os.PathLike[str]) -> None:
+    def load_optimizer(self, files: OptimizerPaths) -> None:
         """Load the Booster optimizer checkpoint written by :meth:`save_optimizer` (on every rank)."""
-        target = Path(directory) / OPTIMIZER_DIR
+        target = files.booster_dir
         if not target.is_dir():
             raise FileNotFoundError(
                 f"{target} is missing: the checkpoint has no ColossalAI optimizer state (was it written with "
                 "another plugin?); resume with the plugin that wrote it, or start from the weights only with "
                 "--ckpt-path CKPT_DIR instead of --load"
             )
-        self.booster.load_optimizer(self.optimizer, str(target if self.zero else target / UNSHARDED_FILE))
+        self.booster.load_optimizer(self.optimizer, str(target if self.zero else files.booster_unsharded))
 
 
 def zero2_backend(model: nn.Module, mesh: Mesh, **kwargs: Any) -> TrainBackend:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from opensora_core.parallel.backends import TrainBackend, save_synced
+from opensora_core.parallel.backends import OptimizerPaths, TrainBackend, save_synced
 
-__all__ = ["FSDP2Backend", "is_dtensor", "optimizer_file"]
-
-
-def optimizer_file(rank: int) -> str:
-    """File name of rank ``rank``'s optimizer shard."""
-    return f"optimizer_rank{rank:05d}.pt"
+__all__ = ["FSDP2Backend", "is_dtensor"]
 
 
 @functools.cache
@@ -106,16 +100,16 @@ class FSDP2Backend(TrainBackend):
         state["world_size"] = dist.get_world_size() if self._sharded() else 1
         return state
 
-    def save_optimizer(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Every rank writes its own shard ``optimizer_rank{r}.pt``; returns [that file]."""
+    def save_optimizer(self, files: OptimizerPaths) -> list[Path]:
+        """Every rank writes its own shard ``files.shard(rank)``; returns [that file]."""
         rank = dist.get_rank() if self._sharded() else 0
-        return [save_synced(self.optimizer_state(), Path(directory) / optimizer_file(rank))]
+        return [save_synced(self.optimizer_state(), files.shard(rank))]
 
-    def load_optimizer(self, directory: str | os.PathLike[str]) -> None:
+    def load_optimizer(self, files: OptimizerPaths) -> None:
         """Load this rank's shard written by :meth:`save_optimizer` (same world size required)."""
         world = dist.get_world_size() if self._sharded() else 1
         rank = dist.get_rank() if self._sharded() else 0
-        path = Path(directory) / optimizer_file(rank)
+        path = files.shard(rank)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: the fsdp2 backend resumes from per-rank optimizer shards written on the "

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from opensora_core.checkpoint import SAMPLING_WEIGHT_FILES, list_checkpoints
 from opensora_core.config import RunConfig
 from opensora_core.data.video_io import IMAGE_FPS
 from opensora_core.models import build_model
@@ -78,7 +79,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PREVIEW_FRAMES = 8
-_CKPT_FILES = ("ema.safetensors", "ema.pt", "model.safetensors", "model")
 # Released weights Open-Sora's configs name by file (downloaded from these hub repos when not local).
 _RELEASED_FILES = {
     "OpenSora-v1-16x256x256.pth": "hpcai-tech/Open-Sora",
@@ -151,18 +151,12 @@ def resolve_checkpoint(path: str) -> Path:
     if p.is_file():
         return p
     if p.is_dir():
-        if not any((p / name).exists() for name in _CKPT_FILES):
-            from opensora_core.train.checkpoint import parse_checkpoint_name  # the training folder names
-
-            steps = [
-                (parsed[1], parsed[0], child)  # (global_step, epoch, folder)
-                for child in p.iterdir()
-                if child.is_dir() and (parsed := parse_checkpoint_name(child.name))
-            ]
+        if not any((p / name).exists() for name in SAMPLING_WEIGHT_FILES):
+            steps = list_checkpoints(str(p), complete_only=False)  # highest global step last
             if steps:
-                p = max(steps)[2]
+                p = Path(steps[-1].uri)
                 logger.info("using the latest checkpoint %s", p)
-        for name in _CKPT_FILES:
+        for name in SAMPLING_WEIGHT_FILES:
             if (p / name).exists():
                 return p / name
         return p  # a Hugging Face folder (read_state_dict names what it lacks)

@@ -31,10 +31,11 @@ def _setup_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, train, return the exit code."""
+    from opensora_core.checkpoint import EMA_FILE
     from opensora_core.config import ConfigError, build_parser, config_from_args
 
     parser = build_parser(training=True, prog="python -m opensora_core.train")
-    parser.add_argument("--no-ema", action="store_true", help="do not keep EMA weights (no ema.safetensors)")
+    parser.add_argument("--no-ema", action="store_true", help=f"do not keep EMA weights (no {EMA_FILE})")
     args = parser.parse_args(argv)
     _setup_logging()
     log = logging.getLogger("opensora_core.train")
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from opensora_core.train.checkpoint import CheckpointError
+    from opensora_core.checkpoint import CheckpointError
     from opensora_core.train.loop import ABORT_EXIT_CODE, TrainingAborted, train
 
     try:

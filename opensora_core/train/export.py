@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from opensora_core import checkpoint as ckpt
 from opensora_core.io import storage
 from opensora_core.parallel.backends import DTYPES
-from opensora_core.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ frame masks (``mask_ratios``), timesteps and noise from the step's keyed generat
 and to the model as ``x_mask``; all-reduce the loss and a non-finite flag so every rank agrees on skipping a
 bad step; backward, clip, AdamW step (through the backend), EMA update. Caption dropout is the model's own
 ``class_dropout_prob`` in train mode. Every ``log_every`` steps rank 0 writes a ``key=value`` log line and
-tracker metrics; every ``ckpt_every`` steps (and at the end) an atomic checkpoint is written.
+tracker metrics; every ``ckpt_every`` steps (and at the end) an atomic checkpoint is written; at the end rank 0
+writes the final metrics file (step, metrics, checkpoint, MLflow run id) into the experiment folder.
 
 Bad steps: a step whose loss or gradient norm is not finite is skipped (no update, no EMA) and counted; after
 ``max_bad_steps`` consecutive bad steps (0 = never) a checkpoint is saved and :class:`TrainingAborted` raised.
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from opensora_core import checkpoint as ckpt
 from opensora_core.config import RunConfig
 from opensora_core.io import storage
 from opensora_core.parallel import (
@@ -42,7 +44,6 @@ from opensora_core.parallel import (
     init_distributed,
 )
 from opensora_core.parallel.backends import save_synced
-from opensora_core.train import checkpoint as ckpt
 from opensora_core.train.components import build_components, build_data, ensure_synthetic_data
 from opensora_core.train.ema import EMA
 from opensora_core.train.reporting import (
@@ -263,8 +264,8 @@ class Trainer:
         def prepare() -> None:
             if u.is_local:
                 u.local_path.mkdir(parents=True, exist_ok=True)
-                self.config_file, _ = self.cfg.save(u.local_path)
-                self._log_handler = logging.FileHandler(u.local_path / "log.txt")
+                self.config_file, _ = self.cfg.save(u.local_path, ckpt.CONFIG_STEM)
+                self._log_handler = logging.FileHandler(u.local_path / ckpt.LOG_FILE)
                 self._log_handler.setFormatter(
                     logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
                 )
@@ -272,7 +273,7 @@ class Trainer:
             else:
                 tmp = tempfile.mkdtemp(prefix="opensora-run-")
                 self._tmp_dirs.append(tmp)
-                self.config_file, _ = self.cfg.save(tmp)
+                self.config_file, _ = self.cfg.save(tmp, ckpt.CONFIG_STEM)
 
         self._on_rank0(f"preparing {self.exp_dir}", prepare)
 
@@ -286,7 +287,7 @@ class Trainer:
                 self.ema.load_state_dict(ckpt.load_safetensors(ema_path))
             else:
                 logger.warning("%s has no %s: the EMA starts from the loaded weights", folder, ckpt.EMA_FILE)
-        self.backend.load_optimizer(folder)
+        self.backend.load_optimizer(ckpt.OptimizerFiles(folder))
         if cfg.start_from_scratch:
             logger.info("start from scratch: weights and optimizer loaded; epoch, step and sampler reset")
             return running
@@ -591,7 +592,7 @@ class Trainer:
 
         def write(folder: Path) -> None:
             save_synced(capture_rng_state(), ckpt.rng_file(folder, env.rank))
-            self.backend.save_optimizer(folder)
+            self.backend.save_optimizer(ckpt.OptimizerFiles(folder))
             if not self.is_main:
                 return
             ckpt.save_safetensors(model_state, folder / ckpt.MODEL_FILE, metadata)
@@ -601,7 +602,7 @@ class Trainer:
                 )
             ckpt.write_json(sampler_state, folder / ckpt.SAMPLER_FILE)
             ckpt.write_json(running, folder / ckpt.RUNNING_STATES_FILE)
-            cfg.save(folder)
+            cfg.save(folder, ckpt.CONFIG_STEM)
 
         name = ckpt.checkpoint_name(self.epoch, self.global_step)
         uri = ckpt.save_checkpoint(
@@ -639,6 +640,20 @@ class Trainer:
         while True:
             time.sleep(3600)
 
+    def write_final_metrics(self, result: TrainResult) -> None:
+        """Rank 0: write the run's final summary (``final_metrics.json`` of the checkpoint layout) into the
+        experiment folder, so the pipeline reads the outcome from a file rather than from the log."""
+        summary = {
+            "global_step": result.global_step,
+            "epoch": self.epoch,
+            "checkpoint": result.checkpoint_dir,
+            "experiment_dir": result.experiment_dir,
+            "metrics": result.final_metrics,
+            "mlflow_run_id": result.mlflow_run_id,
+            "world_size": self.env.world_size,
+        }
+        self._on_rank0("writing the final metrics", lambda: ckpt.write_final_metrics(self.exp_dir, summary))
+
     def close(self, status: str) -> None:
         """Finish tracking (a failed run waits less for an unreachable server) and release temp files."""
         if self.tracker is not None:
@@ -671,6 +686,7 @@ def train(cfg: RunConfig, *, ema: bool = True, env: DistEnv | None = None) -> Tr
         status = "FINISHED"
         trainer.close(status)
         result.mlflow_run_id = trainer.run_id
+        trainer.write_final_metrics(result)
         return result
     finally:
         trainer.close(status)

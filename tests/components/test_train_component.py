@@ -10,7 +10,6 @@ from kfp.dsl import Model, TaskConfig
 
 from components.train import component as train_module
 from components.train.component import (
-    MetricsTap,
     job_name,
     run_training,
     spec_fields_from_task_config,
@@ -19,6 +18,7 @@ from components.train.component import (
 )
 from components.train.launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
 from components.train.local import torchrun_command
+from opensora_core import checkpoint as ckpt
 
 TASK_CONFIG = TaskConfig(
     resources={"limits": {"nvidia.com/gpu": "8", "memory": "900Gi"}, "requests": {"cpu": "64"}},
@@ -109,26 +109,45 @@ def test_job_name_and_torchrun_command():
     assert cmd[6:] == ["opensora_core.train", "c.py", "--outputs", "o"]
 
 
-def test_metrics_tap_parses_trainer_lines():
-    seen: list[str] = []
-    tap = MetricsTap(seen.append)
-    tap(
-        "2026-01-01 [rank0] INFO opensora_core.train.loop: step=12 epoch=0 loss=0.98312 grad_norm=0.5121 "
-        "lr=1.000e-03 samples/s=7.95 tokens/s=2035.2 step_time=1.006s mfu=0.0123 bad_steps=0 eta=0:00:08"
+def _fake_checkpoint(outputs: str, step: int = 5, metrics_step: int | None = None) -> None:
+    """A complete checkpoint at ``step`` and the trainer's final metrics file (for ``metrics_step``)."""
+    exp = Path(outputs) / "000-STDiT-XL-2"
+    folder = exp / ckpt.checkpoint_name(0, step)
+    folder.mkdir(parents=True)
+    ckpt.write_json({"global_step": step, "mlflow_run_id": "mlrun"}, folder / ckpt.RUNNING_STATES_FILE)
+    (folder / ckpt.COMPLETE_MARKER).write_text("{}")
+    summary_step = step if metrics_step is None else metrics_step
+    ckpt.write_final_metrics(
+        str(exp),
+        {
+            "global_step": summary_step,
+            "metrics": {"loss": 0.5, "tokens_per_s": 99.0},
+            "mlflow_run_id": "mlrun",
+        },
     )
-    tap("unrelated line")
-    assert len(seen) == 2
-    assert tap.metrics["global_step"] == 12.0 and tap.metrics["loss"] == pytest.approx(0.98312)
-    assert tap.metrics["step_time_s"] == pytest.approx(1.006) and tap.metrics[
-        "samples_per_s"
-    ] == pytest.approx(7.95)
 
 
-def _fake_checkpoint(outputs: str, step: int = 5) -> None:
-    ckpt = Path(outputs) / "000-STDiT-XL-2" / f"epoch0-global_step{step}"
-    ckpt.mkdir(parents=True)
-    (ckpt / "running_states.json").write_text(json.dumps({"global_step": step, "mlflow_run_id": "mlrun"}))
-    (ckpt / "_COMPLETE").write_text("{}")
+def test_outcome_comes_from_the_final_metrics_file_not_the_log(tmp_path, monkeypatch):
+    def fake_launch(spec, **kw):
+        kw["log"]("step=5 epoch=0 loss=7.0")  # log lines are shown, never parsed
+        _fake_checkpoint(str(tmp_path / "run-2"))
+
+    monkeypatch.setattr("components.train.launchers.runner.launch", fake_launch)
+    outcome = run_training(
+        config="c.py", metadata_uri="m.csv", outputs_uri=str(tmp_path), run_id="run-2", log=lambda s: None
+    )
+    assert outcome.final_metrics == {"loss": 0.5, "tokens_per_s": 99.0, "global_step": 5.0}
+    assert outcome.mlflow_run_id == "mlrun"
+
+
+def test_missing_or_stale_final_metrics_is_an_error(tmp_path):
+    exp = tmp_path / "a" / "000-STDiT-XL-2"
+    _fake_checkpoint(str(tmp_path / "a"), step=5, metrics_step=3)
+    with pytest.raises(RuntimeError, match="stale"):
+        train_module.read_outcome(str(tmp_path / "a"))
+    (exp / ckpt.FINAL_METRICS_FILE).unlink()
+    with pytest.raises(RuntimeError, match=ckpt.FINAL_METRICS_FILE):
+        train_module.read_outcome(str(tmp_path / "a"))
 
 
 def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch):
@@ -136,7 +155,6 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
 
     def fake_launch(spec, *, launcher, crd_dir, timeout_s, cleanup, log):
         seen.update(spec=spec, launcher=launcher, timeout_s=timeout_s, cleanup=cleanup)
-        log("step=5 epoch=0 loss=0.5 grad_norm=0.1 lr=1e-3")
         _fake_checkpoint(str(tmp_path / "out" / "run-1"))
 
     monkeypatch.setattr("components.train.launchers.runner.launch", fake_launch)
@@ -212,6 +230,6 @@ def test_train_local_launcher_two_processes(tmp_path):
         log=lines.append,
     )
     assert outcome.global_step == 2
-    assert Path(outcome.checkpoint_uri, "ema.safetensors").is_file()
+    assert Path(outcome.checkpoint_uri, ckpt.EMA_FILE).is_file()
     assert outcome.final_metrics["global_step"] == 2.0 and "loss" in outcome.final_metrics
     assert any("2 rank(s)" in line for line in lines)

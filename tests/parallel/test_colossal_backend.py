@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from opensora_core.checkpoint import OptimizerFiles
 from opensora_core.parallel.mesh import build_mesh
 from tests.parallel.dist_harness import run_world
 from tests.parallel.train_steps import max_relative_difference, resume_third_step, train
@@ -51,7 +52,7 @@ def _booster_worker(env, tmp: str) -> dict[str, float]:
     report["files"] = float(len(files) > 0) if env.rank == 0 else float(files == [])
     # a missing optimizer folder is a clear error
     try:
-        resumed.load_optimizer(Path(tmp) / "nowhere")
+        resumed.load_optimizer(OptimizerFiles(Path(tmp) / "nowhere"))
     except FileNotFoundError as e:
         report["missing_error"] = float("--ckpt-path" in str(e))
     return report

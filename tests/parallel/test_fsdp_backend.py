@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from opensora_core.checkpoint import OptimizerFiles
 from opensora_core.parallel.backends import build_backend
-from opensora_core.parallel.fsdp import FSDP2Backend, optimizer_file
+from opensora_core.parallel.fsdp import FSDP2Backend
 from opensora_core.parallel.mesh import Mesh, build_mesh
 from tests.parallel.dist_harness import run_world
 from tests.parallel.tiny_models import build_tiny
@@ -24,8 +25,9 @@ def test_single_process_fsdp2_is_the_plain_module(tmp_path):
     backend = build_backend("fsdp2", model, mesh, lr=1e-3)
     assert isinstance(backend, FSDP2Backend) and backend.model is model
     diffusion_step(backend, mesh, 0)
-    assert backend.save_optimizer(tmp_path) == [tmp_path / optimizer_file(0)]
-    backend.load_optimizer(tmp_path)
+    files = OptimizerFiles(tmp_path)
+    assert backend.save_optimizer(files) == [files.shard(0)]
+    backend.load_optimizer(files)
     assert set(backend.model_state_dict()) == set(model.state_dict())
 
 
@@ -47,7 +49,7 @@ def _fsdp_vs_ddp_worker(env, tmp: str) -> dict[str, float]:
     # resume: 2 steps, save (per rank), fresh backend from the saved weights + optimizer, 1 more step
     resumed, files = resume_third_step("fsdp2", mesh, tmp, grad_clip=CLIP)
     report["resume"] = max_relative_difference(resumed.model_state_dict(), fsdp.model_state_dict())
-    report["files"] = float(files == [Path(tmp) / optimizer_file(env.rank)])
+    report["files"] = float(files == [OptimizerFiles(Path(tmp)).shard(env.rank)])
 
     # fsdp2 under sequence parallelism (dp 1 x sp 2, STDiT2) == one process with the whole batch
     sp_backend, _ = train("fsdp2", build_mesh(env, 2), kind="stdit2", grad_clip=CLIP)
@@ -68,6 +70,7 @@ def test_two_rank_fsdp2_trains_like_ddp_and_resumes_from_per_rank_shards(tmp_pat
         assert report["resume"] < 1e-6, report
         assert report["files"] == 1.0, report
         assert report["sp"] < 1e-4, report
-    assert sorted(p.name for p in tmp_path.iterdir()) == [optimizer_file(0), optimizer_file(1)]
-    state = torch.load(tmp_path / optimizer_file(1), weights_only=True)
+    shards = OptimizerFiles(tmp_path)
+    assert sorted(tmp_path.iterdir()) == [shards.shard(0), shards.shard(1)]
+    state = torch.load(shards.shard(1), weights_only=True)
     assert state["world_size"] == 2

@@ -7,10 +7,12 @@ dp x sp layout trains on exactly the same samples as one process with the whole 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from opensora_core.checkpoint import OptimizerFiles
 from opensora_core.parallel.backends import build_backend
 from opensora_core.parallel.mesh import Mesh
 from opensora_core.parallel.sequence import apply_sequence_parallel
@@ -75,11 +77,11 @@ def resume_third_step(
     ``load_optimizer`` and take step 3; returns (the resumed backend, the files ``save_optimizer`` returned)."""
     two, _ = train(plugin, mesh, steps=2, grad_clip=grad_clip)
     weights = two.model_state_dict()
-    files = two.save_optimizer(directory)
+    files = two.save_optimizer(OptimizerFiles(Path(directory)))
     model = build_tiny("stdit")
     model.load_state_dict(weights)
     resumed = build_backend(plugin, model, mesh, lr=1e-3, grad_clip=grad_clip)
-    resumed.load_optimizer(directory)
+    resumed.load_optimizer(OptimizerFiles(Path(directory)))
     diffusion_step(resumed, mesh, 2)
     return resumed, files
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
+from opensora_core import checkpoint as ckpt
 from opensora_core.config import load_config
 from opensora_core.models import build_model
-from opensora_core.train import checkpoint as ckpt
 from opensora_core.train.components import model_build_kwargs
 from opensora_core.train.ema import EMA
 from tests.parallel.dist_harness import run_world

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from opensora_core.checkpoint import OptimizerFiles
 from opensora_core.parallel import (
     DDPBackend,
     apply_sequence_parallel,
@@ -103,17 +104,17 @@ def test_optimizer_round_trip_and_lr(tmp_path: Path):
     a.step()
     a.set_lr(0.5)
     assert a.lr == 0.5
-    files = a.save_optimizer(tmp_path)
+    files = a.save_optimizer(OptimizerFiles(tmp_path))
     assert files == [tmp_path / "optimizer.pt"]
     b = build_backend("ddp", _model(), mesh, lr=0.01, weight_decay=0.1)
-    b.load_optimizer(tmp_path)
+    b.load_optimizer(OptimizerFiles(tmp_path))
     sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
     assert sb["param_groups"][0]["lr"] == 0.5
     for k in sa["state"]:
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(torch.as_tensor(sa["state"][k][name]), torch.as_tensor(sb["state"][k][name]))
     with pytest.raises(FileNotFoundError, match="optimizer"):
-        b.load_optimizer(tmp_path / "missing")
+        b.load_optimizer(OptimizerFiles(tmp_path / "missing"))
 
 
 def test_model_state_dict_is_fp32_cpu_copy():

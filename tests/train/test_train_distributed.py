@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from opensora_core import checkpoint as ckpt
 from opensora_core.config import load_config
-from opensora_core.train import checkpoint as ckpt
 from opensora_core.train import train
 from tests.train.conftest import (
     TINY_OVERRIDES,

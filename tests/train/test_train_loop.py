@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from opensora_core import checkpoint as ckpt
 from opensora_core.config import load_config
 from opensora_core.models import build_model
-from opensora_core.train import checkpoint as ckpt
 from opensora_core.train import train
 from opensora_core.train.components import model_build_kwargs
 from opensora_core.train.export import export_checkpoint
@@ -84,6 +84,9 @@ def test_run_writes_the_checkpoint_layout(trained):
     assert {"loss", "grad_norm", "lr", "samples_per_s", "tokens_per_s", "step_time_s", "mfu"} <= set(
         result.final_metrics
     )
+    summary = json.loads((Path(result.experiment_dir) / "final_metrics.json").read_text())
+    assert summary["global_step"] == 4 and summary["checkpoint"] == result.checkpoint_dir
+    assert summary["metrics"] == result.final_metrics and "mlflow_run_id" in summary
 
 
 def test_checkpoint_weights_load_with_build_model(trained):

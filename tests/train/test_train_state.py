@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from opensora_core import checkpoint as ckpt
 from opensora_core.parallel import init_distributed
-from opensora_core.train import checkpoint as ckpt
 from opensora_core.train.ema import EMA
 from opensora_core.train.loop import warmup_lr
 from opensora_core.train.rng import capture_rng_state, derive_seed, restore_rng_state

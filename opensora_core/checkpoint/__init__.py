@@ -54,7 +54,7 @@ from opensora_core.checkpoint.read import (
     read_running_states,
     read_running_states_uri,
 )
-from opensora_core.checkpoint.verify import is_complete
+from opensora_core.checkpoint.verify import is_complete, read_manifest, verify_checkpoint
 from opensora_core.checkpoint.write import (
     apply_retention,
     save_checkpoint,
@@ -93,12 +93,14 @@ __all__ = [
     "parse_checkpoint_name",
     "read_final_metrics",
     "read_json",
+    "read_manifest",
     "read_running_states",
     "read_running_states_uri",
     "resolve_load",
     "rng_file",
     "save_checkpoint",
     "save_safetensors",
+    "verify_checkpoint",
     "write_final_metrics",
     "write_json",
 ]

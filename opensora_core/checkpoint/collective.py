@@ -40,6 +40,17 @@ def agree(env: DistLike, ok: bool) -> bool:
     return int(flag.item()) == 0
 
 
+def gather_objects(env: DistLike, obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order, on every rank (``[obj]`` without a process group)."""
+    if not env.is_distributed:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def run_agreed(env: DistLike, what: str, fn: Callable[[], Any]) -> Any:
     """Run ``fn`` on this rank; raise CheckpointError on every rank if it failed on any rank."""
     error: BaseException | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from opensora_core.checkpoint.errors import CheckpointError
@@ -12,8 +13,10 @@ from opensora_core.checkpoint.layout import (
     parse_checkpoint_name,
     parse_experiment_name,
 )
-from opensora_core.checkpoint.verify import is_complete
+from opensora_core.checkpoint.verify import is_complete, verify_checkpoint
 from opensora_core.io import storage
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,26 @@ def list_checkpoints(exp_dir: str, complete_only: bool = True) -> list[Checkpoin
     return sorted(refs, key=lambda r: (r.global_step, r.epoch))
 
 
+def newest_verified(refs: list[CheckpointRef]) -> CheckpointRef | None:
+    """The newest of ``refs`` whose files match their manifest's list and sizes; the ones that fail are
+    skipped with a warning naming the file."""
+    for ref in reversed(refs):
+        try:
+            verify_checkpoint(ref.uri, content=False)
+        except CheckpointError as e:
+            logger.warning("skipping checkpoint %s: %s", ref.uri, e)
+            continue
+        return ref
+    return None
+
+
 def find_latest_checkpoint(outputs: str, model_type: str | None = None) -> CheckpointRef | None:
-    """Newest complete checkpoint under ``outputs``: the highest global step of the newest experiment
-    folder (``NNN-model``, optionally only ``model_type``'s) that holds one; ``outputs`` may also be an
-    experiment folder itself."""
-    own = list_checkpoints(outputs)
-    if own:
-        return own[-1]
+    """Newest complete, verified checkpoint under ``outputs``: the highest global step of the newest
+    experiment folder (``NNN-model``, optionally only ``model_type``'s) that holds one; ``outputs`` may also be
+    an experiment folder itself. Checkpoints whose files fail the manifest check are skipped (warning)."""
+    own = newest_verified(list_checkpoints(outputs))
+    if own is not None:
+        return own
     wanted = model_folder_name(model_type) if model_type else None
     experiments = []
     for name in _children(outputs):
@@ -78,9 +94,9 @@ def find_latest_checkpoint(outputs: str, model_type: str | None = None) -> Check
         if parsed and (wanted is None or parsed[1] == wanted):
             experiments.append((parsed[0], name))
     for _, name in sorted(experiments, reverse=True):
-        refs = list_checkpoints(storage.join(outputs, name))
-        if refs:
-            return refs[-1]
+        ref = newest_verified(list_checkpoints(storage.join(outputs, name)))
+        if ref is not None:
+            return ref
     return None
 
 

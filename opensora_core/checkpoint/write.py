@@ -1,10 +1,10 @@
 """Writing checkpoints atomically (local or ``s3://``), retention, and the run's final metrics.
 
 Local: every rank writes into ``.{name}.partial`` next to the final folder, files are fsynced, rank 0 adds
-the completion marker and renames the folder into place (then fsyncs the parent), so a crash at any moment
+the manifest (every file with size and SHA-256, :mod:`~opensora_core.checkpoint.verify`) and renames the folder into place (then fsyncs the parent), so a crash at any moment
 leaves either the previous state or the complete new checkpoint; earlier checkpoints are never touched.
 ``s3://``: every rank writes into a private local staging folder and uploads it (objects appear one by
-one), then rank 0 uploads the marker last; readers ignore prefixes without it. Local folders assume a file
+one), the ranks' file lists are gathered and rank 0 uploads the manifest last; readers ignore prefixes without it. Local folders assume a file
 system shared by all ranks (as the reference); ``s3://`` works across nodes.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from opensora_core.checkpoint.collective import DistLike, run_agreed
+from opensora_core.checkpoint.collective import DistLike, gather_objects, run_agreed
 from opensora_core.checkpoint.errors import CheckpointError
 from opensora_core.checkpoint.files import fsync_dir, fsync_tree
 from opensora_core.checkpoint.find import list_checkpoints
@@ -29,7 +29,7 @@ from opensora_core.checkpoint.layout import (
     partial_name,
     replaced_name,
 )
-from opensora_core.checkpoint.verify import marker_bytes
+from opensora_core.checkpoint.verify import file_entries, marker_bytes
 from opensora_core.io import storage
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def _save_local(env: DistLike, exp_dir: str, name: str, write: Callable[[Path], 
     def publish() -> None:
         if env.rank != 0:
             return
-        (partial / COMPLETE_MARKER).write_bytes(marker_bytes(name, marker))
+        fsync_tree(partial)
+        (partial / COMPLETE_MARKER).write_bytes(marker_bytes(name, marker, file_entries(partial)))
         fsync_tree(partial)
         old = exp / replaced_name(name)
         if final.exists():  # the same step saved again: swap, then drop the old copy
@@ -130,16 +131,21 @@ def _save_remote(
     try:
         run_agreed(env, f"clearing {uri}", clear_previous)
 
-        def write_and_upload() -> None:
+        def write_and_upload() -> dict[str, dict[str, Any]]:
             write(staging)
-            if any(p.is_file() for p in staging.rglob("*")):
+            entries = file_entries(staging)
+            if entries:
                 storage.upload_dir(staging, uri)
+            return entries
 
-        run_agreed(env, f"writing checkpoint {uri}", write_and_upload)
+        entries = run_agreed(env, f"writing checkpoint {uri}", write_and_upload)
+        files: dict[str, dict[str, Any]] = {}
+        for rank_entries in gather_objects(env, entries):
+            files.update(rank_entries)
 
         def publish() -> None:
             if env.rank == 0:
-                storage.write_bytes(storage.join(uri, COMPLETE_MARKER), marker_bytes(name, marker))
+                storage.write_bytes(storage.join(uri, COMPLETE_MARKER), marker_bytes(name, marker, files))
 
         run_agreed(env, f"publishing checkpoint {uri}", publish)
     finally:

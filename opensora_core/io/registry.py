@@ -48,6 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opensora_core.checkpoint import CONFIG_JSON, CONFIG_PY, WEIGHT_FILES, read_running_states_uri
+from opensora_core.checkpoint.verify import sha256_of  # one implementation (also used by prepare_data)
 from opensora_core.io.tracking import is_secret_key
 
 logger = logging.getLogger(__name__)
@@ -107,17 +108,6 @@ def check_gate(metrics: Mapping[str, float], gate: Mapping[str, float] | None) -
         passed &= ok
         details.append(f"{name}={float(value):.4g} {op} {float(threshold):.4g}: {'pass' if ok else 'FAIL'}")
     return GateResult(passed, tuple(details))
-
-
-def sha256_of(uri: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of a local file or an ``s3://`` object, streamed."""
-    from opensora_core.io import storage
-
-    digest = hashlib.sha256()
-    with storage.open_read(uri) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def config_sha256(config: Mapping[str, Any]) -> str:

@@ -33,10 +33,7 @@ def export_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The official-layout state dict of a complete local checkpoint folder (model or EMA weights)."""
     folder = Path(ckpt_dir)
-    if not (folder / ckpt.COMPLETE_MARKER).is_file():
-        raise ckpt.CheckpointError(
-            f"{folder} is not a complete training checkpoint (no {ckpt.COMPLETE_MARKER} marker)"
-        )
+    ckpt.verify_checkpoint(str(folder))  # complete, and every file as saved
     name = ckpt.EMA_FILE if ema else ckpt.MODEL_FILE
     path = folder / name
     if not path.is_file():

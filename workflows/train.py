@@ -41,7 +41,7 @@ from components.evaluate.component import evaluate
 from components.prepare_data.component import RUNTIME_IMAGE, prepare_data
 from components.register.component import register
 from components.train.component import TRAIN_IMAGE, train
-from components.train.launchers.spec import CLIENT_LABEL, IMAGE_UID
+from launchers.spec import CLIENT_LABEL, IMAGE_UID
 
 PIPELINE_NAME = "opensora-train"
 CACHE_MOUNT = "/cache"

@@ -292,14 +292,14 @@ def run_training(
     args = training_args(config, metadata_uri, outputs, options, tracking_uri, experiment, run_name)
     tap = MetricsTap(log)
     if launcher == "local":
-        from components.train.local import run_torchrun
+        from launchers.local import run_torchrun
 
         if num_nodes != 1:
             raise ValueError(f"launcher 'local' runs on one machine; got num_nodes={num_nodes}")
         run_torchrun(args, procs_per_node or gpus_per_node or 1, log=tap)
     else:
-        from components.train.launchers import TrainingJobSpec
-        from components.train.launchers.runner import launch
+        from launchers import TrainingJobSpec
+        from launchers.runner import launch
 
         fields = spec_fields_from_task_config(task_config or {})
         for note in fields.pop("skipped", []):

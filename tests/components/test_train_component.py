@@ -17,8 +17,8 @@ from components.train.component import (
     train,
     training_args,
 )
-from components.train.launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
-from components.train.local import torchrun_command
+from launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
+from launchers.local import torchrun_command
 
 TASK_CONFIG = TaskConfig(
     resources={"limits": {"nvidia.com/gpu": "8", "memory": "900Gi"}, "requests": {"cpu": "64"}},
@@ -139,7 +139,7 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
         log("step=5 epoch=0 loss=0.5 grad_norm=0.1 lr=1e-3")
         _fake_checkpoint(str(tmp_path / "out" / "run-1"))
 
-    monkeypatch.setattr("components.train.launchers.runner.launch", fake_launch)
+    monkeypatch.setattr("launchers.runner.launch", fake_launch)
     outcome = run_training(
         config="configs/opensora/train/16x512x512.py",
         metadata_uri="s3://d/meta.csv",
@@ -166,7 +166,7 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
 
 
 def test_missing_checkpoint_and_bad_launcher(tmp_path, monkeypatch):
-    monkeypatch.setattr("components.train.launchers.runner.launch", lambda spec, **kw: None)
+    monkeypatch.setattr("launchers.runner.launch", lambda spec, **kw: None)
     with pytest.raises(RuntimeError, match="no complete checkpoint"):
         run_training(config="c.py", metadata_uri="m.csv", outputs_uri=str(tmp_path), log=lambda s: None)
     with pytest.raises(ValueError, match="launcher must be one of"):

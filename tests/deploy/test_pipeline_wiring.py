@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from components.train.component import TRAIN_IMAGE, spec_fields_from_task_config
-from components.train.launchers import TrainingJobSpec
-from components.train.launchers.pytorchjob import build_pytorchjob
-from components.train.launchers.trainjob import build_trainjob
+from launchers import TrainingJobSpec
+from launchers.pytorchjob import build_pytorchjob
+from launchers.trainjob import build_trainjob
 from tests.deploy.conftest import CHART_DIR, NAMESPACE, REPO_ROOT, render
 
 PIPELINE_FILE = REPO_ROOT / "workflows" / "train_512.yaml"

@@ -9,14 +9,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from components.train.launchers import (
+from launchers import (
     ManifestValidationError,
     TrainingJobSpec,
     build_pytorchjob,
     check_manifest,
     validate_manifest,
 )
-from components.train.launchers.validate import load_crd, main
+from launchers.validate import load_crd, main
 
 BASE = {
     "name": "stdit-run1",
@@ -276,7 +276,7 @@ def test_pytorchjob_launchers_import_without_kfp_or_kubernetes():
     import sys
 
     code = (
-        "import sys, components.train.launchers, components.train.launchers.runner;"
+        "import sys, launchers, launchers.runner;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('kfp','kubernetes','jsonschema','yaml')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

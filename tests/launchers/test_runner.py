@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from components.train.launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
-from components.train.launchers.runner import (
+from launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
+from launchers.runner import (
     JobError,
     JobFailedError,
     JobTimeoutError,

@@ -8,7 +8,7 @@ import copy
 import pytest
 from pydantic import ValidationError
 
-from components.train.launchers import TrainingJobSpec, build_trainjob, validate_manifest
+from launchers import TrainingJobSpec, build_trainjob, validate_manifest
 
 BASE = {
     "name": "stdit-run1",

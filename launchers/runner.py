@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from components.train.launchers.pytorchjob import CONTAINER_NAME, build_pytorchjob
-from components.train.launchers.spec import TrainingJobSpec
-from components.train.launchers.status import JobPhase, JobStatus, job_status
-from components.train.launchers.trainjob import build_trainjob
+from launchers.pytorchjob import CONTAINER_NAME, build_pytorchjob
+from launchers.spec import TrainingJobSpec
+from launchers.status import JobPhase, JobStatus, job_status
+from launchers.trainjob import build_trainjob
 
 logger = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ def launch(
     """Build the manifest, validate it against the CRDs in ``crd_dir`` (when given), then :func:`run_job`."""
     manifest = build_manifest(spec, launcher)
     if crd_dir is not None:
-        from components.train.launchers.validate import check_manifest
+        from launchers.validate import check_manifest
 
         check_manifest(manifest, crd_dir)
     return run_job(manifest, **run_kwargs)

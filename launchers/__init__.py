@@ -3,11 +3,11 @@
 Importing this package is cheap: no kfp, and ``kubernetes`` only when ``runner.run_job`` talks to a cluster.
 """
 
-from components.train.launchers.pytorchjob import build_pytorchjob
-from components.train.launchers.spec import ElasticPolicy, SecretKeyEnv, Toleration, TrainingJobSpec, Volume
-from components.train.launchers.status import JobPhase, JobStatus, job_status, summarize
-from components.train.launchers.trainjob import build_trainjob
-from components.train.launchers.validate import ManifestValidationError, check_manifest, validate_manifest
+from launchers.pytorchjob import build_pytorchjob
+from launchers.spec import ElasticPolicy, SecretKeyEnv, Toleration, TrainingJobSpec, Volume
+from launchers.status import JobPhase, JobStatus, job_status, summarize
+from launchers.trainjob import build_trainjob
+from launchers.validate import ManifestValidationError, check_manifest, validate_manifest
 
 __all__ = [
     "ElasticPolicy",

@@ -1,6 +1,9 @@
 """Training-job launchers: typed spec -> PyTorchJob / TrainJob manifest -> validated -> run and watched.
 
-Importing this package is cheap: no kfp, and ``kubernetes`` only when ``runner.run_job`` talks to a cluster.
+Also the train step's body (:mod:`launchers.train`), the KFP TaskConfig translation (:mod:`launchers.task_config`),
+the local torchrun launcher (:mod:`launchers.local`) and the image names (:mod:`launchers.images`). Imported by
+``components`` and ``workflows``, never by ``opensora_core``. Importing this package is cheap: no kfp, and
+``kubernetes`` only when ``runner.run_job`` talks to a cluster.
 """
 
 from launchers.pytorchjob import build_pytorchjob

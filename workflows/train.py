@@ -38,9 +38,10 @@ from typing import Any, NamedTuple
 from kfp import dsl, kubernetes
 
 from components.evaluate.component import evaluate
-from components.prepare_data.component import RUNTIME_IMAGE, prepare_data
+from components.prepare_data.component import prepare_data
 from components.register.component import register
-from components.train.component import TRAIN_IMAGE, train
+from components.train.component import train
+from launchers.images import RUNTIME_IMAGE, TRAIN_IMAGE
 from launchers.spec import CLIENT_LABEL, IMAGE_UID
 
 PIPELINE_NAME = "opensora-train"

@@ -1,4 +1,4 @@
-"""train component: TaskConfig passthrough into the job spec, launcher dispatch, checkpoint discovery."""
+"""train component and its body (launchers.train): TaskConfig passthrough, launcher dispatch, checkpoint discovery."""
 
 from __future__ import annotations
 
@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 from kfp.dsl import Model, TaskConfig
 
-from components.train import component as train_module
-from components.train.component import (
-    MetricsTap,
-    job_name,
-    run_training,
-    spec_fields_from_task_config,
-    train,
-    training_args,
-)
+from components.train.component import train
 from launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
+from launchers import train as train_module
+from launchers.images import TRAIN_IMAGE, project_version
 from launchers.local import torchrun_command
+from launchers.task_config import spec_fields_from_task_config
+from launchers.train import MetricsTap, job_name, run_training, training_args
 
 TASK_CONFIG = TaskConfig(
     resources={"limits": {"nvidia.com/gpu": "8", "memory": "900Gi"}, "requests": {"cpu": "64"}},
@@ -163,6 +159,21 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
     assert outcome.checkpoint_uri.endswith("epoch0-global_step5")
     assert outcome.global_step == 5 and outcome.mlflow_run_id == "mlrun"
     assert outcome.final_metrics["loss"] == 0.5
+
+
+def test_empty_image_means_this_release_train_image(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_launch(spec, **kwargs):
+        seen["image"] = spec.image
+        _fake_checkpoint(str(tmp_path / "run-2"))
+
+    monkeypatch.setattr("launchers.runner.launch", fake_launch)
+    run_training(
+        config="c.py", metadata_uri="m.csv", outputs_uri=str(tmp_path), run_id="run-2", log=lambda s: None
+    )
+    assert seen["image"] == TRAIN_IMAGE == f"ghcr.io/opensora-platform/train:{project_version()}"
+    assert train.component_spec.inputs["image"].default == ""  # resolved at run time, not baked in
 
 
 def test_missing_checkpoint_and_bad_launcher(tmp_path, monkeypatch):

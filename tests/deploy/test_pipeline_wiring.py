@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from components.train.component import TRAIN_IMAGE, spec_fields_from_task_config
 from launchers import TrainingJobSpec
+from launchers.images import TRAIN_IMAGE
 from launchers.pytorchjob import build_pytorchjob
+from launchers.task_config import spec_fields_from_task_config
 from launchers.trainjob import build_trainjob
 from tests.deploy.conftest import CHART_DIR, NAMESPACE, REPO_ROOT, render
 
@@ -283,9 +284,9 @@ def test_makefile_chart_and_pipeline_name_the_same_images(chart):
     assert (defaults["runtime_image"], defaults["train_image"]) == (runtime, train)
     assert train == TRAIN_IMAGE
     spec = next(yaml.safe_load_all(PIPELINE_FILE.read_text()))
-    assert (
-        spec["components"]["comp-train"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == train
-    )
+    # The train component's own default is empty (= this release's train image, resolved at run time by
+    # launchers.images); the pipeline always passes train_image.
+    assert spec["components"]["comp-train"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == ""
     executor_images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     # Every step's image is one of the two pipeline parameters checked above.
     assert executor_images == {

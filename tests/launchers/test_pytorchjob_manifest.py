@@ -276,7 +276,7 @@ def test_pytorchjob_launchers_import_without_kfp_or_kubernetes():
     import sys
 
     code = (
-        "import sys, launchers, launchers.runner;"
+        "import sys, launchers, launchers.runner, launchers.train, launchers.task_config, launchers.local;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('kfp','kubernetes','jsonschema','yaml')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -20,6 +20,12 @@ K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "Pod"}
 SENSITIVE = re.compile(r"pass(word)?|secret|token|credential|private|(^|_)key($|_)|access_?key", re.I)
 FULL = "opensora-opensora-platform"
+INGRESS_TLS = (
+    "--set",
+    "mlflow.ingress.tls[0].secretName=tls",
+    "--set",
+    "mlflow.ingress.tls[0].hosts[0]=mlflow.example.com",
+)
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -134,6 +140,19 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
         ),
         (["--set", "externalDatabase.host=db"], "not both"),
         (["--set", "objectStorage.accessKeyIdKey=access-key"], "read by pipeline steps as AWS_ACCESS_KEY_ID"),
+        (
+            ["--set", "mlflow.ingress.enabled=true", "--set", "mlflow.auth.enabled=false", *INGRESS_TLS],
+            "would publish MLflow without authentication",
+        ),
+        (["--set", "mlflow.ingress.enabled=true"], "without mlflow.ingress.tls would send MLflow passwords"),
+        (
+            ["--set", "mlflow.service.type=LoadBalancer"],
+            "mlflow.service.type=LoadBalancer exposes MLflow's plain",
+        ),
+        (
+            ["--set", "mlflow.service.type=NodePort", "--set", "mlflow.auth.enabled=false"],
+            "mlflow.service.type=NodePort exposes",
+        ),
     ],
     ids=[
         "latest-postgres",
@@ -144,12 +163,40 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
         "db-no-secret",
         "db-both",
         "generated-s3-key-names",
+        "ingress-without-auth",
+        "ingress-without-tls",
+        "loadbalancer",
+        "nodeport-without-auth",
     ],
 )
 def test_inconsistent_values_fail_with_the_fix(helm_bin: Path, args: list[str], expected: str):
     res = run_helm(helm_bin, "template", RELEASE, str(CHART_DIR), *args, check=False)
     assert res.returncode != 0
     assert expected in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "mlflow.ingress.enabled=true", "--set", "mlflow.ingress.dangerouslyAllowInsecure=true"],
+        [
+            "--set",
+            "mlflow.service.type=LoadBalancer",
+            "--set",
+            "mlflow.service.dangerouslyAllowInsecure=true",
+        ],
+    ],
+    ids=["ingress", "loadbalancer"],
+)
+def test_insecure_exposure_renders_only_with_the_loud_override(helm_bin: Path, args: list[str]):
+    docs = render(helm_bin, extra=tuple(args))
+    exposed = [d for d in docs if d["kind"] == "Ingress" or d.get("spec", {}).get("type") == "LoadBalancer"]
+    assert len(exposed) == 1
+
+
+def test_mlflow_auth_is_on_by_default(rendered):
+    dep = find(rendered["default-values"], "Deployment", f"{FULL}-mlflow")
+    assert "--app-name=basic-auth" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def _schema_paths(schema: dict, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -249,6 +296,9 @@ DEFAULT_RESOURCES = {
     ("ConfigMap", "opensora-platform"),
     ("ConfigMap", f"{FULL}-mlflow"),
     ("ConfigMap", f"{FULL}-scripts"),
+    ("ConfigMap", f"{FULL}-mlflow-auth"),
+    ("Secret", f"{FULL}-mlflow-auth"),
+    ("Secret", "opensora-mlflow-credentials"),
     ("PersistentVolumeClaim", f"{FULL}-postgresql"),
     ("PersistentVolumeClaim", f"{FULL}-seaweedfs"),
     ("PersistentVolumeClaim", "opensora-model-cache"),
@@ -367,7 +417,7 @@ def test_mlflow_server_settings(rendered):
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/health"
     init = find(docs, "Deployment", f"{FULL}-mlflow")["spec"]["template"]["spec"]["initContainers"]
-    assert [i["name"] for i in init] == ["migrate-database"]
+    assert [i["name"] for i in init] == ["migrate-database", "pipeline-user"]  # auth on by default
     assert init[0]["command"][-1] == 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"'
     cfg = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]
     assert cfg["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
@@ -378,7 +428,7 @@ def test_mlflow_server_settings(rendered):
     assert endpoints["OPENSORA_S3_CREDENTIALS_SECRET"] == "opensora-platform-s3"
     assert endpoints["OPENSORA_MODEL_CACHE_PVC"] == "opensora-model-cache"
     assert endpoints["OPENSORA_CLIENT_LABEL"] == "opensora.io/client=true"
-    assert "OPENSORA_MLFLOW_CREDENTIALS_SECRET" not in endpoints  # auth off: no pipeline login
+    assert endpoints["OPENSORA_MLFLOW_CREDENTIALS_SECRET"] == "opensora-mlflow-credentials"  # auth on
     cache = find(docs, "PersistentVolumeClaim", "opensora-model-cache")
     assert cache["spec"]["accessModes"] == ["ReadWriteMany"]
     assert cache["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

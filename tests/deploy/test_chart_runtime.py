@@ -12,6 +12,7 @@ Only folders, ports and the database differ from a cluster: SQLite stands in for
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -319,16 +320,11 @@ def test_artifacts_are_proxied_into_the_mlflow_bucket(chart, platform):
 def _pod_address() -> str | None:
     """This machine's non-loopback IPv4 address: what another pod would connect to (None when there is none)."""
     candidates = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("10.255.255.255", 9))  # no packet is sent: this only picks the outgoing interface
-            candidates.append(probe.getsockname()[0])
-        except OSError:
-            pass
-    try:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, contextlib.suppress(OSError):
+        probe.connect(("10.255.255.255", 9))  # no packet is sent: this only picks the outgoing interface
+        candidates.append(probe.getsockname()[0])
+    with contextlib.suppress(OSError):
         candidates += [a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
-    except OSError:
-        pass
     return next((a for a in candidates if not a.startswith("127.")), None)
 
 

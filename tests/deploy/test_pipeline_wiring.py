@@ -259,8 +259,8 @@ def test_forwarded_step_settings_reach_the_training_pods(chart):
     pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"] if "valueFrom" in e}
     assert _find(chart, "Secret", env["AWS_ACCESS_KEY_ID"]["name"]) is not None
-    # The MLflow login Secret only exists with auth on: the pods must start without it.
-    assert _find(chart, "Secret", env["MLFLOW_TRACKING_PASSWORD"]["name"]) is None
+    # The MLflow login Secret (auth is on by default); optional, so pods also start where auth is turned off.
+    assert _find(chart, "Secret", env["MLFLOW_TRACKING_PASSWORD"]["name"]) is not None
     assert env["MLFLOW_TRACKING_PASSWORD"]["optional"] is True
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

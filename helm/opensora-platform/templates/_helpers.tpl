@@ -373,3 +373,19 @@ dict "ctx" . "name" secretName "key" dataKey "length" 32
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* Fails unless MLflow is exposed outside the cluster only with auth and TLS (or an explicit override). */}}
+{{- define "opensora.mlflow.validateExposure" -}}
+{{- $m := .Values.mlflow -}}
+{{- if and $m.ingress.enabled (not $m.ingress.dangerouslyAllowInsecure) -}}
+{{- if not $m.auth.enabled -}}
+{{- fail "mlflow.ingress.enabled with mlflow.auth.enabled=false would publish MLflow without authentication (anyone could delete artifacts, move aliases, register models that run code): enable mlflow.auth, or set mlflow.ingress.dangerouslyAllowInsecure=true if something in front of the Ingress authenticates" -}}
+{{- end -}}
+{{- if not $m.ingress.tls -}}
+{{- fail "mlflow.ingress.enabled without mlflow.ingress.tls would send MLflow passwords and artifacts in clear text: set mlflow.ingress.tls (secretName + hosts), or set mlflow.ingress.dangerouslyAllowInsecure=true if TLS ends before the Ingress" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (has $m.service.type (list "LoadBalancer" "NodePort")) (not $m.service.dangerouslyAllowInsecure) -}}
+{{- fail (printf "mlflow.service.type=%s exposes MLflow's plain HTTP outside the cluster: use mlflow.ingress with TLS, or set mlflow.service.dangerouslyAllowInsecure=true if your load balancer terminates TLS (and keep mlflow.auth.enabled)" $m.service.type) -}}
+{{- end -}}
+{{- end -}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -13,7 +12,17 @@ import pytest
 import yaml
 
 from tests.deploy._helm import HELM_VERSION, ensure_helm, helm_path
-from tests.deploy.conftest import CHART_DIR, NAMESPACE, RELEASE, REPO_ROOT, SCENARIOS, render, run_helm
+from tests.deploy.conftest import (
+    CHART_DIR,
+    NAMESPACE,
+    RELEASE,
+    REPO_ROOT,
+    SCENARIOS,
+    SECRETS_HOOK,
+    generated_secrets,
+    render,
+    run_helm,
+)
 
 # Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest release kubernetes-validate knows.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
@@ -291,14 +300,15 @@ DEFAULT_RESOURCES = {
     ("ServiceAccount", "opensora-pipeline"),
     ("Role", f"{FULL}-pipeline"),
     ("RoleBinding", f"{FULL}-pipeline"),
-    ("Secret", "opensora-platform-s3"),
-    ("Secret", f"{FULL}-postgresql"),
     ("ConfigMap", "opensora-platform"),
     ("ConfigMap", f"{FULL}-mlflow"),
     ("ConfigMap", f"{FULL}-scripts"),
     ("ConfigMap", f"{FULL}-mlflow-auth"),
-    ("Secret", f"{FULL}-mlflow-auth"),
-    ("Secret", "opensora-mlflow-credentials"),
+    ("ServiceAccount", SECRETS_HOOK),
+    ("Role", SECRETS_HOOK),
+    ("RoleBinding", SECRETS_HOOK),
+    ("ConfigMap", SECRETS_HOOK),
+    ("Job", SECRETS_HOOK),
     ("PersistentVolumeClaim", f"{FULL}-postgresql"),
     ("PersistentVolumeClaim", f"{FULL}-seaweedfs"),
     ("PersistentVolumeClaim", "opensora-model-cache"),
@@ -328,9 +338,10 @@ def test_external_scenario_uses_no_in_cluster_stores_and_generates_no_secret(ren
     docs = rendered["external-values"]
     names = inventory(docs)
     assert not {n for n in names if "postgresql" in n[1] or "seaweedfs" in n[1]}
-    assert not by_kind(docs, "Secret"), (
+    assert not by_kind(docs, "Secret") and not generated_secrets(docs), (
         "external scenario: every credential must come from an existing Secret"
     )
+    assert ("Job", SECRETS_HOOK) not in names  # nothing to generate
     cfg = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]
     assert cfg["MLFLOW_BACKEND_STORE_URI"] == (
         "postgresql+psycopg2://mlflow@mlflow-db.databases.svc.cluster.local:5432/mlflow"
@@ -360,8 +371,11 @@ def test_external_scenario_uses_no_in_cluster_stores_and_generates_no_secret(ren
 
 def test_auth_scenario_wires_basic_auth_from_a_secret(rendered):
     docs = rendered["auth-values"]
-    secret = find(docs, "Secret", f"{FULL}-mlflow-auth")
-    assert set(secret["data"]) == {"admin-password", "flask-secret-key"}
+    created = generated_secrets(docs)
+    assert created[f"{FULL}-mlflow-auth"] == {
+        "admin-password": {"random": 24},
+        "flask-secret-key": {"random": 48},
+    }
     dep = find(docs, "Deployment", f"{FULL}-mlflow")
     assert dep["spec"]["replicas"] == 2
     c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -375,12 +389,12 @@ def test_auth_scenario_wires_basic_auth_from_a_secret(rendered):
     ini = find(docs, "ConfigMap", f"{FULL}-mlflow-auth")["data"]["basic_auth.ini"]
     assert "default_permission = READ" in ini and "postgresql+psycopg2://mlflow@" in ini
     assert "admin_password" not in ini
-    # The pipeline's MLflow login: a generated Secret with a fixed name, and an init container that creates the
-    # (non-admin) user from it; the password is never a plain value.
-    login = find(docs, "Secret", "opensora-mlflow-credentials")
-    assert set(login["data"]) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
-    assert base64.b64decode(login["data"]["MLFLOW_TRACKING_USERNAME"]).decode() == "opensora-pipeline"
-    assert len(base64.b64decode(login["data"]["MLFLOW_TRACKING_PASSWORD"])) == 32
+    # The pipeline's MLflow login: a Secret with a fixed name created once by the hook, and an init container that
+    # creates the (non-admin) user from it; the password is never a plain value.
+    assert created["opensora-mlflow-credentials"] == {
+        "MLFLOW_TRACKING_USERNAME": {"value": "opensora-pipeline"},
+        "MLFLOW_TRACKING_PASSWORD": {"random": 32},
+    }
     init = {i["name"]: i for i in dep["spec"]["template"]["spec"]["initContainers"]}
     assert list(init) == ["migrate-database", "pipeline-user"]
     init_env = {e["name"]: e for e in init["pipeline-user"]["env"]}
@@ -406,8 +420,9 @@ def test_ingress_scenario(rendered):
     assert backend == {"name": f"{FULL}-mlflow", "port": {"name": "http"}}
     hosts = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert "mlflow.ml.example.org" in hosts and f"{FULL}-mlflow.{NAMESPACE}.svc.cluster.local:*" in hosts
-    assert not [d for d in by_kind(docs, "Secret") if "auth" in d["metadata"]["name"]]  # existingSecret used
-    assert find(docs, "Secret", "opensora-mlflow-credentials")  # the pipeline's login is still generated
+    created = generated_secrets(docs)
+    assert not [name for name in created if "auth" in name]  # existingSecret used
+    assert "opensora-mlflow-credentials" in created  # the pipeline's login is still generated
 
 
 def test_mlflow_server_settings(rendered):
@@ -473,7 +488,9 @@ def test_every_pod_runs_restricted(rendered, scenario: str):
             problems.append(f"{rid}: pod securityContext not restricted")
         if (psc.get("runAsUser") or 0) < 1:
             problems.append(f"{rid}: runAsUser must be a non-root uid")
-        if spec.get("automountServiceAccountToken") is not False:
+        # The secrets hook Job is the one pod with a token: its own ServiceAccount, deleted after the hook.
+        token_ok = rid == f"Job/{SECRETS_HOOK}" and spec["serviceAccountName"] == SECRETS_HOOK
+        if spec.get("automountServiceAccountToken") is not False and not token_ok:
             problems.append(f"{rid}: mounts a ServiceAccount token")
         if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
             problems.append(f"{rid}: uses host namespaces")
@@ -561,10 +578,35 @@ def _plaintext_credentials(docs: list[dict]) -> list[str]:
 def test_no_plaintext_credentials(rendered, scenario: str):
     docs = rendered[scenario]
     assert not _plaintext_credentials(docs)
-    for secret in by_kind(docs, "Secret"):
-        # Only generated Secrets exist, and they survive upgrades and uninstalls.
-        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-        assert "stringData" not in secret
+    # Helm renders no Secret at all: credentials come from existing Secrets or the hook Job creates them once.
+    assert not by_kind(docs, "Secret")
+    for rules in generated_secrets(docs).values():
+        assert all(set(rule) in ({"random"}, {"value"}) for rule in rules.values())
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_two_renders_are_byte_identical(helm_bin: Path, scenario: str):
+    """Issue 14: a render must not generate passwords (helm template / Argo CD would rotate them each time)."""
+    args = [
+        "template",
+        RELEASE,
+        str(CHART_DIR),
+        "-n",
+        NAMESPACE,
+        "-f",
+        str(CHART_DIR / "ci" / f"{scenario}.yaml"),
+    ]
+    first, second = run_helm(helm_bin, *args).stdout, run_helm(helm_bin, *args).stdout
+    assert first == second
+
+
+def test_no_template_generates_or_looks_up_values():
+    for tpl in (CHART_DIR / "templates").rglob("*"):
+        if tpl.is_file():
+            text = tpl.read_text()
+            assert not re.search(
+                r"\{\{[^}]*\b(lookup|rand(AlphaNum|Alpha|Numeric|Ascii|Bytes|Int)|uuidv4|now|genCA)\b", text
+            ), f"{tpl.name} is not deterministic"
 
 
 def test_plaintext_credential_detector_flags_examples():
@@ -739,6 +781,11 @@ def test_deploy_guide_matches_the_chart():
     ):
         assert needle in guide, f"docs/deploy.md lacks {needle!r}"
     # Every resource name the guide tells users to delete or port-forward exists in the default install.
-    names = {name for _, name in DEFAULT_RESOURCES} | {f"{FULL}-mlflow-auth", "opensora-mlflow-credentials"}
+    names = {name for _, name in DEFAULT_RESOURCES} | {
+        f"{FULL}-mlflow-auth",
+        "opensora-mlflow-credentials",
+        "opensora-platform-s3",
+        f"{FULL}-postgresql",
+    }
     mentioned = set(re.findall(r"\b(opensora-opensora-platform(?:-[a-z0-9]+)*)\b", guide))
     assert mentioned <= names, mentioned - names

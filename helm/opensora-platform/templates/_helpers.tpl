@@ -321,21 +321,44 @@ S3 key-pair Secret: objectStorage.existingSecret, else the generated Secret, who
 {{/* ---------- Generated secrets ---------- */}}
 
 {{/*
-A random value that survives upgrades: the value already stored in the Secret when it exists
-(lookup needs a cluster; `helm template` gets a fresh random value), else a new one. Base64-encoded.
-dict "ctx" . "name" secretName "key" dataKey "length" 32
+The credential Secrets the hook Job `<fullname>-secrets` creates once (files/generate_once.py): a YAML list
+of {name, labels, data: {key: {random: length} | {value: text}}}. Helm never renders them, so no render
+depends on a random value or on `lookup`, and an upgrade never changes a stored password.
 */}}
-{{- define "opensora.secretValue" -}}
-{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
-{{- $current := "" -}}
-{{- if $existing -}}
-{{- $current = dig "data" .key "" $existing -}}
+{{- define "opensora.generatedSecrets" -}}
+{{- $list := list -}}
+{{- if and .Values.postgresql.enabled (not .Values.postgresql.auth.existingSecret) -}}
+{{- $list = append $list (dict "name" (include "opensora.database.secretName" .) "component" "postgresql" "data" (dict .Values.postgresql.auth.passwordKey (dict "random" 32))) -}}
 {{- end -}}
-{{- if $current -}}
-{{- $current -}}
-{{- else -}}
-{{- randAlphaNum (int .length) | b64enc -}}
+{{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) -}}
+{{- $list = append $list (dict "name" (include "opensora.mlflow.auth.secretName" .) "component" "mlflow" "data" (dict .Values.mlflow.auth.adminPasswordKey (dict "random" 24) .Values.mlflow.auth.flaskSecretKeyKey (dict "random" 48))) -}}
 {{- end -}}
+{{- if and .Values.mlflow.auth.enabled (not .Values.pipelines.mlflowCredentials.existingSecret) -}}
+{{- $list = append $list (dict "name" (include "opensora.mlflow.pipelineSecretName" .) "component" "pipelines" "data" (dict "MLFLOW_TRACKING_USERNAME" (dict "value" .Values.pipelines.mlflowCredentials.username) "MLFLOW_TRACKING_PASSWORD" (dict "random" 32))) -}}
+{{- end -}}
+{{- if and (eq .Values.objectStorage.provider "seaweedfs") (not .Values.objectStorage.existingSecret) -}}
+{{- include "opensora.s3.validateGeneratedKeys" . -}}
+{{- $list = append $list (dict "name" (include "opensora.s3.secretName" .) "component" "seaweedfs" "data" (dict .Values.objectStorage.accessKeyIdKey (dict "random" 20) .Values.objectStorage.secretAccessKeyKey (dict "random" 40))) -}}
+{{- end -}}
+{{- $out := list -}}
+{{- range $list -}}
+{{- $labels := include "opensora.componentSelectorLabels" (dict "ctx" $ "component" .component) | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/part-of" "opensora-platform" -}}
+{{- $_ := set $labels "app.kubernetes.io/managed-by" "opensora-secrets-hook" -}}
+{{- $out = append $out (dict "name" .name "labels" $labels "data" .data) -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* Hook annotations of the secrets hook's resources (dict "weight" "-20"). */}}
+{{- define "opensora.secretsHook.annotations" -}}
+helm.sh/hook: pre-install,pre-upgrade
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end -}}
+
+{{- define "opensora.secretsHook.name" -}}
+{{- include "opensora.componentName" (dict "ctx" . "component" "secrets") -}}
 {{- end -}}
 
 {{/* ---------- Network policy peers ---------- */}}

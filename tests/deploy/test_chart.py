@@ -327,6 +327,10 @@ DEFAULT_RESOURCES = {
     ("NetworkPolicy", f"{FULL}-seaweedfs"),
     ("NetworkPolicy", f"{FULL}-pytorchjob"),
     ("NetworkPolicy", f"{FULL}-trainjob"),
+    ("NetworkPolicy", f"{FULL}-kube-api"),
+    ("NetworkPolicy", SECRETS_HOOK),
+    ("PodDisruptionBudget", f"{FULL}-mlflow"),
+    ("PodDisruptionBudget", f"{FULL}-postgresql"),
 }
 
 
@@ -647,10 +651,12 @@ def test_network_policies(rendered, scenario: str):
         "pipelines.kubeflow.org/v2_component",
         "training.kubeflow.org/job-name",
         "jobset.sigs.k8s.io/jobset-name",
-        "ingress-nginx",
         '"app.kubernetes.io/instance": "opensora"',
     ):
         assert any(needle in p for p in peers), f"MLflow is not reachable from {needle}"
+    # The ingress controller's namespace is opt-in (issue 14): only the Ingress scenario lets it in.
+    assert any("ingress-nginx" in p for p in peers) == (scenario == "ingress-values")
+    assert not any('"namespaceSelector": {}' in p for p in peers)
     assert mlflow["ports"] == [{"protocol": "TCP", "port": 5000}]
     for name, label in (
         ("pytorchjob", "training.kubeflow.org/job-name"),
@@ -660,11 +666,17 @@ def test_network_policies(rendered, scenario: str):
         assert label in json.dumps(spec["podSelector"])
         assert spec["ingress"] == [{"from": [{"podSelector": spec["podSelector"]}]}]  # all ports: NCCL
     egress = policies[f"{FULL}-egress"]["egress"]
+    assert policies[f"{FULL}-egress"]["podSelector"] == {}
     assert any(r.get("ports", [{}])[0].get("port") == 53 for r in egress)
     ip_blocks = [t["ipBlock"] for r in egress for t in r["to"] if "ipBlock" in t]
-    assert ip_blocks and all("169.254.169.254/32" in b["except"] for b in ip_blocks), (
-        "cloud metadata reachable"
-    )
+    assert all("169.254.169.254/32" in b["except"] for b in ip_blocks), "cloud metadata reachable"
+    # Issue 14: no pod-wide egress to the internet or the API server; the API only for job-launching pods.
+    everyone_ports = {p["port"] for r in egress if any("ipBlock" in t for t in r["to"]) for p in r["ports"]}
+    assert not everyone_ports & {443, 6443} or scenario == "external-values"  # external S3 is on 443
+    api = policies[f"{FULL}-kube-api"]
+    assert api["podSelector"] == {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}
+    assert {p["port"] for p in api["egress"][0]["ports"]} == {443, 6443}
+    assert f"{FULL}-internet" not in policies  # model hub downloads: only when configured
     if scenario == "external-values":
         assert f"{FULL}-seaweedfs" not in policies and f"{FULL}-postgresql" not in policies
         assert {5432, 443} <= {p["port"] for r in egress for p in r.get("ports", [])}
@@ -693,6 +705,29 @@ def test_every_image_is_pinned(rendered, scenario: str):
             assert repo and tag and "/" not in tag, f"{rid}/{c['name']}: {image} has no tag"
             assert tag != "latest", f"{rid}/{c['name']}: {image} uses latest"
             assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest), image
+
+
+def test_digest_scenario_pins_every_image_by_digest(rendered):
+    images = [c["image"] for _, spec in pod_specs(rendered["ingress-values"]) for c in containers(spec)]
+    assert images and all(re.search(r"@sha256:[0-9a-f]{64}$", i) for i in images), images
+
+
+def test_pod_disruption_budgets(rendered):
+    docs = rendered["default-values"]
+    mlflow = find(docs, "PodDisruptionBudget", f"{FULL}-mlflow")["spec"]
+    assert mlflow == {"maxUnavailable": 1, "selector": {"matchLabels": _selector("mlflow")}}
+    pg = find(docs, "PodDisruptionBudget", f"{FULL}-postgresql")["spec"]
+    assert pg == {"minAvailable": 1, "selector": {"matchLabels": _selector("postgresql")}}
+    external = {d["metadata"]["name"] for d in by_kind(rendered["external-values"], "PodDisruptionBudget")}
+    assert external == {f"{FULL}-mlflow"}  # no in-cluster Postgres there
+
+
+def test_internet_egress_is_opt_in_and_scoped(helm_bin: Path):
+    docs = render(helm_bin, extra=("--set", "networkPolicy.internet.enabled=true"))
+    spec = find(docs, "NetworkPolicy", f"{FULL}-internet")["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"opensora.io/client": "true"}}
+    assert spec["egress"][0]["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert spec["egress"][0]["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
 
 
 def test_default_images_match_the_project_versions(rendered):

@@ -412,3 +412,20 @@ helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- fail (printf "mlflow.service.type=%s exposes MLflow's plain HTTP outside the cluster: use mlflow.ingress with TLS, or set mlflow.service.dangerouslyAllowInsecure=true if your load balancer terminates TLS (and keep mlflow.auth.enabled)" $m.service.type) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Egress rule to the Kubernetes API server (networkPolicy.kubernetesApi). */}}
+{{- define "opensora.networkPolicy.kubeApiRule" -}}
+- to:
+    {{- range .Values.networkPolicy.kubernetesApi.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+        {{- if eq . "0.0.0.0/0" }}
+        except: [169.254.169.254/32]
+        {{- end }}
+    {{- end }}
+  ports:
+    {{- range .Values.networkPolicy.kubernetesApi.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end -}}

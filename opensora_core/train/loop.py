@@ -42,6 +42,7 @@ from opensora_core.parallel import (
     init_distributed,
 )
 from opensora_core.parallel.backends import save_synced
+from opensora_core.schedulers.registry import scheduler_caps
 from opensora_core.train import checkpoint as ckpt
 from opensora_core.train.components import build_components, build_data, ensure_synthetic_data
 from opensora_core.train.ema import EMA
@@ -333,10 +334,9 @@ class Trainer:
     def _model_kwargs(self, batch: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
         with torch.no_grad():
             kwargs = dict(self.comps.text_encoder.encode(list(batch["text"])))
-        if self.comps.video_info:
-            for key in ("height", "width", "num_frames", "ar", "fps"):
-                if key in batch:
-                    kwargs[key] = torch.as_tensor(batch[key]).to(self.device)
+        for key in self.comps.video_info:
+            if key in batch:
+                kwargs[key] = torch.as_tensor(batch[key]).to(self.device)
         return kwargs
 
     def _mask_generator(self) -> MaskGenerator | None:
@@ -392,7 +392,7 @@ class Trainer:
             with torch.random.fork_rng(devices=devices):  # the step's draws must not depend on this
                 self._count_flops(x, t, model_kwargs)
 
-        extra = {"generator": gen} if cfg.scheduler.type == "iddpm-speed" else {}
+        extra = {"generator": gen} if scheduler_caps(cfg.scheduler.type).loss_generator else {}
         with self.backend.autocast():
             terms = scheduler.training_losses(
                 self.backend.model, x, t, model_kwargs=model_kwargs, noise=noise, mask=frame_mask, **extra

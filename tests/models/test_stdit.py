@@ -239,7 +239,7 @@ def test_build_model_names_overrides_and_errors(tmp_path):
     assert (
         model.attn_backend == "math" and model.blocks[0].attn.backend == "math" and model.grad_checkpointing
     )
-    with pytest.raises(ValueError, match=r"Did you mean 'STDiT-XL/2'.*Valid names"):
+    with pytest.raises(ValueError, match=r"did you mean 'STDiT-XL/2'\?.*valid types"):
         build_model("STDIT-XL/2")
     with pytest.raises(TypeError, match=r"'hiden_size' \(did you mean 'hidden_size'\?\)"):
         build_model("STDiT-XL/2", **TINY, hiden_size=3)

@@ -40,7 +40,7 @@ def test_other_models_are_refused_with_a_clear_error():
     from opensora_core.models import build_model
 
     dit = build_model("DiT-XL/2", depth=1, hidden_size=32, num_heads=2, input_size=(2, 8, 8))
-    with pytest.raises(ValueError, match="supports STDiT and STDiT2.*sp_size=1"):
+    with pytest.raises(ValueError, match="supports STDiT-XL/2 and STDiT2-XL/2 models.*sp_size=1"):
         apply_sequence_parallel(dit, object())
 
 

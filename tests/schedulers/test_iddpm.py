@@ -386,3 +386,21 @@ def test_tiny_stdit_integration(name):
         mask=torch.tensor([[False, True]]),
     )
     assert torch.isfinite(terms["loss"]).all()
+
+
+def test_schedule_dtype_is_a_config_field():
+    """`scheduler = dict(type="iddpm", schedule_dtype="float64")` in a config reaches the sampler and trainer."""
+    from opensora_core.config.schema import RunConfig
+    from opensora_core.sample.pipeline import build_sampling_scheduler
+
+    base = {
+        "model": {"type": "STDiT-XL/2"},
+        "vae": {"type": "identity"},
+        "text_encoder": {"type": "t5", "from_pretrained": "debug/tiny-t5"},
+    }
+    cfg64 = RunConfig.model_validate({**base, "scheduler": {"type": "iddpm", "schedule_dtype": "float64"}})
+    cfg32 = RunConfig.model_validate({**base, "scheduler": {"type": "iddpm"}})
+    assert build_sampling_scheduler(cfg64).betas.dtype == np.float64
+    assert build_sampling_scheduler(cfg32).betas.dtype == np.float32
+    with pytest.raises(ValueError, match="schedule_dtype"):
+        RunConfig.model_validate({**base, "scheduler": {"type": "iddpm", "schedule_dtype": "float16"}})

@@ -6,8 +6,9 @@ Launchers (``launcher=``):
 - ``trainjob``: a ``trainer.kubeflow.org/v1alpha1`` TrainJob (:mod:`launchers.trainjob`);
 - ``local``: ``torchrun --standalone`` in the step's own process (:mod:`launchers.local`; `make demo`).
 
-Every launcher runs ``-m opensora_core.train CONFIG --outputs OUTPUTS/RUN_ID --cfg-options ...
-dataset.data_path=META``. Afterwards the step finds the newest complete checkpoint under ``OUTPUTS/RUN_ID`` and
+Every launcher runs ``-m opensora_core.train CONFIG --outputs OUTPUTS/RUN_ID --load latest --cfg-options ...
+dataset.data_path=META experiment_folder=latest``: the run folder depends only on the pipeline run id, so a
+restarted pod or a retried step resumes where the last complete checkpoint left off. Afterwards the step finds the newest complete checkpoint under ``OUTPUTS/RUN_ID`` and
 parses the trainer's last ``step=... loss=...`` log line for the final metrics. No kfp import here: the
 component (components/train/component.py) is a thin wrapper around :func:`run_training`.
 """
@@ -42,7 +43,7 @@ def training_args(
     experiment: str = "",
     run_name: str = "",
 ) -> list[str]:
-    """Arguments of ``python -m opensora_core.train``: ``CONFIG --outputs OUT --cfg-options ...``.
+    """Arguments of ``python -m opensora_core.train``: ``CONFIG --outputs OUT --load latest --cfg-options ...``.
 
     MLflow tracking is switched on when ``tracking_uri`` or ``experiment`` is given (an empty URI means the
     job's ``MLFLOW_TRACKING_URI``). User ``cfg_options`` come next (so they win over ours), and
@@ -63,7 +64,10 @@ def training_args(
             options.append(f"tracking.run_name={run_name}")
     options += list(cfg_options)
     options.append(f"dataset.data_path={metadata_uri}")
-    return [config, "--outputs", outputs, "--cfg-options", *options]
+    # Always resume: a restarted pod, a KFP retry or a preempted job continues from the newest complete
+    # checkpoint under its run folder (a fresh start when there is none) in the same experiment folder.
+    options.append("experiment_folder=latest")
+    return [config, "--outputs", outputs, "--load", "latest", "--cfg-options", *options]
 
 
 def job_name(run_id: str, prefix: str = "opensora-train") -> str:

@@ -84,13 +84,15 @@ def test_empty_task_config_changes_nothing():
 
 def test_training_args_order_and_tracking():
     args = training_args("c.py", "s3://d/meta.csv", "s3://o/run1", ["lr=1e-4"], "", "exp", "train-run1")
-    assert args[:4] == ["c.py", "--outputs", "s3://o/run1", "--cfg-options"]
-    assert args[4:] == [
+    # every launch resumes: --load latest (fresh start without a checkpoint) in one experiment folder
+    assert args[:6] == ["c.py", "--outputs", "s3://o/run1", "--load", "latest", "--cfg-options"]
+    assert args[6:] == [
         "tracking.backend=mlflow",
         "tracking.experiment=exp",
         "tracking.run_name=train-run1",
         "lr=1e-4",
         "dataset.data_path=s3://d/meta.csv",
+        "experiment_folder=latest",
     ]
     assert "tracking.backend=mlflow" not in training_args("c.py", "m.csv", "o")
     with pytest.raises(ValueError, match="KEY=VALUE"):

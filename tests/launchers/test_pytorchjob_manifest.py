@@ -16,6 +16,7 @@ from launchers import (
     check_manifest,
     validate_manifest,
 )
+from launchers.spec import SUPERVISOR
 from launchers.validate import load_crd, main
 
 BASE = {
@@ -56,6 +57,7 @@ def test_pytorchjob_layout_for_nodes_and_sequence_parallelism(num_nodes, sp_size
         c = _container(m, replica)
         assert c["name"] == "pytorch"
         expected = [
+            *SUPERVISOR,
             "torchrun",
             "-m",
             "opensora_core.train",

@@ -197,6 +197,9 @@ def run_training(
             service_account=service_account or None,
             **fields,
         )
+        from launchers.policy import LaunchPolicy
+
+        LaunchPolicy.from_env(current_namespace()).check(spec)
         launch(
             spec,
             launcher=launcher,

@@ -138,6 +138,7 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
         _fake_checkpoint(str(tmp_path / "out" / "run-1"))
 
     monkeypatch.setattr("launchers.runner.launch", fake_launch)
+    monkeypatch.setenv("OPENSORA_ALLOWED_NAMESPACES", "ml")  # the admin's allow-list (launchers.policy)
     outcome = run_training(
         config="configs/opensora/train/16x512x512.py",
         metadata_uri="s3://d/meta.csv",

@@ -131,6 +131,33 @@ def locate_checkpoint(outputs: str) -> tuple[str, dict[str, Any]]:
     return ref.uri, states
 
 
+def _job_options(
+    queue_name: str,
+    priority_class: str,
+    shm_size: str,
+    nccl_env: dict[str, str] | None,
+    affinity: dict[str, Any] | None,
+    grace_period_s: int,
+) -> dict[str, Any]:
+    """The ``TrainingJobSpec`` fields of the step's job parameters that are set (validated by the spec)."""
+    from launchers.spec import DEFAULT_NCCL_ENV
+
+    out: dict[str, Any] = {}
+    if queue_name:
+        out["queue_name"] = queue_name
+    if priority_class:
+        out["priority_class"] = priority_class
+    if shm_size:
+        out["shm_size"] = shm_size
+    if nccl_env:
+        out["nccl_env"] = {**DEFAULT_NCCL_ENV, **{str(k): str(v) for k, v in nccl_env.items()}}
+    if affinity:
+        out["affinity"] = dict(affinity)
+    if grace_period_s:
+        out["termination_grace_period_s"] = int(grace_period_s)
+    return out
+
+
 def run_training(
     *,
     config: str,
@@ -152,11 +179,20 @@ def run_training(
     cleanup: str = "on_success",
     crd_dir: str = "",
     task_config: Any = None,
+    queue_name: str = "",
+    priority_class: str = "",
+    shm_size: str = "",
+    nccl_env: dict[str, str] | None = None,
+    affinity: dict[str, Any] | None = None,
+    grace_period_s: int = 0,
     log: Callable[[str], None] = print,
 ) -> TrainOutcome:
     """Train with the chosen launcher and return the newest checkpoint (the train component's body).
 
     ``image``: the training image of the job's pods; empty means this release's (``launchers.images``).
+    Cluster launchers only: ``queue_name`` (Kueue LocalQueue), ``priority_class``, ``shm_size`` (/dev/shm
+    size), ``nccl_env`` (extra NCCL_* variables over the defaults), ``affinity`` (pod affinity JSON),
+    ``grace_period_s`` (terminationGracePeriodSeconds); empty/0 keeps the ``TrainingJobSpec`` default.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {list(LAUNCHERS)}, got {launcher!r}")
@@ -195,6 +231,7 @@ def run_training(
             procs_per_node=procs_per_node or None,
             sp_size=sp_size,
             service_account=service_account or None,
+            **_job_options(queue_name, priority_class, shm_size, nccl_env, affinity, grace_period_s),
             **fields,
         )
         from launchers.policy import LaunchPolicy

@@ -5,13 +5,12 @@ hashes the resulting table for lineage. Videos never pass through KFP: the step 
 ``metadata_uri`` (local paths or ``s3://``); the ``metadata`` artifact holds a small JSON summary.
 """
 
-from importlib.metadata import version
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-RUNTIME_IMAGE = f"ghcr.io/opensora-platform/runtime:{version('opensora-platform')}"
+from launchers.images import RUNTIME_IMAGE
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, packages_to_install=[], install_kfp_package=False)

@@ -5,13 +5,12 @@ hash, config hash, git commit, image, pipeline run id), alias ``candidate`` alwa
 evaluation metrics pass ``gate``. Re-running with the same checkpoint reuses its version.
 """
 
-from importlib.metadata import version
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-RUNTIME_IMAGE = f"ghcr.io/opensora-platform/runtime:{version('opensora-platform')}"
+from launchers.images import RUNTIME_IMAGE
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, packages_to_install=[], install_kfp_package=False)

@@ -24,6 +24,7 @@ from opensora_core.checkpoint.files import (
 from opensora_core.checkpoint.find import (
     CheckpointRef,
     find_latest_checkpoint,
+    latest_experiment_dir,
     list_checkpoints,
     next_experiment_dir,
     resolve_load,
@@ -83,6 +84,7 @@ __all__ = [
     "fetch_checkpoint",
     "fetch_files",
     "find_latest_checkpoint",
+    "latest_experiment_dir",
     "fsync_dir",
     "fsync_file",
     "is_complete",

@@ -1,4 +1,4 @@
-"""Finding checkpoints: list an experiment's, the newest one, the next experiment folder, ``--load``."""
+"""Finding checkpoints: list an experiment's, the newest one, the next or latest experiment folder, ``--load``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,22 @@ def next_experiment_dir(outputs: str, model_type: str) -> str:
     """``{outputs}/{NNN}-{model}`` with NNN one above the highest existing experiment index (000 first)."""
     indices = [parsed[0] for name in _children(outputs) if (parsed := parse_experiment_name(name))]
     return storage.join(outputs, experiment_name(max(indices) + 1 if indices else 0, model_type))
+
+
+def latest_experiment_dir(outputs: str, model_type: str) -> str | None:
+    """The highest-numbered ``{NNN}-{model}`` folder of ``model_type`` directly under ``outputs`` (None: none).
+
+    What ``experiment_folder="latest"`` continues: every restart of a job stays in one experiment folder, also
+    one that restarts before the first checkpoint (which would otherwise open the next folder and fork the
+    run's history).
+    """
+    wanted = model_folder_name(model_type)
+    found = [
+        (parsed[0], name)
+        for name in _children(outputs)
+        if (parsed := parse_experiment_name(name)) and parsed[1] == wanted
+    ]
+    return storage.join(outputs, max(found)[1]) if found else None
 
 
 def list_checkpoints(exp_dir: str, complete_only: bool = True) -> list[CheckpointRef]:

@@ -10,7 +10,9 @@ talks to the :class:`TrainBackend` interface, so backends are interchangeable:
   (written by rank 0) resumes on any world size.
 - ``"fsdp2"`` (``opensora_core.parallel.fsdp``) and ``"zero2"`` / ``"zero2-seq"``
   (``opensora_core.parallel.colossal``: ColossalAI's Booster when installed, else the torch-native ZeRO-2-like
-  fsdp2 path): each lives in its own module and is registered in :func:`_backend_table` with one line.
+  fsdp2 path): each lives in its own module.
+
+Every plugin is one entry of ``opensora_core.parallel.registry.BACKENDS`` (builder and capabilities).
 
 Precision: parameters, gradients and optimizer state stay fp32 (the master weights); ``dtype="bf16"`` or
 ``"fp16"`` runs the forward under ``torch.autocast``. fp16 (CUDA only) adds a dynamic loss scaler (initial
@@ -27,7 +29,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 
 from opensora_core.parallel.mesh import Mesh
+from opensora_core.parallel.registry import BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -274,22 +277,9 @@ class DDPBackend(TrainBackend):
         )
 
 
-def _backend_table() -> dict[str, Callable[..., TrainBackend]]:
-    """plugin name -> backend constructor. Backends in their own modules are added here (one line each)."""
-    from opensora_core.parallel.colossal import zero2_backend
-    from opensora_core.parallel.fsdp import FSDP2Backend
-
-    return {
-        "ddp": DDPBackend,
-        "fsdp2": FSDP2Backend,
-        "zero2": zero2_backend,
-        "zero2-seq": zero2_backend,
-    }
-
-
 def backend_names() -> list[str]:
-    """Plugins :func:`build_backend` accepts."""
-    return sorted(_backend_table())
+    """Plugins :func:`build_backend` accepts (the keys of ``opensora_core.parallel.registry.BACKENDS``)."""
+    return sorted(BACKENDS)
 
 
 def build_backend(
@@ -304,13 +294,12 @@ def build_backend(
     adam_eps: float = 1e-8,
 ) -> TrainBackend:
     """Wrap ``model`` (on its device, fp32) for training with ``plugin`` (see the module docstring)."""
-    table = _backend_table()
-    if plugin not in table:
+    if plugin not in BACKENDS:
         raise ValueError(
-            f"plugin {plugin!r} is not available in this build; choose one of {sorted(table)} "
+            f"plugin {plugin!r} is not available in this build; choose one of {sorted(BACKENDS)} "
             "(set plugin in the config)"
         )
-    return table[plugin](
+    return BACKENDS[plugin].load_builder()(
         model,
         mesh,
         lr=lr,

@@ -1,5 +1,6 @@
-"""The checkpoint format has one owner: no file name of it is spelled outside opensora_core/checkpoint/,
-and the package stays low in the layering (no import of train, sample, eval or the registry)."""
+"""The checkpoint format has one owner: no file name of it is spelled outside opensora_core/checkpoint/ (in
+opensora_core, components, launchers and workflows), and the package stays low in the layering (no import of
+train, sample, eval or the registry)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from opensora_core.checkpoint import layout
 
 ROOT = Path(__file__).resolve().parents[2]
-SCANNED = ("opensora_core", "components", "workflows")
+SCANNED = ("opensora_core", "components", "launchers", "workflows")
 OWNER = ROOT / "opensora_core" / "checkpoint"
 # The file names of the format: every str constant of the layout that names a file.
 NAMES = sorted(
@@ -90,11 +91,14 @@ def test_the_check_finds_a_planted_literal(tmp_path: Path):
     (tmp_path / "workflows").mkdir()
     (tmp_path / "workflows" / "p.yaml").write_text("file: running_states.json\n")
     (tmp_path / "components").mkdir()
+    (tmp_path / "launchers").mkdir()
+    (tmp_path / "launchers" / "train.py").write_text('METRICS = "final_metrics.json"\n')
     owner = tmp_path / "opensora_core" / "checkpoint" / "layout.py"
     owner.parent.mkdir()
     owner.write_text('MODEL_FILE = "model.safetensors"\n')
     assert format_literals_outside_owner(tmp_path) == [
         "opensora_core/sample/x.py:2: model.safetensors",
+        "launchers/train.py:1: final_metrics.json",
         "workflows/p.yaml:1: running_states.json",
     ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.train.launchers.spec import TrainingJobSpec
+from launchers.spec import TrainingJobSpec
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.train.launchers.spec import TrainingJobSpec
+from launchers.spec import TrainingJobSpec
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"

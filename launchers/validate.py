@@ -12,7 +12,7 @@ semantics) and checked with ``jsonschema``:
 CEL rules (``x-kubernetes-validations``) are not evaluated; the spec models check the ones that matter for our
 manifests (names, positive deadlines). CLI::
 
-    python -m components.train.launchers.validate --crds ../shared/reference/crds job.yaml [...]
+    python -m launchers.validate --crds ../shared/reference/crds job.yaml [...]
 """
 
 from __future__ import annotations

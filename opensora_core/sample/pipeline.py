@@ -13,10 +13,11 @@ Conventions (the same as training, so trained weights see the inputs they were t
   ``inference.py`` passed ``height / width`` instead (a reference quirk); for square videos both are 1.
   ``height`` / ``width`` are pixel sizes, ``num_frames`` the clip length, ``fps`` = ``cfg.fps`` (120 for
   single images, as in training), all 1-D tensors of length B.
-* **Seeds**: every sample has its own ``torch.Generator`` (CPU) seeded from ``(seed, prompt index, sample
-  index)``; it draws the initial noise, every ancestral-sampling step's noise and the VAE posterior noise of
-  loop re-encoding, so a sample does not depend on the batch size, on the other prompts or on the device's
-  RNG. (Open-Sora drew all of it from the global RNG, so its videos changed with the batch size.)
+* **Seeds**: every sample has its own ``torch.Generator`` (CPU) seeded with
+  ``derive_seed(seed, "noise", prompt index, sample index)`` (:mod:`opensora_core.utils.seeding`); it draws
+  the initial noise, every ancestral-sampling step's noise and the VAE posterior noise of loop re-encoding,
+  so a sample does not depend on the batch size, on the other prompts or on the device's RNG. (Open-Sora
+  drew all of it from the global RNG, so its videos changed with the batch size.)
 * **Guidance**: the null caption of classifier-free guidance is the model's learned ``y_embedding``;
   identical captions are encoded once (an LRU cache over the run).
 * **Checkpoints** (``model.from_pretrained`` / ``--ckpt-path``): a file (.safetensors, weights-only .pt/.pth),
@@ -32,7 +33,6 @@ Conventions (the same as training, so trained weights see the inputs they were t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import sys
@@ -62,12 +62,12 @@ from opensora_core.sample.long import (
 from opensora_core.sample.prompts import RunPlan, SampleItem, plan_run
 from opensora_core.sample.writer import read_sample, save_sample, to_uint8_frames, write_preview_grid
 from opensora_core.schedulers import IDDPM, build_scheduler
+from opensora_core.utils.seeding import derive_seed
 
 __all__ = [
     "PerSampleNoiseIDDPM",
     "SamplingModels",
     "build_sampling_scheduler",
-    "derive_seed",
     "load_model_weights",
     "load_sampling_models",
     "resolve_checkpoint",
@@ -265,12 +265,6 @@ def load_sampling_models(cfg: RunConfig, device: str | torch.device | None = Non
 
 
 # -------------------------------------------------------------------------------------------- helpers
-def derive_seed(seed: int, *parts: int | str) -> int:
-    """A 63-bit seed from ``seed`` and ``parts`` (stable across processes and platforms)."""
-    text = "/".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
-
-
 def video_info(cfg: RunConfig, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Size conditioning for ``cfg.multi_resolution`` ("STDiT2": height, width, num_frames, ar, fps;
     "PixArtMS": height, width, ar), 1-D float tensors of length ``batch``; ``ar = width / height``."""
@@ -362,7 +356,7 @@ class _Runner:
             cache_dir = self.plan.save_dir / ".cache" / "references"
             for j, path in enumerate(spec.reference_paths):
                 video = load_reference_video(path, tuple(self.cfg.image_size), cache_dir)  # [3, T, H, W]
-                gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, spec.index, "reference", j))
+                gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "reference", spec.index, j))
                 x = video[None].to(device=self.device, dtype=self.vae_dtype)
                 latents.append(self.vae.encode(x, generator=gen)[0])  # [C, T, h, w]
             self.references[spec.index] = latents
@@ -377,7 +371,7 @@ class _Runner:
         """Pixel videos ``[B, 3, T_total, H, W]`` in [-1, 1] (on CPU) for ``batch``."""
         cfg, n = self.cfg, len(batch)
         gens = [
-            torch.Generator().manual_seed(derive_seed(cfg.seed, it.spec.index, it.sample_index))
+            torch.Generator().manual_seed(derive_seed(cfg.seed, "noise", it.spec.index, it.sample_index))
             for it in batch
         ]
         info = video_info(cfg, n, self.device)

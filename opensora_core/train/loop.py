@@ -54,7 +54,6 @@ from opensora_core.train.reporting import (
 )
 from opensora_core.train.rng import (
     capture_rng_state,
-    derive_seed,
     restore_rng_state,
     step_generator,
 )
@@ -64,6 +63,7 @@ from opensora_core.train.throughput import (
     peak_flops_per_device,
     tokens_per_sample,
 )
+from opensora_core.utils.seeding import derive_seed
 
 if TYPE_CHECKING:
     from opensora_core.data.mask import MaskGenerator

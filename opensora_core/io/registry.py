@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from opensora_core.io.tracking import is_secret_key
+from opensora_core.config.hints import is_secret_key
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ EXIT_BAD_INPUT = 2
 # Input errors raised by modules that are imported only once sampling starts (module, class name).
 _LATE_INPUT_ERRORS = (
     ("opensora_core.models.checkpoint", "UnsafeCheckpointError"),
-    ("opensora_core.models.pretrained", "ConfigError"),
     ("opensora_core.data.video_io", "VideoDecodeError"),
 )
 

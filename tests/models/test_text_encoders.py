@@ -11,8 +11,9 @@ import sentencepiece as spm
 import torch
 from torch import nn
 
+from opensora_core.config import ConfigError
 from opensora_core.models import tiny
-from opensora_core.models.pretrained import ConfigError, ModelNotFoundError
+from opensora_core.models.pretrained import ModelNotFoundError
 from opensora_core.models.text_encoders import (
     ClassEncoder,
     ClipTextEncoder,
@@ -209,8 +210,9 @@ def test_config_errors():
         build_text_encoder(dict(type="t5", from_pretrained="debug/tiny-t5", max_length=10))
     with pytest.raises(ConfigError, match="Did you mean 't5'"):
         build_text_encoder(dict(type="T5"))
-    with pytest.raises(ConfigError, match=r"text_encoder\.num_classes"):
+    with pytest.raises(ConfigError, match=r"text_encoder\.num_classes") as info:
         build_text_encoder(dict(type="classes"))
+    assert info.value.source == "text_encoder (type='classes')"  # the config package's one ConfigError
     with pytest.raises(ValueError, match="cannot use it"):
         build_text_encoder(dict(type="t5", from_pretrained="debug/tiny-clip"))
     # Open-Sora keys that only matter for ColossalAI / old layouts are accepted

@@ -62,6 +62,7 @@ from opensora_core.sample.long import (
 from opensora_core.sample.prompts import RunPlan, SampleItem, plan_run
 from opensora_core.sample.writer import read_sample, save_sample, to_uint8_frames, write_preview_grid
 from opensora_core.schedulers import IDDPM, build_scheduler
+from opensora_core.utils.modules import module_dtype
 from opensora_core.utils.seeding import derive_seed
 
 __all__ = [
@@ -287,11 +288,6 @@ def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def _module_dtype(module: Any, default: torch.dtype) -> torch.dtype:
-    params = list(module.parameters()) if isinstance(module, nn.Module) else []
-    return params[0].dtype if params else default
-
-
 class _TextCache:
     """Encodes captions once: an LRU of per-caption encoder outputs."""
 
@@ -341,8 +337,8 @@ class _Runner:
         self.cfg, self.plan, self.advance = cfg, plan, advance
         self.model, self.vae, self.text_encoder, self.scheduler = models
         self.device = _device_of(self.model)
-        self.dtype = _module_dtype(self.model, torch.float32)
-        self.vae_dtype = _module_dtype(self.vae, self.dtype)
+        self.dtype = module_dtype(self.model, torch.float32)
+        self.vae_dtype = module_dtype(self.vae, self.dtype)
         self.latent_size = tuple(self.vae.get_latent_size((cfg.num_frames, *cfg.image_size)))
         self.texts = _TextCache(self.text_encoder, capacity=max(64, 2 * (cfg.batch_size or 1)))
         self.references: dict[int, list[torch.Tensor]] = {}

@@ -47,6 +47,7 @@ from torch import nn
 
 from opensora_core.config import RunConfig
 from opensora_core.data.video_io import IMAGE_FPS
+from opensora_core.io import storage
 from opensora_core.models import build_model
 from opensora_core.models.checkpoint import load_checkpoint
 from opensora_core.models.layers import to_torch_dtype
@@ -143,12 +144,12 @@ def resolve_checkpoint(path: str) -> Path:
     """The weights file/folder to load for ``--ckpt-path path`` (see the module docstring for the forms)."""
     from opensora_core.models.pretrained import looks_like_local_path
 
-    if "://" in path and not path.startswith("file://"):
+    if storage.is_remote(path):
         raise SampleInputError(
             f"checkpoint {path!r}: download remote checkpoints first "
             "(opensora_core.io.storage.download_dir) and pass the local folder"
         )
-    p = Path(path.removeprefix("file://")).expanduser()
+    p = storage.local_path(path)
     if p.is_file():
         return p
     if p.is_dir():

@@ -112,6 +112,7 @@ def demo_parameters(
         "config": str(DEMO_CONFIG),
         "cfg_options": cfg_options,
         "raw_data_uri": str(workdir / "data"),
+        "prepared_data_uri": str(workdir / "prepared"),
         "outputs_uri": str(workdir / "checkpoints"),
         "eval_output_uri": str(workdir / "eval"),
         "launcher": "local",

@@ -633,7 +633,20 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 also when files were quarantined)."""
+    """CLI entry point; returns the exit status (0 also when files were quarantined).
+
+    ``probe ...`` (or no subcommand: today's invocation) probes; the curation stages (``split-scenes``,
+    ``score``, ``filter``, ``caption``, ``dedup``, ``report``) go to :mod:`opensora_core.data.curate.cli`.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from opensora_core.data.curate.cli import STAGES
+
+    if argv and argv[0] in STAGES:
+        from opensora_core.data.curate.cli import main as stage_main
+
+        return stage_main(argv)
+    if argv and argv[0] == "probe":
+        argv = argv[1:]
     parser = argparse.ArgumentParser(
         prog="python -m opensora_core.data.prepare",
         description="Probe videos/images and write an Open-Sora metadata table (+ a quarantine list).",

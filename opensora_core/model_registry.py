@@ -1,6 +1,6 @@
 """MLflow model registry: log a trained checkpoint as a pyfunc model, register it with lineage, set aliases.
 
-    from opensora_core.io.registry import register_checkpoint
+    from opensora_core.model_registry import register_checkpoint
     result = register_checkpoint(
         "s3://ckpts/run1/000-STDiT-XL-2/epoch3-global_step4000", "opensora-stdit",
         tracking_uri="http://mlflow:5000", run_id=eval_run_id,
@@ -436,7 +436,7 @@ def register_checkpoint(
                     name="model",
                     loader_module=__name__,
                     data_path=str(data),
-                    code_paths=[str(Path(__file__).resolve().parents[1])],
+                    code_paths=[str(Path(__file__).resolve().parent)],
                     pip_requirements=_requirements(),
                     signature=_signature(),
                     metadata={"opensora": card},

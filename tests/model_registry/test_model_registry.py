@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from opensora_core.io.registry import (
+from opensora_core.model_registry import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     check_gate,

@@ -32,8 +32,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow" -q
 
+# ruff, and the import rules of .importlinter (layers, no circles, no kfp/kubernetes; see ARCHITECTURE.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

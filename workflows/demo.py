@@ -112,6 +112,7 @@ def demo_parameters(
         "config": str(DEMO_CONFIG),
         "cfg_options": cfg_options,
         "raw_data_uri": str(workdir / "data"),
+        "prepared_data_uri": str(workdir / "prepared"),
         "outputs_uri": str(workdir / "checkpoints"),
         "eval_output_uri": str(workdir / "eval"),
         "launcher": "local",
@@ -153,7 +154,7 @@ def run_demo(
     """Run the whole local pipeline in ``workdir`` and return its outputs (``fresh`` empties it first)."""
     from kfp import local
 
-    from opensora_core.io.registry import ensure_experiment
+    from opensora_core.model_registry import ensure_experiment
     from workflows.train import train_pipeline
 
     t0 = time.perf_counter()

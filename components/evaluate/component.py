@@ -5,13 +5,12 @@ and the preview PNG go to ``{output_uri}/{run_id}`` (local or ``s3://``) and to 
 scalar metrics (a ``Metrics`` artifact and a ``metrics`` dict output) and a small JSON report.
 """
 
-from importlib.metadata import version
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Metrics, Output
 
-RUNTIME_IMAGE = f"ghcr.io/opensora-platform/runtime:{version('opensora-platform')}"
+from launchers.images import RUNTIME_IMAGE
 
 
 @dsl.component(base_image=RUNTIME_IMAGE, packages_to_install=[], install_kfp_package=False)

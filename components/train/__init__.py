@@ -1,1 +1,1 @@
-"""The training step: launchers that run `opensora_core.train` as a PyTorchJob or TrainJob on Kubernetes."""
+"""The training step: the KFP component `train`, a thin wrapper around `launchers.train.run_training`."""

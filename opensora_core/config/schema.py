@@ -19,18 +19,15 @@ from opensora_core.config.errors import ConfigError
 from opensora_core.config.hints import did_you_mean
 from opensora_core.config.sections import (
     DatasetConfig,
-    DPMSolverConfig,
     ModelConfig,
     SchedulerConfig,
-    Section,
-    STDiT2Config,
-    STDiTConfig,
     TextEncoderConfig,
     TrackingConfig,
     VAEConfig,
     VariableVideoTextDatasetConfig,
 )
-from opensora_core.config.types import (
+from opensora_core.entry import Entry
+from opensora_core.fields import (
     Bool,
     DType,
     Int,
@@ -39,8 +36,14 @@ from opensora_core.config.types import (
     PosFloat,
     PosInt,
     Prob,
+    Section,
     Size2,
 )
+from opensora_core.models.registry import MODELS, model_caps
+from opensora_core.models.text_encoder_registry import TEXT_ENCODERS, text_encoder_caps
+from opensora_core.models.vae_registry import vae_caps
+from opensora_core.parallel.registry import BACKENDS, backend_caps
+from opensora_core.schedulers.registry import SCHEDULERS, scheduler_caps
 
 # Resolution names of Open-Sora 1.1's aspect-ratio tables (opensora/datasets/aspect.py), smallest first.
 ASPECT_TABLE_NAMES: tuple[str, ...] = (
@@ -73,7 +76,11 @@ MASK_RATIO_ALIASES: dict[str, str] = {"identity": "mask_no"} | {
     name.removeprefix("mask_"): name for name in MASK_RATIO_NAMES if name != "mask_no"
 }
 
-PLUGINS = ("zero2", "zero2-seq", "ddp", "fsdp2")
+# Training backends (`plugin`) and Open-Sora's `multi_resolution` spellings, from the component tables.
+PLUGINS: tuple[str, ...] = tuple(BACKENDS)
+MULTI_RESOLUTIONS: tuple[str, ...] = tuple(
+    dict.fromkeys(e.caps.multi_resolution for e in MODELS.values() if e.caps.multi_resolution)
+)
 _RATIO_TOLERANCE = 1e-6
 
 
@@ -194,6 +201,12 @@ def _parse_mask_strategy(text: str) -> list[tuple[int, int, int, int, int, float
 _SECTION_FIELDS = ("model", "vae", "text_encoder", "scheduler", "dataset", "tracking")
 
 
+def _names(table: dict[str, Entry[Any]], **caps: Any) -> str:
+    """The names of a component table whose capabilities match `caps`, quoted: "'iddpm' or 'iddpm-speed'"."""
+    names = [repr(n) for n, e in table.items() if all(getattr(e.caps, k) == v for k, v in caps.items())]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
 def _py_literal(value: Any, indent: int = 0) -> str:
     """Python source for a config value; dicts with identifier keys are written as dict(key=value, ...)."""
     pad = " " * (indent + 4)
@@ -219,7 +232,7 @@ class RunConfig(Section):
         1, description="Frame stride; 1.1 sampling saves at fps // frame_interval."
     )
     image_size: Size2 | None = Field(None, description="(H, W) in pixels.")
-    multi_resolution: Bool | Literal["STDiT2", "PixArtMS"] = Field(
+    multi_resolution: Bool | Literal[MULTI_RESOLUTIONS] = Field(
         False,
         description='Pass size info to the model: "STDiT2" (height/width/num_frames/ar/fps) or "PixArtMS" '
         "(hw/ar); True = PixArtMS (1.0 spelling).",
@@ -273,7 +286,7 @@ class RunConfig(Section):
     )
 
     # ---- training
-    plugin: Literal["zero2", "zero2-seq", "ddp", "fsdp2"] = Field(
+    plugin: Literal[PLUGINS] = Field(
         "zero2", description="Training backend; zero2-seq adds sequence parallelism over sp_size ranks."
     )
     sp_size: PosInt = Field(1, description="Sequence-parallel group size (needs plugin zero2-seq when > 1).")
@@ -292,6 +305,24 @@ class RunConfig(Section):
     keep_last_n: PosInt | None = Field(None, description="Ours: keep only the newest N checkpoints.")
     max_bad_steps: NonNegInt = Field(
         5, description="Ours: abort after this many consecutive steps with a non-finite loss or grad norm."
+    )
+    save_retries: NonNegInt = Field(
+        2,
+        description="Ours: extra attempts of a failed periodic checkpoint save (with backoff) before skipping it.",
+    )
+    save_retry_backoff_s: NonNegFloat = Field(
+        5.0, description="Ours: seconds before the first save retry; doubles per attempt (at most 300)."
+    )
+    max_failed_saves: PosInt = Field(
+        3, description="Ours: stop training after this many consecutive skipped periodic saves."
+    )
+    final_save_retries: NonNegInt = Field(
+        8, description="Ours: extra attempts of the final checkpoint save before the run fails."
+    )
+    experiment_folder: Literal["new", "latest"] = Field(
+        "new",
+        description="Ours: `new`: the next `NNN-model` folder under outputs; `latest`: continue in the newest "
+        "one (so restarts before the first checkpoint stay in one folder; the pipeline sets it).",
     )
     load: str | None = Field(None, description="Checkpoint directory to resume from (`--load`).")
     start_from_scratch: Bool = Field(
@@ -362,19 +393,20 @@ class RunConfig(Section):
 
     def _size_problems(self) -> list[str]:
         m = self.model
+        caps = model_caps(m.type)
         problems = []
         hidden, heads = m.effective("hidden_size"), m.effective("num_heads")
         if hidden % heads:
             problems.append(f"model.hidden_size ({hidden}) must be divisible by model.num_heads ({heads})")
-        if m.size_conditioned and hidden % 3:
+        if caps.video_info and hidden % 3:
             problems.append(
                 f"model.hidden_size ({hidden}) must be divisible by 3 for {m.type} (its size and aspect-ratio "
                 "embedders are hidden_size / 3 wide)"
             )
-        if not m.fixed_grid:
+        if not caps.fixed_grid:
             return problems  # STDiT2 / PixArtMS pad to the patch and compute positions per call
         pt, ph, pw = m.effective("patch_size")
-        stride = self.vae.spatial_stride
+        stride = vae_caps(self.vae.type).spatial_stride
         sizes = [("image_size", self.image_size), ("num_frames", self.num_frames)]
         if self.dataset is not None and not isinstance(self.dataset, VariableVideoTextDatasetConfig):
             sizes += [
@@ -401,25 +433,29 @@ class RunConfig(Section):
 
     def _conditioning_problems(self) -> list[str]:
         m, te = self.model, self.text_encoder
+        output = text_encoder_caps(te.type).output
+        classes = _names(TEXT_ENCODERS, output="class_ids")
         problems = []
-        if m.t5_conditioned:
-            if te.type != "t5":
+        if model_caps(m.type).conditioning == "caption":
+            if output != "caption":
                 problems.append(
                     f"model.type {m.type!r} is conditioned on caption embeddings and needs text_encoder.type "
-                    f"'t5', got {te.type!r}"
+                    f"{_names(TEXT_ENCODERS, output='caption')}, got {te.type!r}"
                 )
         else:
             n = m.num_label_classes()  # type: ignore[union-attr]
-            if n is not None and (te.type != "classes" or te.num_classes != n):  # type: ignore[union-attr]
-                got = f"{te.type!r}" + (f" with num_classes={te.num_classes}" if te.type == "classes" else "")  # type: ignore[union-attr]
+            num_classes = getattr(te, "num_classes", None)
+            if n is not None and (output != "class_ids" or num_classes != n):
+                got = f"{te.type!r}" + (f" with num_classes={num_classes}" if output == "class_ids" else "")
                 problems.append(
-                    f"model.condition {m.condition!r} needs text_encoder = dict(type='classes', "  # type: ignore[union-attr]
+                    f"model.condition {m.condition!r} needs text_encoder = dict(type={classes}, "  # type: ignore[union-attr]
                     f"num_classes={n}), got text_encoder.type {got}"
                 )
-            if n is None and te.type != "clip":
+            if n is None and output != "pooled_text":
                 problems.append(
-                    f"model.type {m.type!r} with condition 'text' needs text_encoder.type 'clip' (pooled text), "
-                    f"got {te.type!r}; use condition='label_N' with type 'classes' for class labels"
+                    f"model.type {m.type!r} with condition 'text' needs text_encoder.type "
+                    f"{_names(TEXT_ENCODERS, output='pooled_text')} (pooled text), got {te.type!r}; "
+                    f"use condition='label_N' with type {classes} for class labels"
                 )
         te_len = getattr(te, "model_max_length", None)
         if m.model_max_length is not None and te_len is not None and m.model_max_length != te_len:
@@ -442,17 +478,25 @@ class RunConfig(Section):
                 f"{self.vae.latent_channels} latent channels"
             )
         mr = self.multi_resolution
-        if mr and mr not in m.type:
-            problems.append(f"multi_resolution={mr!r} needs model.type '{mr}-XL/2', got {m.type!r}")
+        if mr and mr != model_caps(m.type).multi_resolution:
+            problems.append(
+                f"multi_resolution={mr!r} needs model.type {_names(MODELS, multi_resolution=mr)}, got {m.type!r}"
+            )
         return problems
 
     def _parallel_problems(self) -> list[str]:
         problems = []
+        caps = model_caps(self.model.type)
         if self.sp_size > 1:
-            if self.plugin != "zero2-seq":
+            if not backend_caps(self.plugin).sequence_parallel:
                 problems.append(
-                    f"sp_size={self.sp_size} needs plugin='zero2-seq' (got {self.plugin!r}); "
-                    "set sp_size=1 for data parallelism only"
+                    f"sp_size={self.sp_size} needs plugin={_names(BACKENDS, sequence_parallel=True)} "
+                    f"(got {self.plugin!r}); set sp_size=1 for data parallelism only"
+                )
+            if not caps.sequence_parallel:
+                problems.append(
+                    f"sp_size={self.sp_size}: model.type {self.model.type!r} has no sequence parallelism; use "
+                    f"{_names(MODELS, sequence_parallel=True)} or set sp_size=1"
                 )
             heads = self.model.effective("num_heads")
             if heads % self.sp_size:
@@ -461,8 +505,8 @@ class RunConfig(Section):
                     "sequence parallelism splits the attention heads across ranks"
                 )
         if (
-            isinstance(self.model, STDiTConfig)
-            and self.model.enable_sequence_parallelism
+            caps.sequence_parallel
+            and getattr(self.model, "enable_sequence_parallelism", None)
             and self.sp_size == 1
         ):
             problems.append("model.enable_sequence_parallelism=True needs sp_size > 1 and plugin='zero2-seq'")
@@ -481,9 +525,9 @@ class RunConfig(Section):
             problems.append("dataset.type 'VariableVideoTextDataset' needs a bucket_config")
         if self.dataset is not None and not variable and self.batch_size is None:
             problems.append(f"batch_size is None; dataset.type {self.dataset.type!r} needs a batch size")
-        if self.mask_ratios and not self.model.supports_frame_mask:
+        if self.mask_ratios and not model_caps(self.model.type).frame_mask:
             problems.append(
-                f"mask_ratios needs a model that takes a frame mask (STDiT-XL/2, STDiT2-XL/2), "
+                f"mask_ratios needs a model that takes a frame mask ({_names(MODELS, frame_mask=True)}), "
                 f"got {self.model.type!r}"
             )
         return problems
@@ -491,11 +535,13 @@ class RunConfig(Section):
     def _long_video_problems(self) -> list[str]:
         problems = []
         refs, strategies = self.reference_path, self.mask_strategy
-        if (refs or strategies) and isinstance(self.scheduler, DPMSolverConfig):
+        if (refs or strategies) and not scheduler_caps(self.scheduler.type).frame_mask:
+            masked = _names(SCHEDULERS, frame_mask=True, sampling=True)
             problems.append(
-                "reference_path / mask_strategy need scheduler type 'iddpm' (dpm-solver has no frame mask)"
+                f"reference_path / mask_strategy need scheduler type {masked} "
+                f"({self.scheduler.type} has no frame mask)"
             )
-        if (refs or strategies) and not self.model.supports_frame_mask:
+        if (refs or strategies) and not model_caps(self.model.type).frame_mask:
             problems.append(
                 f"reference_path / mask_strategy need a model that takes a frame mask, got {self.model.type!r}"
             )
@@ -548,14 +594,16 @@ class RunConfig(Section):
         if training:
             if self.dataset is None or self.dataset.data_path is None:
                 problems.append("dataset.data_path is not set: pass --data-path or set dataset.data_path")
-            if isinstance(self.scheduler, DPMSolverConfig):
+            if not scheduler_caps(self.scheduler.type).training:
                 problems.append(
-                    "scheduler.type 'dpm-solver' is sampling-only; train with 'iddpm' or 'iddpm-speed'"
+                    f"scheduler.type {self.scheduler.type!r} is sampling-only; train with "
+                    f"{_names(SCHEDULERS, training=True)}"
                 )
         else:
-            if self.scheduler.type == "iddpm-speed":
+            if not scheduler_caps(self.scheduler.type).sampling:
                 problems.append(
-                    "scheduler.type 'iddpm-speed' is training-only; sample with 'iddpm' or 'dpm-solver'"
+                    f"scheduler.type {self.scheduler.type!r} is training-only; sample with "
+                    f"{_names(SCHEDULERS, sampling=True)}"
                 )
             if not self.prompt and self.prompt_path is None:
                 problems.append("no prompts: set prompt or prompt_path, or pass --prompt / --prompt-path")
@@ -565,12 +613,11 @@ class RunConfig(Section):
                 problems.append("image_size is not set: pass --image-size H W or set image_size")
             if self.batch_size is None:
                 problems.append("batch_size is None: pass --batch-size or set batch_size")
-            if isinstance(self.model, STDiT2Config) and self.multi_resolution != "STDiT2":
+            wanted = model_caps(self.model.type).multi_resolution
+            if wanted and self.multi_resolution != wanted:
                 problems.append(
-                    "model.type 'STDiT2-XL/2' samples with multi_resolution='STDiT2' (size conditioning)"
+                    f"model.type {self.model.type!r} samples with multi_resolution={wanted!r} (size conditioning)"
                 )
-            if self.model.type == "PixArtMS-XL/2" and self.multi_resolution != "PixArtMS":
-                problems.append("model.type 'PixArtMS-XL/2' samples with multi_resolution='PixArtMS'")
         if problems:
             raise ConfigError(source or "<config>", problems)
         return self

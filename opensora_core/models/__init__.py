@@ -1,9 +1,10 @@
 """The Open-Sora model zoo: ``build_model(name, **overrides)``.
 
-Names and default arguments follow Open-Sora's registry (``STDiT-XL/2`` = depth 28, hidden 1152, patch
-(1, 2, 2), 16 heads, ...). Overrides use Open-Sora's argument names; the legacy spelling ``enable_flashattn``
+Names, constructors, default arguments and capabilities are the entries of ``models.registry.MODELS``
+(Open-Sora's registry: ``STDiT-XL/2`` = depth 28, hidden 1152, patch (1, 2, 2), 16 heads, ...). Overrides use Open-Sora's argument names; the legacy spelling ``enable_flashattn``
 is accepted as an alias of ``enable_flash_attn``. ``from_pretrained=<path>`` loads a checkpoint with
-``opensora_core.models.checkpoint.load_checkpoint`` after construction.
+``opensora_core.models.checkpoint.load_checkpoint`` after construction. Importing this package is cheap (no
+torch): the config package reads the light ``*registry`` modules in it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import difflib
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from opensora_core.entry import lookup
+from opensora_core.models.registry import MODELS
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["build_model", "model_names"]
 
@@ -24,26 +29,9 @@ logger = logging.getLogger(__name__)
 _ALIASES = {"enable_flashattn": "enable_flash_attn"}
 
 
-def _model_table() -> dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]]:
-    """name -> (constructor, default kwargs). Imports each family lazily; edit here to add a model."""
-    from opensora_core.models import dit, latte, pixart, stdit, stdit2
-
-    xl2 = {"depth": 28, "hidden_size": 1152, "num_heads": 16}
-    return {
-        "STDiT-XL/2": (stdit.STDiT, {**xl2, "patch_size": (1, 2, 2)}),
-        "STDiT2-XL/2": (stdit2.STDiT2, {**xl2, "patch_size": (1, 2, 2)}),
-        "DiT-XL/2": (dit.DiT, {**xl2, "patch_size": (1, 2, 2)}),
-        "DiT-XL/2x2": (dit.DiT, {**xl2, "patch_size": (2, 2, 2)}),
-        "Latte-XL/2": (latte.Latte, {**xl2, "patch_size": (1, 2, 2)}),
-        "Latte-XL/2x2": (latte.Latte, {**xl2, "patch_size": (2, 2, 2)}),
-        "PixArt-XL/2": (pixart.PixArt, {**xl2, "patch_size": (1, 2, 2)}),
-        "PixArtMS-XL/2": (pixart.PixArtMS, {**xl2, "patch_size": (1, 2, 2)}),
-    }
-
-
 def model_names() -> list[str]:
     """All names ``build_model`` accepts."""
-    return sorted(_model_table())
+    return sorted(MODELS)
 
 
 def _accepted_kwargs(ctor: Callable[..., nn.Module]) -> set[str] | None:
@@ -60,12 +48,8 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     TypeError naming them. ``from_pretrained`` (a local file or folder) is loaded non-strictly after
     construction; missing/unexpected keys are logged.
     """
-    table = _model_table()
-    if name not in table:
-        close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown model {name!r}.{hint} Valid names: {', '.join(sorted(table))}")
-    ctor, defaults = table[name]
+    entry = lookup(MODELS, name, "model")
+    ctor, defaults = entry.load_builder(), entry.defaults
 
     kwargs = dict(overrides)
     for old, new in _ALIASES.items():

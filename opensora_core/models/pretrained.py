@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from opensora_core.config.errors import ConfigError
+from opensora_core.errors import ConfigError
 
 T = TypeVar("T")
 

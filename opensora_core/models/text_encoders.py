@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import nn
 
 from opensora_core.models.pretrained import (
@@ -36,6 +36,9 @@ from opensora_core.models.pretrained import (
     resolve_local_folder,
 )
 from opensora_core.models.t5_tokenizer import t5_tokenizer_from_sentencepiece
+from opensora_core.models.text_encoder_registry import TEXT_ENCODERS, ClassesConfig, ClipConfig, T5Config
+
+TextEncoderConfig = T5Config | ClipConfig | ClassesConfig
 
 # Files a tokenizer may need; fetched (small) when from_pretrained is a hub id.
 _TOKENIZER_FILES = (
@@ -49,46 +52,6 @@ _TOKENIZER_FILES = (
 )
 
 
-# ----------------------------------------------------------------------------------------------- configs
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class T5EncoderConfig(_Base):
-    """``text_encoder = dict(type="t5", from_pretrained="DeepFloyd/t5-v1_1-xxl", model_max_length=120)``."""
-
-    type: Literal["t5"] = "t5"
-    from_pretrained: str = "DeepFloyd/t5-v1_1-xxl"
-    model_max_length: int = Field(120, gt=0)
-    cache_dir: str | None = None
-    local_files_only: bool = False
-    subfolder: str | None = None
-    # Accepted for Open-Sora config compatibility: ColossalAI's ShardFormer fused T5 is not used here; the
-    # encoder runs in the dtype given to build_text_encoder.
-    shardformer: bool = False
-    # Open-Sora 1.0 spelling meaning "from_pretrained is a local folder"; local folders are detected anyway.
-    local_cache: bool = False
-
-
-class ClipEncoderConfig(_Base):
-    """``text_encoder = dict(type="clip", from_pretrained="openai/clip-vit-base-patch32", model_max_length=77)``."""
-
-    type: Literal["clip"] = "clip"
-    from_pretrained: str = "openai/clip-vit-base-patch32"
-    model_max_length: int = Field(77, gt=0)
-    cache_dir: str | None = None
-    local_files_only: bool = False
-    subfolder: str | None = None
-
-
-class ClassEncoderConfig(_Base):
-    """``text_encoder = dict(type="classes", num_classes=1000)``: class-conditional models (DiT/Latte)."""
-
-    type: Literal["classes"] = "classes"
-    num_classes: int = Field(gt=0)
-
-
-TextEncoderConfig = T5EncoderConfig | ClipEncoderConfig | ClassEncoderConfig
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -320,7 +283,8 @@ class ClassEncoder:
 
 
 # ------------------------------------------------------------------------------------------------ factory
-def _build_t5(cfg: T5EncoderConfig, device: torch.device, dtype: torch.dtype) -> T5TextEncoder:
+def build_t5(cfg: T5Config, device: torch.device, dtype: torch.dtype) -> T5TextEncoder:
+    """The T5 encoder of a validated config, on `device` in `dtype`."""
     name = cfg.from_pretrained
     if is_debug_id(name):
         from opensora_core.models import tiny
@@ -335,7 +299,8 @@ def _build_t5(cfg: T5EncoderConfig, device: torch.device, dtype: torch.dtype) ->
     return T5TextEncoder(model.to(device=device, dtype=dtype), tokenizer, cfg.model_max_length, device)
 
 
-def _build_clip(cfg: ClipEncoderConfig, device: torch.device, dtype: torch.dtype) -> ClipTextEncoder:
+def build_clip(cfg: ClipConfig, device: torch.device, dtype: torch.dtype) -> ClipTextEncoder:
+    """The CLIP text encoder of a validated config, on `device` in `dtype`."""
     name = cfg.from_pretrained
     if is_debug_id(name):
         from opensora_core.models import tiny
@@ -350,10 +315,15 @@ def _build_clip(cfg: ClipEncoderConfig, device: torch.device, dtype: torch.dtype
     return ClipTextEncoder(model.to(device=device, dtype=dtype), tokenizer, cfg.model_max_length, device)
 
 
+def build_classes(cfg: ClassesConfig, device: torch.device, dtype: torch.dtype) -> ClassEncoder:
+    """The class-label encoder of a validated config (`dtype` is unused: it returns class ids)."""
+    return ClassEncoder(cfg.num_classes, device)
+
+
 def parse_text_encoder_config(cfg: dict[str, Any] | BaseModel) -> TextEncoderConfig:
-    """Validate a ``text_encoder`` config dict (clear errors for unknown types/keys)."""
-    choices = {"t5": T5EncoderConfig, "clip": ClipEncoderConfig, "classes": ClassEncoderConfig}
-    return parse_typed_config(cfg, choices, "text_encoder")  # type: ignore[return-value]
+    """Validate a ``text_encoder`` config dict against its ``TEXT_ENCODERS`` entry (clear errors)."""
+    choices = {name: entry.config for name, entry in TEXT_ENCODERS.items()}
+    return parse_typed_config(cfg, choices, "text_encoder")  # type: ignore[arg-type,return-value]
 
 
 def build_text_encoder(
@@ -368,20 +338,19 @@ def build_text_encoder(
     (torch.Size([1, 1, 16, 32]), torch.Size([1, 16]))
     """
     parsed = parse_text_encoder_config(cfg)
-    device = torch.device(device)
-    if isinstance(parsed, ClassEncoderConfig):
-        return ClassEncoder(parsed.num_classes, device)
-    builders = {T5EncoderConfig: _build_t5, ClipEncoderConfig: _build_clip}
-    return builders[type(parsed)](parsed, device, dtype)
+    return TEXT_ENCODERS[parsed.type].load_builder()(parsed, torch.device(device), dtype)
 
 
 __all__ = [
     "ClassEncoder",
-    "ClassEncoderConfig",
-    "ClipEncoderConfig",
+    "ClassesConfig",
+    "ClipConfig",
     "ClipTextEncoder",
-    "T5EncoderConfig",
+    "T5Config",
     "T5TextEncoder",
+    "build_classes",
+    "build_clip",
+    "build_t5",
     "build_text_encoder",
     "load_tokenizer",
     "parse_text_encoder_config",

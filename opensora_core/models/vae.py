@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import nn
 
 from opensora_core.models.pretrained import (
@@ -33,54 +33,20 @@ from opensora_core.models.pretrained import (
     parse_typed_config,
     resolve_local_folder,
 )
+from opensora_core.models.vae_registry import (
+    SD_VAE_SCALING_FACTOR,
+    VAES,
+    IdentityVAEConfig,
+    VideoAutoencoderKLConfig,
+    VideoAutoencoderKLTemporalDecoderConfig,
+)
 from opensora_core.utils.modules import module_dtype
 
-SD_VAE_SCALING_FACTOR = 0.18215
+VAEConfig = VideoAutoencoderKLConfig | VideoAutoencoderKLTemporalDecoderConfig | IdentityVAEConfig
 
 
 class VAEOperationError(RuntimeError):
     """The VAE cannot do what was asked (e.g. encoding with a decode-only VAE)."""
-
-
-# ----------------------------------------------------------------------------------------------- configs
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class VideoAutoencoderKLConfig(_Base):
-    """``vae = dict(type="VideoAutoencoderKL", from_pretrained="stabilityai/sd-vae-ft-ema", micro_batch_size=4)``."""
-
-    type: Literal["VideoAutoencoderKL"] = "VideoAutoencoderKL"
-    from_pretrained: str = "stabilityai/sd-vae-ft-ema"
-    micro_batch_size: int | None = Field(None, gt=0)
-    scaling_factor: float = SD_VAE_SCALING_FACTOR
-    sample_posterior: bool = True
-    subfolder: str | None = None
-    cache_dir: str | None = None
-    local_files_only: bool = False
-
-
-class VideoAutoencoderKLTemporalDecoderConfig(_Base):
-    """``vae = dict(type="VideoAutoencoderKLTemporalDecoder", from_pretrained=..., subfolder="vae")`` (decode only)."""
-
-    type: Literal["VideoAutoencoderKLTemporalDecoder"] = "VideoAutoencoderKLTemporalDecoder"
-    from_pretrained: str
-    micro_batch_size: int | None = Field(None, gt=0)
-    scaling_factor: float = SD_VAE_SCALING_FACTOR
-    subfolder: str | None = None
-    cache_dir: str | None = None
-    local_files_only: bool = False
-
-
-class IdentityVAEConfig(_Base):
-    """``vae = dict(type="identity")``: latents are the pixels themselves."""
-
-    type: Literal["identity"] = "identity"
-    in_channels: int = Field(3, gt=0)
-    micro_batch_size: int | None = Field(None, gt=0)
-
-
-VAEConfig = VideoAutoencoderKLConfig | VideoAutoencoderKLTemporalDecoderConfig | IdentityVAEConfig
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -287,7 +253,8 @@ class IdentityVAE(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ factory
-def _build_kl(cfg: VideoAutoencoderKLConfig) -> VideoAutoencoderKL:
+def build_kl(cfg: VideoAutoencoderKLConfig) -> VideoAutoencoderKL:
+    """The SD image VAE of a validated config (the `VideoAutoencoderKL` entry of VAES)."""
     if is_debug_id(cfg.from_pretrained):
         from opensora_core.models import tiny
 
@@ -299,7 +266,8 @@ def _build_kl(cfg: VideoAutoencoderKLConfig) -> VideoAutoencoderKL:
     return VideoAutoencoderKL(module, cfg.micro_batch_size, cfg.scaling_factor, cfg.sample_posterior)
 
 
-def _build_temporal(cfg: VideoAutoencoderKLTemporalDecoderConfig) -> VideoAutoencoderKLTemporalDecoder:
+def build_temporal_decoder(cfg: VideoAutoencoderKLTemporalDecoderConfig) -> VideoAutoencoderKLTemporalDecoder:
+    """The SVD temporal-decoder VAE of a validated config (decode only)."""
     if is_debug_id(cfg.from_pretrained):
         from opensora_core.models import tiny
 
@@ -313,18 +281,15 @@ def _build_temporal(cfg: VideoAutoencoderKLTemporalDecoderConfig) -> VideoAutoen
     return VideoAutoencoderKLTemporalDecoder(module, cfg.micro_batch_size, cfg.scaling_factor)
 
 
-def _build_identity(cfg: IdentityVAEConfig) -> IdentityVAE:
+def build_identity(cfg: IdentityVAEConfig) -> IdentityVAE:
+    """The pixel-space identity VAE of a validated config."""
     return IdentityVAE(cfg.in_channels, cfg.micro_batch_size)
 
 
 def parse_vae_config(cfg: dict[str, Any] | BaseModel) -> VAEConfig:
-    """Validate a ``vae`` config dict (clear errors for unknown types/keys)."""
-    choices = {
-        "VideoAutoencoderKL": VideoAutoencoderKLConfig,
-        "VideoAutoencoderKLTemporalDecoder": VideoAutoencoderKLTemporalDecoderConfig,
-        "identity": IdentityVAEConfig,
-    }
-    return parse_typed_config(cfg, choices, "vae")  # type: ignore[return-value]
+    """Validate a ``vae`` config dict against its ``VAES`` entry (clear errors for unknown types/keys)."""
+    choices = {name: entry.config for name, entry in VAES.items()}
+    return parse_typed_config(cfg, choices, "vae")  # type: ignore[arg-type,return-value]
 
 
 def build_vae(
@@ -337,12 +302,7 @@ def build_vae(
     (16, 32, 32)
     """
     parsed = parse_vae_config(cfg)
-    builders = {
-        VideoAutoencoderKLConfig: _build_kl,
-        VideoAutoencoderKLTemporalDecoderConfig: _build_temporal,
-        IdentityVAEConfig: _build_identity,
-    }
-    return builders[type(parsed)](parsed)
+    return VAES[parsed.type].load_builder()(parsed)
 
 
 __all__ = [
@@ -354,6 +314,9 @@ __all__ = [
     "VideoAutoencoderKLConfig",
     "VideoAutoencoderKLTemporalDecoder",
     "VideoAutoencoderKLTemporalDecoderConfig",
+    "build_identity",
+    "build_kl",
+    "build_temporal_decoder",
     "build_vae",
     "parse_vae_config",
 ]

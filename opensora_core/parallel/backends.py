@@ -1,4 +1,8 @@
-"""Training backends: ``build_backend(plugin, model, mesh, ...)`` wraps a model and its optimizer.
+"""Training backends: the :class:`TrainBackend` interface every plugin implements, and ``"ddp"``.
+
+``opensora_core.parallel.build_backend(plugin, model, mesh, ...)`` wraps a model and its optimizer with the
+plugin's backend, looked up in ``opensora_core.parallel.registry.BACKENDS``. Plugin modules (``colossal``,
+``fsdp``) import this module for the base class; this module imports none of them, nor the table.
 
 A backend owns everything that depends on how parameters and gradients are distributed: the wrapped model
 used for the forward pass, mixed precision (autocast, and a gradient scaler for fp16), ``backward``, the
@@ -10,7 +14,7 @@ talks to the :class:`TrainBackend` interface, so backends are interchangeable:
   (written by rank 0) resumes on any world size.
 - ``"fsdp2"`` (``opensora_core.parallel.fsdp``) and ``"zero2"`` / ``"zero2-seq"``
   (``opensora_core.parallel.colossal``: ColossalAI's Booster when installed, else the torch-native ZeRO-2-like
-  fsdp2 path): each lives in its own module and is registered in :func:`_backend_table` with one line.
+  fsdp2 path): each lives in its own module.
 
 Precision: parameters, gradients and optimizer state stay fp32 (the master weights); ``dtype="bf16"`` or
 ``"fp16"`` runs the forward under ``torch.autocast``. fp16 (CUDA only) adds a dynamic loss scaler (initial
@@ -27,7 +31,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,50 +257,3 @@ class DDPBackend(TrainBackend):
             process_group=self.mesh.dp_group,
             broadcast_buffers=False,  # buffers are functions of the config; rank 0's are broadcast once here
         )
-
-
-def _backend_table() -> dict[str, Callable[..., TrainBackend]]:
-    """plugin name -> backend constructor. Backends in their own modules are added here (one line each)."""
-    from opensora_core.parallel.colossal import zero2_backend
-    from opensora_core.parallel.fsdp import FSDP2Backend
-
-    return {
-        "ddp": DDPBackend,
-        "fsdp2": FSDP2Backend,
-        "zero2": zero2_backend,
-        "zero2-seq": zero2_backend,
-    }
-
-
-def backend_names() -> list[str]:
-    """Plugins :func:`build_backend` accepts."""
-    return sorted(_backend_table())
-
-
-def build_backend(
-    plugin: str,
-    model: nn.Module,
-    mesh: Mesh,
-    *,
-    lr: float,
-    weight_decay: float = 0.0,
-    dtype: str = "fp32",
-    grad_clip: float | None = 1.0,
-    adam_eps: float = 1e-8,
-) -> TrainBackend:
-    """Wrap ``model`` (on its device, fp32) for training with ``plugin`` (see the module docstring)."""
-    table = _backend_table()
-    if plugin not in table:
-        raise ValueError(
-            f"plugin {plugin!r} is not available in this build; choose one of {sorted(table)} "
-            "(set plugin in the config)"
-        )
-    return table[plugin](
-        model,
-        mesh,
-        lr=lr,
-        weight_decay=weight_decay,
-        dtype=dtype,
-        grad_clip=grad_clip,
-        adam_eps=adam_eps,
-    )

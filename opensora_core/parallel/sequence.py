@@ -1,5 +1,8 @@
 """Ulysses-style sequence parallelism for STDiT and STDiT2, applied to a single-device model from outside.
 
+Which families qualify is ``ModelCaps.sequence_parallel`` in ``opensora_core.models.registry.MODELS``; a family
+that sets it has ``blocks`` whose ``attn_temp`` is split as below.
+
 ``apply_sequence_parallel(model, sp_group)`` makes the ``sp`` ranks of ``sp_group`` share one sample's token
 sequence. The split is along **frames**: rank ``r`` keeps the ``T / sp`` consecutive temporal patches
 ``[r * T/sp, (r + 1) * T/sp)`` (``T`` must be divisible by ``sp``), so everything that works inside one frame
@@ -225,21 +228,21 @@ def _rope_at_global_frames(rope: nn.Module, sp: SequenceParallel | None, t: torc
 
 
 def _supported_model(model: nn.Module) -> str:
-    from opensora_core.models.stdit import STDiT
-    from opensora_core.models.stdit2 import STDiT2
+    """The MODELS name of ``model`` when its family can run sequence-parallel (``ModelCaps.sequence_parallel``)."""
+    from opensora_core.models.registry import MODELS, family_of
 
-    if isinstance(model, STDiT):
-        return "STDiT"
-    if isinstance(model, STDiT2):
-        return "STDiT2"
+    family = family_of(model)
+    if family is not None and family[1].caps.sequence_parallel:
+        return family[0]
     wrapped = getattr(model, "module", None)
     hint = (
         " (it wraps a model: apply sequence parallelism to the plain model before build_backend)"
         if isinstance(wrapped, nn.Module)
         else ""
     )
+    supported = [name for name, entry in MODELS.items() if entry.caps.sequence_parallel]
     raise ValueError(
-        f"sequence parallelism supports STDiT and STDiT2 models, got {type(model).__name__}{hint}; "
+        f"sequence parallelism supports {' and '.join(supported)} models, got {type(model).__name__}{hint}; "
         "set sp_size=1 (plugin zero2/ddp/fsdp2) for other models"
     )
 

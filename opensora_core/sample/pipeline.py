@@ -51,6 +51,7 @@ from opensora_core.io import storage
 from opensora_core.models import build_model
 from opensora_core.models.checkpoint import load_checkpoint
 from opensora_core.models.layers import to_torch_dtype
+from opensora_core.models.registry import model_caps
 from opensora_core.models.text_encoders import build_text_encoder
 from opensora_core.models.vae import build_vae
 from opensora_core.sample.long import (
@@ -268,21 +269,21 @@ def load_sampling_models(cfg: RunConfig, device: str | torch.device | None = Non
 
 # -------------------------------------------------------------------------------------------- helpers
 def video_info(cfg: RunConfig, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Size conditioning for ``cfg.multi_resolution`` ("STDiT2": height, width, num_frames, ar, fps;
-    "PixArtMS": height, width, ar), 1-D float tensors of length ``batch``; ``ar = width / height``."""
-    mode = cfg.multi_resolution
-    if not mode:
+    """Size conditioning for ``cfg.multi_resolution``: the model's ``ModelCaps.video_info`` inputs (STDiT2:
+    height, width, num_frames, ar, fps; PixArtMS: height, width, ar), 1-D float tensors of length ``batch``;
+    ``ar = width / height``."""
+    keys = model_caps(cfg.model.type).video_info
+    if not cfg.multi_resolution or not keys:
         return {}
     height, width = cfg.image_size  # type: ignore[misc]
-
-    def full(value: float) -> torch.Tensor:
-        return torch.full((batch,), float(value), device=device)
-
-    info = {"height": full(height), "width": full(width), "ar": full(width / height)}
-    if mode == "STDiT2":
-        info["num_frames"] = full(cfg.num_frames)  # type: ignore[arg-type]
-        info["fps"] = full(IMAGE_FPS if cfg.num_frames == 1 else cfg.fps)
-    return info
+    values = {
+        "height": height,
+        "width": width,
+        "ar": width / height,
+        "num_frames": cfg.num_frames,
+        "fps": IMAGE_FPS if cfg.num_frames == 1 else cfg.fps,
+    }
+    return {key: torch.full((batch,), float(values[key]), device=device) for key in keys}  # type: ignore[arg-type]
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from opensora_core.config import RunConfig
 from opensora_core.io import storage
+from opensora_core.models.registry import MODELS, model_caps
 from opensora_core.sample.long import (
     PromptSpec,
     SampleInputError,
@@ -24,6 +25,7 @@ from opensora_core.sample.long import (
     total_frames,
 )
 from opensora_core.sample.writer import PREVIEW_DIR, output_stem, sample_path, save_fps
+from opensora_core.schedulers.registry import SCHEDULERS, scheduler_caps
 
 __all__ = ["RunPlan", "SampleItem", "plan_run", "read_prompt_file", "select_prompts"]
 
@@ -114,13 +116,16 @@ def _check_support(cfg: RunConfig, specs: Sequence[PromptSpec]) -> None:
     if cfg.loop == 1 and not any(spec.mask_tuples for spec in specs):
         return
     why = f"loop={cfg.loop}" if cfg.loop > 1 else "mask strategies (reference conditioning)"
-    if cfg.scheduler.type != "iddpm":
+    sched = scheduler_caps(cfg.scheduler.type)
+    if not (sched.frame_mask and sched.sampling):
+        masked = ", ".join(repr(n) for n, e in SCHEDULERS.items() if e.caps.frame_mask and e.caps.sampling)
         raise SampleInputError(
-            f"{why} need scheduler.type 'iddpm' (masked sampling); got {cfg.scheduler.type!r}"
+            f"{why} need scheduler.type {masked} (masked sampling); got {cfg.scheduler.type!r}"
         )
-    if not cfg.model.supports_frame_mask:
+    if not model_caps(cfg.model.type).frame_mask:
+        masked = ", ".join(n for n, e in MODELS.items() if e.caps.frame_mask)
         raise SampleInputError(
-            f"{why} need a model with a frame mask (STDiT-XL/2, STDiT2-XL/2); got model.type {cfg.model.type!r}"
+            f"{why} need a model with a frame mask ({masked}); got model.type {cfg.model.type!r}"
         )
 
 

@@ -1,16 +1,31 @@
-"""Diffusion schedulers: ``build_scheduler(name, **kwargs)`` for "iddpm", "iddpm-speed" and "dpm-solver"."""
+"""Diffusion schedulers: ``build_scheduler(name, **kwargs)`` for the names of ``schedulers.registry.SCHEDULERS``.
+
+Importing this package is cheap (the config package reads ``schedulers.registry``); the torch-backed scheduler
+classes load on first use of their names.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from opensora_core.schedulers.dpm_solver import DPMSolverSampler
-from opensora_core.schedulers.iddpm import IDDPM
-from opensora_core.schedulers.speed import SpeeDiffusion
+from opensora_core.entry import lookup
+from opensora_core.schedulers.registry import SCHEDULERS
+
+if TYPE_CHECKING:
+    from opensora_core.schedulers.dpm_solver import DPMSolverSampler
+    from opensora_core.schedulers.iddpm import IDDPM
+    from opensora_core.schedulers.speed import SpeeDiffusion
 
 __all__ = ["IDDPM", "DPMSolverSampler", "SpeeDiffusion", "build_scheduler"]
+
+_LAZY = {"IDDPM": "iddpm", "DPMSolverSampler": "dpm_solver", "SpeeDiffusion": "speed"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_scheduler(name: str, **kwargs: Any) -> IDDPM | DPMSolverSampler:
@@ -22,20 +37,14 @@ def build_scheduler(name: str, **kwargs: Any) -> IDDPM | DPMSolverSampler:
     - ``"iddpm-speed"``: :class:`SpeeDiffusion` (same arguments, training only).
     - ``"dpm-solver"``: :class:`DPMSolverSampler` (``num_sampling_steps=20, cfg_scale=4.0``).
 
+    The accepted arguments are the fields of the name's config class (``SCHEDULERS[name].config``).
+
     Raises:
         ValueError: unknown name or an argument the scheduler does not take.
     """
-    factories: dict[str, Callable[..., Any]] = {
-        "iddpm": IDDPM,
-        "iddpm-speed": SpeeDiffusion,
-        "dpm-solver": DPMSolverSampler,
-    }
-    if name not in factories:
-        raise ValueError(f"unknown scheduler type {name!r}; valid types: {sorted(factories)}")
-    factory = factories[name]
-    signature_owner = IDDPM if factory is SpeeDiffusion else factory
-    accepted = [p for p in inspect.signature(signature_owner.__init__).parameters if p != "self"]
+    entry = lookup(SCHEDULERS, name, "scheduler")
+    accepted = [f for f in entry.config.model_fields if f != "type"]  # type: ignore[union-attr]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"scheduler {name!r} does not take {unknown}; valid arguments: {accepted}")
-    return factory(**kwargs)
+    return entry.load_builder()(**kwargs)

@@ -26,6 +26,7 @@ from torch import nn
 
 from opensora_core.config import RunConfig
 from opensora_core.io import storage
+from opensora_core.models.registry import model_caps
 from opensora_core.parallel.backends import DTYPES
 from opensora_core.utils.seeding import derive_seed
 
@@ -44,7 +45,7 @@ class Components:
     model: nn.Module
     scheduler: Any
     patch_size: tuple[int, int, int]
-    video_info: bool  # pass height/width/num_frames/ar/fps to the model (STDiT2, PixArtMS)
+    video_info: tuple[str, ...]  # size-conditioning inputs the model takes (its ModelCaps.video_info)
 
 
 def compute_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype:
@@ -118,7 +119,7 @@ def build_components(cfg: RunConfig, device: torch.device, load_pretrained: bool
         model=model,
         scheduler=scheduler,
         patch_size=patch,  # type: ignore[arg-type]
-        video_info=not type(cfg.model).fixed_grid or type(cfg.model).size_conditioned,
+        video_info=model_caps(cfg.model.type).video_info,
     )
 
 

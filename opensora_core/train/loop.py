@@ -18,6 +18,7 @@ its two hooks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -41,10 +42,12 @@ from opensora_core.parallel import (
     init_distributed,
 )
 from opensora_core.parallel.backends import save_synced
+from opensora_core.schedulers.registry import scheduler_caps
 from opensora_core.testing.faults import Faults
 from opensora_core.train import checkpoint as ckpt
 from opensora_core.train.components import build_components, build_data, ensure_synthetic_data
 from opensora_core.train.ema import EMA
+from opensora_core.train.preemption import Preempted, PreemptionWatch, grace_from_env
 from opensora_core.train.reporting import (
     METRIC_NAMES,
     format_eta,
@@ -57,6 +60,8 @@ from opensora_core.train.rng import (
     restore_rng_state,
     step_generator,
 )
+from opensora_core.train.run_folder import latest_experiment_dir
+from opensora_core.train.save_policy import SaveGuard
 from opensora_core.train.throughput import (
     ThroughputMeter,
     count_forward_flops,
@@ -130,6 +135,7 @@ class Trainer:
         self.overflow_steps = 0
         self.last_checkpoint: str | None = None
         self.last_checkpoint_step = -1
+        self.preemption: PreemptionWatch | None = None
         self.final_metrics: dict[str, float] = {}
         self.tracker: Any = None
         self.run_id: str | None = None
@@ -181,6 +187,13 @@ class Trainer:
         self.run_id = None if cfg.start_from_scratch else running.get("mlflow_run_id")
         if self.is_main:
             self._start_tracking(resumed=bool(running) and not cfg.start_from_scratch)
+        self.save_guard = SaveGuard(
+            retries=cfg.save_retries,
+            backoff_s=cfg.save_retry_backoff_s,
+            max_failed_saves=cfg.max_failed_saves,
+            final_retries=cfg.final_save_retries,
+            tracker=self.tracker,
+        )
         self.meter = ThroughputMeter(num_devices=self.env.world_size)
         self._flops_counted = False
         logger.info(
@@ -238,6 +251,10 @@ class Trainer:
                 same = candidate == parent
             if same:
                 return parent
+        if cfg.experiment_folder == "latest" and not cfg.start_from_scratch:
+            latest = latest_experiment_dir(cfg.outputs, cfg.model.type)
+            if latest is not None:
+                return latest
         return ckpt.next_experiment_dir(cfg.outputs, cfg.model.type)
 
     def _prepare_experiment_dir(self) -> None:
@@ -317,10 +334,9 @@ class Trainer:
     def _model_kwargs(self, batch: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
         with torch.no_grad():
             kwargs = dict(self.comps.text_encoder.encode(list(batch["text"])))
-        if self.comps.video_info:
-            for key in ("height", "width", "num_frames", "ar", "fps"):
-                if key in batch:
-                    kwargs[key] = torch.as_tensor(batch[key]).to(self.device)
+        for key in self.comps.video_info:
+            if key in batch:
+                kwargs[key] = torch.as_tensor(batch[key]).to(self.device)
         return kwargs
 
     def _mask_generator(self) -> MaskGenerator | None:
@@ -376,7 +392,7 @@ class Trainer:
             with torch.random.fork_rng(devices=devices):  # the step's draws must not depend on this
                 self._count_flops(x, t, model_kwargs)
 
-        extra = {"generator": gen} if cfg.scheduler.type == "iddpm-speed" else {}
+        extra = {"generator": gen} if scheduler_caps(cfg.scheduler.type).loss_generator else {}
         with self.backend.autocast():
             terms = scheduler.training_losses(
                 self.backend.model, x, t, model_kwargs=model_kwargs, noise=noise, mask=frame_mask, **extra
@@ -451,7 +467,9 @@ class Trainer:
                 if cfg.max_bad_steps and self.consecutive_bad >= cfg.max_bad_steps:
                     self._abort(iter_start)
                 if cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0:
-                    self.save(iter_start)
+                    self.save_guard.periodic(functools.partial(self.save, iter_start), self.global_step)
+                if self.preemption is not None and self.preemption.agreed(self.env):
+                    self._preempt(iter_start)
                 self.faults.pause_if_due(self.global_step)
                 if self.global_step >= max_steps:
                     done = True
@@ -461,7 +479,7 @@ class Trainer:
         if self._window_good or self._window_grad or self.meter.metrics():
             self._log(total)
         if self.last_checkpoint_step != self.global_step:
-            self.save(iter_start)
+            self.save_guard.final(lambda: self.save(iter_start), self.global_step)
         return TrainResult(
             checkpoint_dir=self.last_checkpoint,
             final_metrics=dict(self.final_metrics),
@@ -604,6 +622,21 @@ class Trainer:
         self.meter.start()  # checkpoint time is not step time
         return uri
 
+    def _preempt(self, iter_start: int) -> None:
+        """Stop on SIGTERM (every rank, same step): save if the grace period allows, then raise Preempted."""
+        saved = False
+        if self.last_checkpoint_step != self.global_step and self.preemption.should_save(
+            self.env, self.save_guard.last_save_s
+        ):
+            try:
+                self.save(iter_start)
+                saved = True
+            except ckpt.CheckpointError as e:  # the previous checkpoint is intact: exit resumable anyway
+                logger.error("preemption checkpoint failed (%s); resuming from %s", e, self.last_checkpoint)
+        raise Preempted(
+            self.global_step, self.last_checkpoint, saved or self.last_checkpoint_step == self.global_step
+        )
+
     def _abort(self, iter_start: int) -> None:
         uri = self.save(iter_start)
         raise TrainingAborted(
@@ -638,6 +671,8 @@ def train(cfg: RunConfig, *, ema: bool = True, env: DistEnv | None = None) -> Tr
     own_env = env is None
     env = env or init_distributed()
     trainer = Trainer(cfg, env, use_ema=ema and cfg.ema_decay is not None)
+    trainer.preemption = PreemptionWatch(grace_from_env())
+    trainer.preemption.install()
     status = "FAILED"
     try:
         trainer.setup()
@@ -646,7 +681,11 @@ def train(cfg: RunConfig, *, ema: bool = True, env: DistEnv | None = None) -> Tr
         trainer.close(status)
         result.mlflow_run_id = trainer.run_id
         return result
+    except Preempted:
+        status = "KILLED"  # MLflow's status for a stopped run; resuming sets it RUNNING again
+        raise
     finally:
+        trainer.preemption.uninstall()
         trainer.close(status)
         if own_env:
             env.close()

@@ -1,4 +1,4 @@
-"""train component: TaskConfig passthrough into the job spec, launcher dispatch, checkpoint discovery."""
+"""train component and its body (launchers.train): TaskConfig passthrough, launcher dispatch, checkpoint discovery."""
 
 from __future__ import annotations
 
@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 from kfp.dsl import Model, TaskConfig
 
-from components.train import component as train_module
-from components.train.component import (
-    MetricsTap,
-    job_name,
-    run_training,
-    spec_fields_from_task_config,
-    train,
-    training_args,
-)
-from components.train.launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
-from components.train.local import torchrun_command
+from components.train.component import train
+from launchers import TrainingJobSpec, build_pytorchjob, build_trainjob
+from launchers import train as train_module
+from launchers.images import TRAIN_IMAGE, project_version
+from launchers.local import torchrun_command
+from launchers.task_config import spec_fields_from_task_config
+from launchers.train import MetricsTap, job_name, run_training, training_args
 
 TASK_CONFIG = TaskConfig(
     resources={"limits": {"nvidia.com/gpu": "8", "memory": "900Gi"}, "requests": {"cpu": "64"}},
@@ -88,13 +84,15 @@ def test_empty_task_config_changes_nothing():
 
 def test_training_args_order_and_tracking():
     args = training_args("c.py", "s3://d/meta.csv", "s3://o/run1", ["lr=1e-4"], "", "exp", "train-run1")
-    assert args[:4] == ["c.py", "--outputs", "s3://o/run1", "--cfg-options"]
-    assert args[4:] == [
+    # every launch resumes: --load latest (fresh start without a checkpoint) in one experiment folder
+    assert args[:6] == ["c.py", "--outputs", "s3://o/run1", "--load", "latest", "--cfg-options"]
+    assert args[6:] == [
         "tracking.backend=mlflow",
         "tracking.experiment=exp",
         "tracking.run_name=train-run1",
         "lr=1e-4",
         "dataset.data_path=s3://d/meta.csv",
+        "experiment_folder=latest",
     ]
     assert "tracking.backend=mlflow" not in training_args("c.py", "m.csv", "o")
     with pytest.raises(ValueError, match="KEY=VALUE"):
@@ -139,7 +137,8 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
         log("step=5 epoch=0 loss=0.5 grad_norm=0.1 lr=1e-3")
         _fake_checkpoint(str(tmp_path / "out" / "run-1"))
 
-    monkeypatch.setattr("components.train.launchers.runner.launch", fake_launch)
+    monkeypatch.setattr("launchers.runner.launch", fake_launch)
+    monkeypatch.setenv("OPENSORA_ALLOWED_NAMESPACES", "ml")  # the admin's allow-list (launchers.policy)
     outcome = run_training(
         config="configs/opensora/train/16x512x512.py",
         metadata_uri="s3://d/meta.csv",
@@ -165,8 +164,23 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
     assert outcome.final_metrics["loss"] == 0.5
 
 
+def test_empty_image_means_this_release_train_image(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_launch(spec, **kwargs):
+        seen["image"] = spec.image
+        _fake_checkpoint(str(tmp_path / "run-2"))
+
+    monkeypatch.setattr("launchers.runner.launch", fake_launch)
+    run_training(
+        config="c.py", metadata_uri="m.csv", outputs_uri=str(tmp_path), run_id="run-2", log=lambda s: None
+    )
+    assert seen["image"] == TRAIN_IMAGE == f"ghcr.io/opensora-platform/train:{project_version()}"
+    assert train.component_spec.inputs["image"].default == ""  # resolved at run time, not baked in
+
+
 def test_missing_checkpoint_and_bad_launcher(tmp_path, monkeypatch):
-    monkeypatch.setattr("components.train.launchers.runner.launch", lambda spec, **kw: None)
+    monkeypatch.setattr("launchers.runner.launch", lambda spec, **kw: None)
     with pytest.raises(RuntimeError, match="no complete checkpoint"):
         run_training(config="c.py", metadata_uri="m.csv", outputs_uri=str(tmp_path), log=lambda s: None)
     with pytest.raises(ValueError, match="launcher must be one of"):

@@ -471,3 +471,18 @@ def test_docs_reference_is_up_to_date():
     )
     for name in RunConfig.model_fields:
         assert f"| `{name}` |" in generated
+
+
+def test_importing_the_config_package_stays_cheap():
+    """The component tables the config reads are light modules: no torch, no model code."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, opensora_core.config;"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'diffusers')"
+        " or m in ('opensora_core.models.stdit', 'opensora_core.schedulers.iddpm', 'opensora_core.parallel.backends')];"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr

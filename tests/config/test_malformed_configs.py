@@ -395,3 +395,38 @@ def test_missing_file_and_wrong_suffix(tmp_path: Path):
     yaml.write_text("a: 1\n")
     with pytest.raises(ConfigError, match=r"\.py"):
         load_config(yaml)
+
+
+# A type that exists, but for another kind of component, is never suggested: hints come from one table per kind.
+CROSS_KIND = [
+    ("vae", "vae = dict(type='clip')", "clip", ["VideoAutoencoderKL", "identity"]),
+    ("text_encoder", "text_encoder = dict(type='identity')", "identity", ["t5", "clip", "classes"]),
+    ("scheduler", "scheduler = dict(type='DiT-XL/2')", "DiT-XL/2", ["iddpm", "dpm-solver"]),
+    ("model", "model = dict(type='iddpm')", "iddpm", ["STDiT-XL/2", "PixArtMS-XL/2"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "extra", "other_kind", "own"), CROSS_KIND, ids=[c[0] for c in CROSS_KIND]
+)
+def test_did_you_mean_suggests_only_names_of_the_same_kind(
+    tmp_path: Path, section: str, extra: str, other_kind: str, own: list[str]
+):
+    path = tmp_path / "bad_type.py"
+    path.write_text(SAMPLE_BASE + extra + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = [p for p in info.value.problems if p.startswith(f"{section}.type")]
+    valid = problem.split("valid types: ", 1)[1]
+    assert other_kind not in valid and "did you mean" not in problem
+    assert all(name in valid for name in own), problem
+
+
+def test_did_you_mean_picks_the_close_name_of_the_same_kind(tmp_path: Path):
+    path = tmp_path / "typo.py"
+    path.write_text(SAMPLE_BASE + "vae = dict(type='identiy')\nscheduler = dict(type='dpm_solver')\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "vae.type: unknown vae type 'identiy'; did you mean 'identity'?" in message
+    assert "scheduler.type: unknown scheduler type 'dpm_solver'; did you mean 'dpm-solver'?" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -59,3 +60,16 @@ def render(helm: Path, *value_files: Path, extra: tuple[str, ...] = ()) -> list[
 def rendered(helm_bin: Path) -> dict[str, list[dict]]:
     """Scenario name -> rendered manifests, for every values file in the chart's ci/ folder."""
     return {name: render(helm_bin, CHART_DIR / "ci" / f"{name}.yaml") for name in SCENARIOS}
+
+
+SECRETS_HOOK = (
+    "opensora-opensora-platform-secrets"  # the hook Job and ConfigMap that create credential Secrets
+)
+
+
+def generated_secrets(docs: list[dict]) -> dict[str, dict[str, dict]]:
+    """Secret name -> {key: rule} for the Secrets the chart's hook Job creates once (helm renders none)."""
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == SECRETS_HOOK]
+    if not cms:
+        return {}
+    return {s["name"]: s["data"] for s in json.loads(cms[0]["data"]["plan.json"])}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -13,13 +12,29 @@ import pytest
 import yaml
 
 from tests.deploy._helm import HELM_VERSION, ensure_helm, helm_path
-from tests.deploy.conftest import CHART_DIR, NAMESPACE, RELEASE, REPO_ROOT, SCENARIOS, render, run_helm
+from tests.deploy.conftest import (
+    CHART_DIR,
+    NAMESPACE,
+    RELEASE,
+    REPO_ROOT,
+    SCENARIOS,
+    SECRETS_HOOK,
+    generated_secrets,
+    render,
+    run_helm,
+)
 
 # Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest release kubernetes-validate knows.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "Pod"}
 SENSITIVE = re.compile(r"pass(word)?|secret|token|credential|private|(^|_)key($|_)|access_?key", re.I)
 FULL = "opensora-opensora-platform"
+INGRESS_TLS = (
+    "--set",
+    "mlflow.ingress.tls[0].secretName=tls",
+    "--set",
+    "mlflow.ingress.tls[0].hosts[0]=mlflow.example.com",
+)
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -134,6 +149,19 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
         ),
         (["--set", "externalDatabase.host=db"], "not both"),
         (["--set", "objectStorage.accessKeyIdKey=access-key"], "read by pipeline steps as AWS_ACCESS_KEY_ID"),
+        (
+            ["--set", "mlflow.ingress.enabled=true", "--set", "mlflow.auth.enabled=false", *INGRESS_TLS],
+            "would publish MLflow without authentication",
+        ),
+        (["--set", "mlflow.ingress.enabled=true"], "without mlflow.ingress.tls would send MLflow passwords"),
+        (
+            ["--set", "mlflow.service.type=LoadBalancer"],
+            "mlflow.service.type=LoadBalancer exposes MLflow's plain",
+        ),
+        (
+            ["--set", "mlflow.service.type=NodePort", "--set", "mlflow.auth.enabled=false"],
+            "mlflow.service.type=NodePort exposes",
+        ),
     ],
     ids=[
         "latest-postgres",
@@ -144,12 +172,40 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
         "db-no-secret",
         "db-both",
         "generated-s3-key-names",
+        "ingress-without-auth",
+        "ingress-without-tls",
+        "loadbalancer",
+        "nodeport-without-auth",
     ],
 )
 def test_inconsistent_values_fail_with_the_fix(helm_bin: Path, args: list[str], expected: str):
     res = run_helm(helm_bin, "template", RELEASE, str(CHART_DIR), *args, check=False)
     assert res.returncode != 0
     assert expected in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--set", "mlflow.ingress.enabled=true", "--set", "mlflow.ingress.dangerouslyAllowInsecure=true"],
+        [
+            "--set",
+            "mlflow.service.type=LoadBalancer",
+            "--set",
+            "mlflow.service.dangerouslyAllowInsecure=true",
+        ],
+    ],
+    ids=["ingress", "loadbalancer"],
+)
+def test_insecure_exposure_renders_only_with_the_loud_override(helm_bin: Path, args: list[str]):
+    docs = render(helm_bin, extra=tuple(args))
+    exposed = [d for d in docs if d["kind"] == "Ingress" or d.get("spec", {}).get("type") == "LoadBalancer"]
+    assert len(exposed) == 1
+
+
+def test_mlflow_auth_is_on_by_default(rendered):
+    dep = find(rendered["default-values"], "Deployment", f"{FULL}-mlflow")
+    assert "--app-name=basic-auth" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def _schema_paths(schema: dict, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
@@ -244,11 +300,15 @@ DEFAULT_RESOURCES = {
     ("ServiceAccount", "opensora-pipeline"),
     ("Role", f"{FULL}-pipeline"),
     ("RoleBinding", f"{FULL}-pipeline"),
-    ("Secret", "opensora-platform-s3"),
-    ("Secret", f"{FULL}-postgresql"),
     ("ConfigMap", "opensora-platform"),
     ("ConfigMap", f"{FULL}-mlflow"),
     ("ConfigMap", f"{FULL}-scripts"),
+    ("ConfigMap", f"{FULL}-mlflow-auth"),
+    ("ServiceAccount", SECRETS_HOOK),
+    ("Role", SECRETS_HOOK),
+    ("RoleBinding", SECRETS_HOOK),
+    ("ConfigMap", SECRETS_HOOK),
+    ("Job", SECRETS_HOOK),
     ("PersistentVolumeClaim", f"{FULL}-postgresql"),
     ("PersistentVolumeClaim", f"{FULL}-seaweedfs"),
     ("PersistentVolumeClaim", "opensora-model-cache"),
@@ -267,6 +327,10 @@ DEFAULT_RESOURCES = {
     ("NetworkPolicy", f"{FULL}-seaweedfs"),
     ("NetworkPolicy", f"{FULL}-pytorchjob"),
     ("NetworkPolicy", f"{FULL}-trainjob"),
+    ("NetworkPolicy", f"{FULL}-kube-api"),
+    ("NetworkPolicy", SECRETS_HOOK),
+    ("PodDisruptionBudget", f"{FULL}-mlflow"),
+    ("PodDisruptionBudget", f"{FULL}-postgresql"),
 }
 
 
@@ -278,9 +342,10 @@ def test_external_scenario_uses_no_in_cluster_stores_and_generates_no_secret(ren
     docs = rendered["external-values"]
     names = inventory(docs)
     assert not {n for n in names if "postgresql" in n[1] or "seaweedfs" in n[1]}
-    assert not by_kind(docs, "Secret"), (
+    assert not by_kind(docs, "Secret") and not generated_secrets(docs), (
         "external scenario: every credential must come from an existing Secret"
     )
+    assert ("Job", SECRETS_HOOK) not in names  # nothing to generate
     cfg = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]
     assert cfg["MLFLOW_BACKEND_STORE_URI"] == (
         "postgresql+psycopg2://mlflow@mlflow-db.databases.svc.cluster.local:5432/mlflow"
@@ -310,8 +375,11 @@ def test_external_scenario_uses_no_in_cluster_stores_and_generates_no_secret(ren
 
 def test_auth_scenario_wires_basic_auth_from_a_secret(rendered):
     docs = rendered["auth-values"]
-    secret = find(docs, "Secret", f"{FULL}-mlflow-auth")
-    assert set(secret["data"]) == {"admin-password", "flask-secret-key"}
+    created = generated_secrets(docs)
+    assert created[f"{FULL}-mlflow-auth"] == {
+        "admin-password": {"random": 24},
+        "flask-secret-key": {"random": 48},
+    }
     dep = find(docs, "Deployment", f"{FULL}-mlflow")
     assert dep["spec"]["replicas"] == 2
     c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -325,12 +393,12 @@ def test_auth_scenario_wires_basic_auth_from_a_secret(rendered):
     ini = find(docs, "ConfigMap", f"{FULL}-mlflow-auth")["data"]["basic_auth.ini"]
     assert "default_permission = READ" in ini and "postgresql+psycopg2://mlflow@" in ini
     assert "admin_password" not in ini
-    # The pipeline's MLflow login: a generated Secret with a fixed name, and an init container that creates the
-    # (non-admin) user from it; the password is never a plain value.
-    login = find(docs, "Secret", "opensora-mlflow-credentials")
-    assert set(login["data"]) == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
-    assert base64.b64decode(login["data"]["MLFLOW_TRACKING_USERNAME"]).decode() == "opensora-pipeline"
-    assert len(base64.b64decode(login["data"]["MLFLOW_TRACKING_PASSWORD"])) == 32
+    # The pipeline's MLflow login: a Secret with a fixed name created once by the hook, and an init container that
+    # creates the (non-admin) user from it; the password is never a plain value.
+    assert created["opensora-mlflow-credentials"] == {
+        "MLFLOW_TRACKING_USERNAME": {"value": "opensora-pipeline"},
+        "MLFLOW_TRACKING_PASSWORD": {"random": 32},
+    }
     init = {i["name"]: i for i in dep["spec"]["template"]["spec"]["initContainers"]}
     assert list(init) == ["migrate-database", "pipeline-user"]
     init_env = {e["name"]: e for e in init["pipeline-user"]["env"]}
@@ -356,8 +424,9 @@ def test_ingress_scenario(rendered):
     assert backend == {"name": f"{FULL}-mlflow", "port": {"name": "http"}}
     hosts = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert "mlflow.ml.example.org" in hosts and f"{FULL}-mlflow.{NAMESPACE}.svc.cluster.local:*" in hosts
-    assert not [d for d in by_kind(docs, "Secret") if "auth" in d["metadata"]["name"]]  # existingSecret used
-    assert find(docs, "Secret", "opensora-mlflow-credentials")  # the pipeline's login is still generated
+    created = generated_secrets(docs)
+    assert not [name for name in created if "auth" in name]  # existingSecret used
+    assert "opensora-mlflow-credentials" in created  # the pipeline's login is still generated
 
 
 def test_mlflow_server_settings(rendered):
@@ -367,7 +436,7 @@ def test_mlflow_server_settings(rendered):
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"]["path"] == "/health"
     init = find(docs, "Deployment", f"{FULL}-mlflow")["spec"]["template"]["spec"]["initContainers"]
-    assert [i["name"] for i in init] == ["migrate-database"]
+    assert [i["name"] for i in init] == ["migrate-database", "pipeline-user"]  # auth on by default
     assert init[0]["command"][-1] == 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"'
     cfg = find(docs, "ConfigMap", f"{FULL}-mlflow")["data"]
     assert cfg["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
@@ -378,7 +447,7 @@ def test_mlflow_server_settings(rendered):
     assert endpoints["OPENSORA_S3_CREDENTIALS_SECRET"] == "opensora-platform-s3"
     assert endpoints["OPENSORA_MODEL_CACHE_PVC"] == "opensora-model-cache"
     assert endpoints["OPENSORA_CLIENT_LABEL"] == "opensora.io/client=true"
-    assert "OPENSORA_MLFLOW_CREDENTIALS_SECRET" not in endpoints  # auth off: no pipeline login
+    assert endpoints["OPENSORA_MLFLOW_CREDENTIALS_SECRET"] == "opensora-mlflow-credentials"  # auth on
     cache = find(docs, "PersistentVolumeClaim", "opensora-model-cache")
     assert cache["spec"]["accessModes"] == ["ReadWriteMany"]
     assert cache["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -423,7 +492,9 @@ def test_every_pod_runs_restricted(rendered, scenario: str):
             problems.append(f"{rid}: pod securityContext not restricted")
         if (psc.get("runAsUser") or 0) < 1:
             problems.append(f"{rid}: runAsUser must be a non-root uid")
-        if spec.get("automountServiceAccountToken") is not False:
+        # The secrets hook Job is the one pod with a token: its own ServiceAccount, deleted after the hook.
+        token_ok = rid == f"Job/{SECRETS_HOOK}" and spec["serviceAccountName"] == SECRETS_HOOK
+        if spec.get("automountServiceAccountToken") is not False and not token_ok:
             problems.append(f"{rid}: mounts a ServiceAccount token")
         if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
             problems.append(f"{rid}: uses host namespaces")
@@ -487,7 +558,9 @@ def _plaintext_credentials(docs: list[dict]) -> list[str]:
         rid = f"{d['kind']}/{d['metadata']['name']}"
         if d["kind"] == "ConfigMap":
             for key, value in d.get("data", {}).items():
-                if SENSITIVE.search(key) and not key.endswith(("_SECRET", "_KEY_KEY", "_KEY_ID_KEY")):
+                if SENSITIVE.search(key) and not key.endswith(
+                    ("_SECRET", "_SECRETS", "_KEY_KEY", "_KEY_ID_KEY")
+                ):
                     found.append(f"{rid}: data key {key}")
                 if userinfo.search(value) or re.search(r"(?im)^\s*\w*password\s*=", value):
                     found.append(f"{rid}: data {key} holds a credential")
@@ -511,10 +584,35 @@ def _plaintext_credentials(docs: list[dict]) -> list[str]:
 def test_no_plaintext_credentials(rendered, scenario: str):
     docs = rendered[scenario]
     assert not _plaintext_credentials(docs)
-    for secret in by_kind(docs, "Secret"):
-        # Only generated Secrets exist, and they survive upgrades and uninstalls.
-        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-        assert "stringData" not in secret
+    # Helm renders no Secret at all: credentials come from existing Secrets or the hook Job creates them once.
+    assert not by_kind(docs, "Secret")
+    for rules in generated_secrets(docs).values():
+        assert all(set(rule) in ({"random"}, {"value"}) for rule in rules.values())
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_two_renders_are_byte_identical(helm_bin: Path, scenario: str):
+    """Issue 14: a render must not generate passwords (helm template / Argo CD would rotate them each time)."""
+    args = [
+        "template",
+        RELEASE,
+        str(CHART_DIR),
+        "-n",
+        NAMESPACE,
+        "-f",
+        str(CHART_DIR / "ci" / f"{scenario}.yaml"),
+    ]
+    first, second = run_helm(helm_bin, *args).stdout, run_helm(helm_bin, *args).stdout
+    assert first == second
+
+
+def test_no_template_generates_or_looks_up_values():
+    for tpl in (CHART_DIR / "templates").rglob("*"):
+        if tpl.is_file():
+            text = tpl.read_text()
+            assert not re.search(
+                r"\{\{[^}]*\b(lookup|rand(AlphaNum|Alpha|Numeric|Ascii|Bytes|Int)|uuidv4|now|genCA)\b", text
+            ), f"{tpl.name} is not deterministic"
 
 
 def test_plaintext_credential_detector_flags_examples():
@@ -555,10 +653,12 @@ def test_network_policies(rendered, scenario: str):
         "pipelines.kubeflow.org/v2_component",
         "training.kubeflow.org/job-name",
         "jobset.sigs.k8s.io/jobset-name",
-        "ingress-nginx",
         '"app.kubernetes.io/instance": "opensora"',
     ):
         assert any(needle in p for p in peers), f"MLflow is not reachable from {needle}"
+    # The ingress controller's namespace is opt-in (issue 14): only the Ingress scenario lets it in.
+    assert any("ingress-nginx" in p for p in peers) == (scenario == "ingress-values")
+    assert not any('"namespaceSelector": {}' in p for p in peers)
     assert mlflow["ports"] == [{"protocol": "TCP", "port": 5000}]
     for name, label in (
         ("pytorchjob", "training.kubeflow.org/job-name"),
@@ -568,11 +668,17 @@ def test_network_policies(rendered, scenario: str):
         assert label in json.dumps(spec["podSelector"])
         assert spec["ingress"] == [{"from": [{"podSelector": spec["podSelector"]}]}]  # all ports: NCCL
     egress = policies[f"{FULL}-egress"]["egress"]
+    assert policies[f"{FULL}-egress"]["podSelector"] == {}
     assert any(r.get("ports", [{}])[0].get("port") == 53 for r in egress)
     ip_blocks = [t["ipBlock"] for r in egress for t in r["to"] if "ipBlock" in t]
-    assert ip_blocks and all("169.254.169.254/32" in b["except"] for b in ip_blocks), (
-        "cloud metadata reachable"
-    )
+    assert all("169.254.169.254/32" in b["except"] for b in ip_blocks), "cloud metadata reachable"
+    # Issue 14: no pod-wide egress to the internet or the API server; the API only for job-launching pods.
+    everyone_ports = {p["port"] for r in egress if any("ipBlock" in t for t in r["to"]) for p in r["ports"]}
+    assert not everyone_ports & {443, 6443} or scenario == "external-values"  # external S3 is on 443
+    api = policies[f"{FULL}-kube-api"]
+    assert api["podSelector"] == {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}
+    assert {p["port"] for p in api["egress"][0]["ports"]} == {443, 6443}
+    assert f"{FULL}-internet" not in policies  # model hub downloads: only when configured
     if scenario == "external-values":
         assert f"{FULL}-seaweedfs" not in policies and f"{FULL}-postgresql" not in policies
         assert {5432, 443} <= {p["port"] for r in egress for p in r.get("ports", [])}
@@ -601,6 +707,29 @@ def test_every_image_is_pinned(rendered, scenario: str):
             assert repo and tag and "/" not in tag, f"{rid}/{c['name']}: {image} has no tag"
             assert tag != "latest", f"{rid}/{c['name']}: {image} uses latest"
             assert not digest or re.fullmatch(r"sha256:[0-9a-f]{64}", digest), image
+
+
+def test_digest_scenario_pins_every_image_by_digest(rendered):
+    images = [c["image"] for _, spec in pod_specs(rendered["ingress-values"]) for c in containers(spec)]
+    assert images and all(re.search(r"@sha256:[0-9a-f]{64}$", i) for i in images), images
+
+
+def test_pod_disruption_budgets(rendered):
+    docs = rendered["default-values"]
+    mlflow = find(docs, "PodDisruptionBudget", f"{FULL}-mlflow")["spec"]
+    assert mlflow == {"maxUnavailable": 1, "selector": {"matchLabels": _selector("mlflow")}}
+    pg = find(docs, "PodDisruptionBudget", f"{FULL}-postgresql")["spec"]
+    assert pg == {"minAvailable": 1, "selector": {"matchLabels": _selector("postgresql")}}
+    external = {d["metadata"]["name"] for d in by_kind(rendered["external-values"], "PodDisruptionBudget")}
+    assert external == {f"{FULL}-mlflow"}  # no in-cluster Postgres there
+
+
+def test_internet_egress_is_opt_in_and_scoped(helm_bin: Path):
+    docs = render(helm_bin, extra=("--set", "networkPolicy.internet.enabled=true"))
+    spec = find(docs, "NetworkPolicy", f"{FULL}-internet")["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"opensora.io/client": "true"}}
+    assert spec["egress"][0]["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert spec["egress"][0]["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]
 
 
 def test_default_images_match_the_project_versions(rendered):
@@ -689,6 +818,36 @@ def test_deploy_guide_matches_the_chart():
     ):
         assert needle in guide, f"docs/deploy.md lacks {needle!r}"
     # Every resource name the guide tells users to delete or port-forward exists in the default install.
-    names = {name for _, name in DEFAULT_RESOURCES} | {f"{FULL}-mlflow-auth", "opensora-mlflow-credentials"}
+    names = {name for _, name in DEFAULT_RESOURCES} | {
+        f"{FULL}-mlflow-auth",
+        "opensora-mlflow-credentials",
+        "opensora-platform-s3",
+        f"{FULL}-postgresql",
+    }
     mentioned = set(re.findall(r"\b(opensora-opensora-platform(?:-[a-z0-9]+)*)\b", guide))
     assert mentioned <= names, mentioned - names
+
+
+def test_launch_policy_values_reach_the_pipeline_configmap(helm_bin):
+    """pipelines.launchPolicy lists become the comma-separated OPENSORA_ALLOWED_* keys the train step reads
+    (launchers.policy.LaunchPolicy.from_env); the model-cache claim is always allowed when the chart makes it."""
+    from launchers.policy import LaunchPolicy
+
+    extra = (
+        "--set",
+        "pipelines.launchPolicy.namespaces={ml-a,ml-b}",
+        "--set",
+        "pipelines.launchPolicy.pvcs={datasets}",
+        "--set",
+        "pipelines.launchPolicy.secrets={hf-token}",
+    )
+    docs = render(helm_bin, extra=extra)
+    data = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "opensora-platform")[
+        "data"
+    ]
+    assert data["OPENSORA_ALLOWED_NAMESPACES"] == "ml-a,ml-b"
+    assert data["OPENSORA_ALLOWED_PVCS"] == "opensora-model-cache,datasets"
+    assert data["OPENSORA_ALLOWED_SECRETS"] == "hf-token"
+    assert data["OPENSORA_ALLOWED_SERVICE_ACCOUNTS"] == ""
+    policy = LaunchPolicy.from_env("ml", data)
+    assert policy.namespaces == ("ml", "ml-a", "ml-b") and policy.pvcs == ("opensora-model-cache", "datasets")

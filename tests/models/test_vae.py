@@ -213,12 +213,11 @@ def test_vae_decode_benchmark_runs_with_tiny_sizes():
 
 
 def test_builders_accept_the_typed_run_config_sections():
-    sections = pytest.importorskip("opensora_core.config.sections")
+    from opensora_core.config import TEXT_ENCODER_TYPES, VAE_TYPES
     from opensora_core.models.text_encoders import build_text_encoder
 
-    cfg = sections.VideoAutoencoderKLConfig(
-        type="VideoAutoencoderKL", from_pretrained=TINY, micro_batch_size=2
-    )
+    # the run config validates vae / text_encoder with the very classes the builders use (one declaration)
+    cfg = VAE_TYPES["VideoAutoencoderKL"](type="VideoAutoencoderKL", from_pretrained=TINY, micro_batch_size=2)
     assert build_vae(cfg).micro_batch_size == 2
-    t5 = sections.T5Config(type="t5", from_pretrained="debug/tiny-t5", model_max_length=10)
+    t5 = TEXT_ENCODER_TYPES["t5"](type="t5", from_pretrained="debug/tiny-t5", model_max_length=10)
     assert build_text_encoder(t5).encode(["a red circle"])["y"].shape == (1, 1, 10, 32)

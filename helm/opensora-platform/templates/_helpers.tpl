@@ -321,21 +321,44 @@ S3 key-pair Secret: objectStorage.existingSecret, else the generated Secret, who
 {{/* ---------- Generated secrets ---------- */}}
 
 {{/*
-A random value that survives upgrades: the value already stored in the Secret when it exists
-(lookup needs a cluster; `helm template` gets a fresh random value), else a new one. Base64-encoded.
-dict "ctx" . "name" secretName "key" dataKey "length" 32
+The credential Secrets the hook Job `<fullname>-secrets` creates once (files/generate_once.py): a YAML list
+of {name, labels, data: {key: {random: length} | {value: text}}}. Helm never renders them, so no render
+depends on a random value or on `lookup`, and an upgrade never changes a stored password.
 */}}
-{{- define "opensora.secretValue" -}}
-{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .name -}}
-{{- $current := "" -}}
-{{- if $existing -}}
-{{- $current = dig "data" .key "" $existing -}}
+{{- define "opensora.generatedSecrets" -}}
+{{- $list := list -}}
+{{- if and .Values.postgresql.enabled (not .Values.postgresql.auth.existingSecret) -}}
+{{- $list = append $list (dict "name" (include "opensora.database.secretName" .) "component" "postgresql" "data" (dict .Values.postgresql.auth.passwordKey (dict "random" 32))) -}}
 {{- end -}}
-{{- if $current -}}
-{{- $current -}}
-{{- else -}}
-{{- randAlphaNum (int .length) | b64enc -}}
+{{- if and .Values.mlflow.auth.enabled (not .Values.mlflow.auth.existingSecret) -}}
+{{- $list = append $list (dict "name" (include "opensora.mlflow.auth.secretName" .) "component" "mlflow" "data" (dict .Values.mlflow.auth.adminPasswordKey (dict "random" 24) .Values.mlflow.auth.flaskSecretKeyKey (dict "random" 48))) -}}
 {{- end -}}
+{{- if and .Values.mlflow.auth.enabled (not .Values.pipelines.mlflowCredentials.existingSecret) -}}
+{{- $list = append $list (dict "name" (include "opensora.mlflow.pipelineSecretName" .) "component" "pipelines" "data" (dict "MLFLOW_TRACKING_USERNAME" (dict "value" .Values.pipelines.mlflowCredentials.username) "MLFLOW_TRACKING_PASSWORD" (dict "random" 32))) -}}
+{{- end -}}
+{{- if and (eq .Values.objectStorage.provider "seaweedfs") (not .Values.objectStorage.existingSecret) -}}
+{{- include "opensora.s3.validateGeneratedKeys" . -}}
+{{- $list = append $list (dict "name" (include "opensora.s3.secretName" .) "component" "seaweedfs" "data" (dict .Values.objectStorage.accessKeyIdKey (dict "random" 20) .Values.objectStorage.secretAccessKeyKey (dict "random" 40))) -}}
+{{- end -}}
+{{- $out := list -}}
+{{- range $list -}}
+{{- $labels := include "opensora.componentSelectorLabels" (dict "ctx" $ "component" .component) | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/part-of" "opensora-platform" -}}
+{{- $_ := set $labels "app.kubernetes.io/managed-by" "opensora-secrets-hook" -}}
+{{- $out = append $out (dict "name" .name "labels" $labels "data" .data) -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* Hook annotations of the secrets hook's resources (dict "weight" "-20"). */}}
+{{- define "opensora.secretsHook.annotations" -}}
+helm.sh/hook: pre-install,pre-upgrade
+helm.sh/hook-weight: {{ .weight | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+{{- end -}}
+
+{{- define "opensora.secretsHook.name" -}}
+{{- include "opensora.componentName" (dict "ctx" . "component" "secrets") -}}
 {{- end -}}
 
 {{/* ---------- Network policy peers ---------- */}}
@@ -372,4 +395,37 @@ dict "ctx" . "name" secretName "key" dataKey "length" 32
 {{- with .Values.networkPolicy.extraClients }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* Fails unless MLflow is exposed outside the cluster only with auth and TLS (or an explicit override). */}}
+{{- define "opensora.mlflow.validateExposure" -}}
+{{- $m := .Values.mlflow -}}
+{{- if and $m.ingress.enabled (not $m.ingress.dangerouslyAllowInsecure) -}}
+{{- if not $m.auth.enabled -}}
+{{- fail "mlflow.ingress.enabled with mlflow.auth.enabled=false would publish MLflow without authentication (anyone could delete artifacts, move aliases, register models that run code): enable mlflow.auth, or set mlflow.ingress.dangerouslyAllowInsecure=true if something in front of the Ingress authenticates" -}}
+{{- end -}}
+{{- if not $m.ingress.tls -}}
+{{- fail "mlflow.ingress.enabled without mlflow.ingress.tls would send MLflow passwords and artifacts in clear text: set mlflow.ingress.tls (secretName + hosts), or set mlflow.ingress.dangerouslyAllowInsecure=true if TLS ends before the Ingress" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (has $m.service.type (list "LoadBalancer" "NodePort")) (not $m.service.dangerouslyAllowInsecure) -}}
+{{- fail (printf "mlflow.service.type=%s exposes MLflow's plain HTTP outside the cluster: use mlflow.ingress with TLS, or set mlflow.service.dangerouslyAllowInsecure=true if your load balancer terminates TLS (and keep mlflow.auth.enabled)" $m.service.type) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Egress rule to the Kubernetes API server (networkPolicy.kubernetesApi). */}}
+{{- define "opensora.networkPolicy.kubeApiRule" -}}
+- to:
+    {{- range .Values.networkPolicy.kubernetesApi.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+        {{- if eq . "0.0.0.0/0" }}
+        except: [169.254.169.254/32]
+        {{- end }}
+    {{- end }}
+  ports:
+    {{- range .Values.networkPolicy.kubernetesApi.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
 {{- end -}}

@@ -8,7 +8,8 @@ Parameters (all overridable per run; the compiled presets only change defaults):
 
 - data and config: ``config`` (a path inside the images, e.g. ``configs/opensora/train/16x512x512.py``),
   ``cfg_options`` (``KEY=VALUE`` overrides), ``raw_data_uri`` (videos + captions, ``s3://`` or a path),
-  ``metadata_uri`` (empty: ``{raw_data_uri}/meta.csv``), ``outputs_uri`` / ``eval_output_uri`` (checkpoints and
+  ``metadata_uri`` (empty: the run-scoped ``{prepared_data_uri}/{pipeline run id}/meta.csv``, never a
+  file inside the raw input), ``outputs_uri`` / ``eval_output_uri`` (checkpoints and
   evaluation videos go to ``{uri}/{pipeline run id}``);
 - scale: ``launcher`` (pytorchjob | trainjob | local), ``num_nodes``, ``gpus_per_node``, ``procs_per_node`` (CPU
   jobs, local), ``sp_size``, ``accelerator_type``, ``tolerations`` (list of Kubernetes tolerations),
@@ -120,6 +121,7 @@ def train_pipeline(
     cfg_options: list = [],  # noqa: B006 - KFP reads defaults from the signature
     raw_data_uri: str = "s3://opensora-datasets/raw",
     metadata_uri: str = "",
+    prepared_data_uri: str = "s3://opensora-datasets/prepared",
     outputs_uri: str = "s3://opensora-checkpoints/runs",
     eval_output_uri: str = "s3://opensora-checkpoints/eval",
     launcher: str = "pytorchjob",
@@ -163,8 +165,15 @@ def train_pipeline(
     """prepare_data -> train -> evaluate -> register (see the module docstring for the parameters)."""
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
-    prep = prepare_data(raw_data_uri=raw_data_uri, metadata_uri=metadata_uri, workers=prepare_workers)
-    # cached: the same raw data, metadata target and workers give the same table (and its SHA-256)
+    prep = prepare_data(
+        raw_data_uri=raw_data_uri,
+        metadata_uri=metadata_uri,
+        prepared_root_uri=prepared_data_uri,
+        run_id=run_id,
+        workers=prepare_workers,
+    )
+    # cached: run_id is an input, so a cache hit only happens when a retry of the same run repeats the step
+    # (new data under the same raw_data_uri in a later run is always probed again)
     prep.set_display_name("prepare-data").set_container_image(runtime_image).set_caching_options(True)
     _cluster_wiring(prep, config_map_name, s3_secret_name, mlflow_secret_name)
 

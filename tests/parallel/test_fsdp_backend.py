@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from opensora_core.checkpoint import OptimizerFiles
-from opensora_core.parallel.backends import build_backend
+from opensora_core.parallel import build_backend
 from opensora_core.parallel.fsdp import FSDP2Backend
 from opensora_core.parallel.mesh import Mesh, build_mesh
 from tests.parallel.dist_harness import run_world

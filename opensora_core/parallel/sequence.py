@@ -244,7 +244,7 @@ def _supported_model(model: nn.Module) -> str:
     )
     supported = [name for name, entry in MODELS.items() if entry.caps.sequence_parallel]
     raise ValueError(
-        f"sequence parallelism supports {' and '.join(supported)} models, got {type(model).__name__}{hint}; "
+        f"sequence parallelism supports {', '.join(supported)} models, got {type(model).__name__}{hint}; "
         "set sp_size=1 (plugin zero2/ddp/fsdp2) for other models"
     )
 

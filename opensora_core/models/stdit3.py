@@ -198,8 +198,10 @@ class STDiT3(nn.Module):
 
     Arguments are Open-Sora's STDiT3Config fields plus ``dtype`` (input cast; default: the parameter dtype),
     ``attn_backend`` and ``grad_checkpointing``. ``only_train_temporal`` freezes everything but the temporal
-    blocks, ``freeze_y_embedder`` the caption projection. ``enable_sequence_parallelism`` is the reference's
-    own flag and is rejected: use ``sp_size`` (``opensora_core.parallel.apply_sequence_parallel``).
+    blocks, ``freeze_y_embedder`` the caption projection. ``enable_flash_attn`` picks the flash backend where
+    usable; ``enable_layernorm_kernel`` is accepted and uses torch LayerNorm (same function as apex's fused
+    kernel). ``enable_sequence_parallelism`` is the reference's own flag and is rejected: use ``sp_size``
+    (``opensora_core.parallel.apply_sequence_parallel``).
     """
 
     def __init__(

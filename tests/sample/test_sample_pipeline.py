@@ -131,7 +131,8 @@ def test_stdit2_gets_size_info_with_ar_width_over_height(tmp_path):
 
 def test_stdit3_with_rflow_samples_one_batched_forward_per_step_with_size_info(tmp_path):
     stdit3 = {"_delete_": True, "type": "STDiT3-XL/2", "depth": 1, "hidden_size": 32, "num_heads": 2}
-    rflow = {"_delete_": True, "type": "rflow", "num_sampling_steps": 3, "use_timestep_transform": True}
+    # no timestep transform: as in the reference it maps every t to 0 for 1 < num_frames < 17 (here 8)
+    rflow = {"_delete_": True, "type": "rflow", "num_sampling_steps": 3}
     cfg = _cfg(
         tmp_path,
         model={**stdit3, "patch_size": (1, 4, 4), "input_sq_size": 32},
@@ -147,6 +148,7 @@ def test_stdit3_with_rflow_samples_one_batched_forward_per_step_with_size_info(t
     assert _steps_per_clip(models.scheduler) == 3  # the progress bar counts steps, not rflow's time axis
     args, info = calls[0]
     assert args[0].shape[0] == 2 and info["fps"].tolist() == [24.0, 24.0]
+    assert [a[1][0].item() for a, _ in calls] == pytest.approx([1000.0, 2000 / 3, 1000 / 3])
     assert info["height"][0] == 32 and info["num_frames"][0] == 8 and "ar" not in info
     assert read_sample(path).shape == (8, 32, 32, 3)
 

@@ -576,7 +576,9 @@ def _plaintext_credentials(docs: list[dict]) -> list[str]:
         rid = f"{d['kind']}/{d['metadata']['name']}"
         if d["kind"] == "ConfigMap":
             for key, value in d.get("data", {}).items():
-                if SENSITIVE.search(key) and not key.endswith(("_SECRET", "_KEY_KEY", "_KEY_ID_KEY")):
+                if SENSITIVE.search(key) and not key.endswith(
+                    ("_SECRET", "_SECRETS", "_KEY_KEY", "_KEY_ID_KEY")
+                ):
                     found.append(f"{rid}: data key {key}")
                 if userinfo.search(value) or re.search(r"(?im)^\s*\w*password\s*=", value):
                     found.append(f"{rid}: data {key} holds a credential")
@@ -846,3 +848,28 @@ def test_deploy_guide_matches_the_chart():
     }
     mentioned = set(re.findall(r"\b(opensora-opensora-platform(?:-[a-z0-9]+)*)\b", guide))
     assert mentioned <= names, mentioned - names
+
+
+def test_launch_policy_values_reach_the_pipeline_configmap(helm_bin):
+    """pipelines.launchPolicy lists become the comma-separated OPENSORA_ALLOWED_* keys the train step reads
+    (launchers.policy.LaunchPolicy.from_env); the model-cache claim is always allowed when the chart makes it."""
+    from launchers.policy import LaunchPolicy
+
+    extra = (
+        "--set",
+        "pipelines.launchPolicy.namespaces={ml-a,ml-b}",
+        "--set",
+        "pipelines.launchPolicy.pvcs={datasets}",
+        "--set",
+        "pipelines.launchPolicy.secrets={hf-token}",
+    )
+    docs = render(helm_bin, extra=extra)
+    data = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "opensora-platform")[
+        "data"
+    ]
+    assert data["OPENSORA_ALLOWED_NAMESPACES"] == "ml-a,ml-b"
+    assert data["OPENSORA_ALLOWED_PVCS"] == "opensora-model-cache,datasets"
+    assert data["OPENSORA_ALLOWED_SECRETS"] == "hf-token"
+    assert data["OPENSORA_ALLOWED_SERVICE_ACCOUNTS"] == ""
+    policy = LaunchPolicy.from_env("ml", data)
+    assert policy.namespaces == ("ml", "ml-a", "ml-b") and policy.pvcs == ("opensora-model-cache", "datasets")

@@ -7,15 +7,16 @@ import json
 import pandas as pd
 import pytest
 
-from opensora_core.io.registry import (
+from opensora_core.config import load_config
+from opensora_core.model_registry import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     check_gate,
-    config_sha256,
     register_checkpoint,
     safe_tags,
     scrub_uri,
 )
+from opensora_core.train.reporting import run_tags
 from tests.eval.tiny_checkpoint import make_tiny_checkpoint
 
 SECRET = "s3cr3t-value-never-logged"
@@ -48,17 +49,6 @@ def test_scrub_and_safe_tags():
         {"aws_secret_access_key": "x", "api_token": "y", "uri": "http://a:b@h/p", "n": None, "k": 1}
     )
     assert tags == {"uri": "http://h/p", "k": "1"}
-
-
-def test_config_hash_ignores_output_locations():
-    a = {"model": {"type": "STDiT-XL/2"}, "outputs": "/a", "dataset": {"type": "x", "data_path": "/a.csv"}}
-    b = {
-        "dataset": {"data_path": "/b.csv", "type": "x"},
-        "outputs": "s3://b",
-        "model": {"type": "STDiT-XL/2"},
-    }
-    assert config_sha256(a) == config_sha256(b)
-    assert config_sha256(a) != config_sha256({**a, "lr": 1.0})
 
 
 # ------------------------------------------------------------------------------------ integration
@@ -101,6 +91,8 @@ def test_registry_aliases_gate_idempotency_lineage(mlflow_server, checkpoints, m
     assert tags["opensora.text_encoder"] == "debug/tiny-t5"
     assert tags["opensora.gate_passed"] == "false"
     assert tags["opensora.global_step"] == "7"
+    # the training run of this checkpoint's config carries the same config hash
+    assert tags["opensora.config_sha256"] == run_tags(load_config(first / "config.json"), {})["config_hash"]
 
     # 2. the same checkpoint again, gate now passing: same version reused, champion set
     r2 = register_checkpoint(
@@ -172,7 +164,7 @@ def test_promotion_refuses_versions_not_registered_by_the_pipeline(mlflow_server
     import mlflow
     from mlflow import MlflowClient
 
-    from opensora_core.io.registry import ProvenanceError, sha256_of
+    from opensora_core.model_registry import ProvenanceError, sha256_of
 
     first, second = checkpoints
     client = MlflowClient(mlflow_server.uri)

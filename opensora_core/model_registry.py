@@ -1,6 +1,6 @@
 """MLflow model registry: log a trained checkpoint as a pyfunc model, register it with lineage, set aliases.
 
-    from opensora_core.io.registry import register_checkpoint
+    from opensora_core.model_registry import register_checkpoint
     result = register_checkpoint(
         "s3://ckpts/run1/000-STDiT-XL-2/epoch3-global_step4000", "opensora-stdit",
         tracking_uri="http://mlflow:5000", run_id=eval_run_id,
@@ -38,7 +38,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,7 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from opensora_core.io.tracking import is_secret_key
+from opensora_core.config.hints import is_secret_key
+from opensora_core.config.identity import config_hash, git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -118,33 +118,6 @@ def sha256_of(uri: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def config_sha256(config: Mapping[str, Any]) -> str:
-    """Hash of a resolved config dict, independent of key order and of where the run wrote its outputs."""
-    cleaned = {k: v for k, v in config.items() if k not in ("outputs", "load", "save_dir")}
-    dataset = cleaned.get("dataset")
-    if isinstance(dataset, Mapping):
-        cleaned["dataset"] = {k: v for k, v in dataset.items() if k != "data_path"}
-    text = json.dumps(cleaned, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
-    """The source commit: ``$OPENSORA_GIT_COMMIT`` (set in images), else ``git rev-parse HEAD`` of the checkout
-    holding ``path`` (default: this package), else None."""
-    env = os.environ.get("OPENSORA_GIT_COMMIT", "").strip()
-    if env:
-        return env
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
 def scrub_uri(value: str) -> str:
@@ -448,7 +421,7 @@ def register_checkpoint(
                     f"{TAG_PREFIX}checkpoint_uri": checkpoint,
                     f"{TAG_PREFIX}checkpoint_sha256": sha,
                     f"{TAG_PREFIX}weights": weights,
-                    f"{TAG_PREFIX}config_sha256": config_sha256(config),
+                    f"{TAG_PREFIX}config_sha256": config_hash(config),
                     f"{TAG_PREFIX}model_type": (config.get("model") or {}).get("type"),
                     f"{TAG_PREFIX}global_step": states.get("global_step"),
                     f"{TAG_PREFIX}train_run_id": states.get("mlflow_run_id"),
@@ -477,7 +450,7 @@ def register_checkpoint(
                     name="model",
                     loader_module=__name__,
                     data_path=str(data),
-                    code_paths=[str(Path(__file__).resolve().parents[1])],
+                    code_paths=[str(Path(__file__).resolve().parent)],
                     pip_requirements=_requirements(),
                     signature=_signature(),
                     metadata={"opensora": card},

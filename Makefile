@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-colossalai.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-colossalai.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0          # local CPU wheel; install first so nothing pulls CUDA
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
+	$(PIP) install -q --no-deps -r requirements-nodeps.txt   # scenedetect without opencv-python (see the file)
 	# ColossalAI without its declared pins (they would replace torch with an old CUDA build)
 	$(PIP) install -q -r requirements-colossalai.txt
 	$(PIP) install -q --no-deps colossalai==0.5.0 galore-torch==1.0
@@ -31,8 +32,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow" -q
 
+# ruff, and the import rules of .importlinter (layers, no circles, no kfp/kubernetes; see ARCHITECTURE.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

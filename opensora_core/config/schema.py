@@ -306,6 +306,24 @@ class RunConfig(Section):
     max_bad_steps: NonNegInt = Field(
         5, description="Ours: abort after this many consecutive steps with a non-finite loss or grad norm."
     )
+    save_retries: NonNegInt = Field(
+        2,
+        description="Ours: extra attempts of a failed periodic checkpoint save (with backoff) before skipping it.",
+    )
+    save_retry_backoff_s: NonNegFloat = Field(
+        5.0, description="Ours: seconds before the first save retry; doubles per attempt (at most 300)."
+    )
+    max_failed_saves: PosInt = Field(
+        3, description="Ours: stop training after this many consecutive skipped periodic saves."
+    )
+    final_save_retries: NonNegInt = Field(
+        8, description="Ours: extra attempts of the final checkpoint save before the run fails."
+    )
+    experiment_folder: Literal["new", "latest"] = Field(
+        "new",
+        description="Ours: `new`: the next `NNN-model` folder under outputs; `latest`: continue in the newest "
+        "one (so restarts before the first checkpoint stay in one folder; the pipeline sets it).",
+    )
     load: str | None = Field(None, description="Checkpoint directory to resume from (`--load`).")
     start_from_scratch: Bool = Field(
         False, description="With load: keep weights/optimizer but reset epoch, step and sampler."

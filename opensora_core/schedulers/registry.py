@@ -47,6 +47,11 @@ class IDDPMConfig(Section):
     preserve_reference: Bool | None = Field(
         None, description="Ours: keep mask-0 reference frames exactly in masked sampling (reference: False)."
     )
+    schedule_dtype: Literal["float32", "float64"] | None = Field(
+        None,
+        description='Dtype the respaced schedule is computed in: "float32" as Open-Sora 1.1+ (default), '
+        '"float64" as Open-Sora 1.0.',
+    )
 
     @model_validator(mode="after")
     def _check_steps(self) -> IDDPMConfig:

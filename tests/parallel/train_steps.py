@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from opensora_core.parallel.backends import build_backend
+from opensora_core.parallel import build_backend
 from opensora_core.parallel.mesh import Mesh
 from opensora_core.parallel.sequence import apply_sequence_parallel
 from opensora_core.schedulers import build_scheduler

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from opensora_core.config import load_config
 from opensora_core.models import build_model
+from opensora_core.testing.faults import NAN_STEPS_ENV, PAUSE_AFTER_STEP_ENV, Faults
 from opensora_core.train import checkpoint as ckpt
 from opensora_core.train import train
 from opensora_core.train.components import model_build_kwargs
@@ -152,6 +154,20 @@ def test_start_from_scratch_keeps_weights_and_optimizer_resets_counters(trained,
     opt = torch.load(Path(result.checkpoint_dir) / "optimizer.pt", weights_only=True)
     steps = {float(s["step"]) for s in opt["optimizer"]["state"].values()}
     assert steps == {6.0}  # 4 loaded optimizer steps + 2 new ones
+
+
+def test_faults_from_env():
+    faults = Faults.from_env({NAN_STEPS_ENV: " 2, 3,", PAUSE_AFTER_STEP_ENV: "5"})
+    assert faults == Faults(frozenset({2, 3}), 5)
+    assert Faults.from_env({}) == Faults()
+    assert math.isnan(faults.poison_loss(1.0, step=2, rank=0))
+    assert faults.poison_loss(1.0, step=2, rank=1) == 1.0  # rank 0 only
+    assert faults.poison_loss(1.0, step=4, rank=0) == 1.0
+    faults.pause_if_due(4)  # not the pause step: returns at once
+    with pytest.raises(ValueError, match=NAN_STEPS_ENV):
+        Faults.from_env({NAN_STEPS_ENV: "two"})
+    with pytest.raises(ValueError, match=PAUSE_AFTER_STEP_ENV):
+        Faults.from_env({PAUSE_AFTER_STEP_ENV: "x"})
 
 
 def test_nan_steps_are_skipped_and_counted(tiny_config, monkeypatch: pytest.MonkeyPatch):

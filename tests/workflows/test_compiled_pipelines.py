@@ -71,7 +71,7 @@ def test_passthrough_secrets_pvc_tolerations_and_gpus():
     s3 = next(
         s
         for s in train["secretAsEnv"]
-        if s["secretNameParameter"]["componentInputParameter"] == "s3_secret_name"
+        if s["secretNameParameter"]["componentInputParameter"] == "train_s3_secret_name"
     )
     assert {m["envVar"] for m in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     mlflow = next(s for s in train["secretAsEnv"] if s["optional"])
@@ -152,3 +152,16 @@ def test_presets_load_for_training_and_evaluation(tmp_path):
         sampling = sampling.model_copy(update={"prompt": ["a red square moving left"]})
         sampling.check_ready(training=False)
         assert sampling.dataset.data_path == "s3://d/meta.csv" and sampling.num_frames == 16
+
+
+def test_caching_on_for_prepare_and_evaluate_off_for_train_and_policy_env_for_train():
+    spec, executors = _load(WORKFLOWS_DIR / "train_512.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+    cached = {name: bool(task.get("cachingOptions", {}).get("enableCache")) for name, task in tasks.items()}
+    assert cached == {"prepare-data": True, "train": False, "evaluate": True, "register": False}
+    env = {e["envVar"] for entry in executors["exec-train"]["configMapAsEnv"] for e in entry["keyToEnv"]}
+    assert {"OPENSORA_ALLOWED_NAMESPACES", "OPENSORA_ALLOWED_PVCS", "OPENSORA_ALLOWED_SECRETS"} <= env
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"queue_name", "priority_class", "shm_size", "nccl_env", "affinity", "grace_period_s"} <= set(
+        inputs
+    )

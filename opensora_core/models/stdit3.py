@@ -12,7 +12,7 @@ reference because trained weights depend on it:
   input_sq_size`` and ``base_size = round(sqrt(S))``; no temporal table;
 - ``x_mask`` frames marked False (conditioning frames) are modulated with the timestep-0 embedding (plus the
   same fps embedding) in every block and in the final layer, where (QUIRK kept for parity) their tokens are
-  normalised and modulated with t, then normalised again and modulated with t0 (:class:`STDiT3FinalLayer`).
+  normalised and modulated with t, then normalised again and modulated with t0 (the shared :class:`~opensora_core.models.layers.T2IFinalLayer`, as in 1.1).
 Not kept: the reference's spatial-token sequence parallelism; ours splits frames exactly like STDiT2's
 (``opensora_core.parallel.sequence``).
 """
@@ -53,7 +53,7 @@ from opensora_core.models.layers import (
     unpatchify,
 )
 
-__all__ = ["STDiT3", "STDiT3Block", "STDiT3FinalLayer"]
+__all__ = ["STDiT3", "STDiT3Block"]
 
 
 class NormThenRopeAttention(Attention):
@@ -145,38 +145,6 @@ class STDiT3Block(nn.Module):
         x_m = t2i_modulate(self.norm2(h), shift_mlp, scale_mlp)
         h = h + self.drop_path(gate_mlp * self.mlp(x_m))
         return h.reshape(B, N, C)
-
-
-class STDiT3FinalLayer(T2IFinalLayer):
-    """The 1.2 final layer: adaLN-single from ``t`` [B, C], then a linear to patch pixels.
-
-    Conditioning frames (x_mask False) reproduce the reference: their modulation with ``t0`` is applied to
-    ``norm_final`` of the tokens *already* modulated with ``t`` (norm_final twice). Same keys as
-    :class:`T2IFinalLayer`. x [B, T*S, C] -> [B, T*S, num_patch * out_channels].
-    """
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        x_mask: torch.Tensor | None = None,
-        t0: torch.Tensor | None = None,
-        T: int | None = None,
-        S: int | None = None,
-    ) -> torch.Tensor:
-        """x [B, N, C], t / t0 [B, C], x_mask bool [B, T] (N = T * S)."""
-        shift, scale = (self.scale_shift_table[None] + t[:, None]).chunk(2, dim=1)  # [B, 1, C] each
-        x = t2i_modulate(self.norm_final(x), shift, scale)
-        if x_mask is None:
-            return self.linear(x)
-        if t0 is None or T is None or S is None:
-            raise ValueError("STDiT3FinalLayer: x_mask needs t0, T and S")
-        shift0, scale0 = (self.scale_shift_table[None] + t0[:, None]).chunk(2, dim=1)
-        x_zero = t2i_modulate(self.norm_final(x), shift0, scale0)  # normalises the modulated tokens
-        b, n, c = x.shape
-        keep = x_mask.to(torch.bool)[:, :, None, None]  # [B, T, 1, 1]
-        x = torch.where(keep, x.view(b, T, S, c), x_zero.view(b, T, S, c)).reshape(b, n, c)
-        return self.linear(x)
 
 
 def _info_tensor(name: str, value: Any, batch: int, device: torch.device) -> torch.Tensor:
@@ -281,7 +249,7 @@ class STDiT3(nn.Module):
 
         self.spatial_blocks = nn.ModuleList(block(i, temporal=False) for i in range(depth))
         self.temporal_blocks = nn.ModuleList(block(i, temporal=True) for i in range(depth))
-        self.final_layer = STDiT3FinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels)
+        self.final_layer = T2IFinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels)
 
         self._init_weights()
         if only_train_temporal:

@@ -121,12 +121,15 @@ class RFlowConfig(Section):
 @dataclass(frozen=True)
 class SchedulerCaps:
     """training: has `training_losses`; sampling: has `sample`; frame_mask: both take a per-frame mask
-    (mask_ratios, reference conditioning); loss_generator: `training_losses` draws from a `generator=`."""
+    (mask_ratios, reference conditioning); loss_generator: `training_losses` draws from a `generator=`;
+    draws_timesteps: the trainer passes no `t` and no noise, `training_losses` draws both (rflow: its t
+    distribution and resolution-dependent transform, in the reference's order t then noise)."""
 
     training: bool
     sampling: bool
     frame_mask: bool
     loss_generator: bool = False
+    draws_timesteps: bool = False
 
 
 SCHEDULERS: dict[str, Entry[SchedulerCaps]] = {
@@ -148,7 +151,7 @@ SCHEDULERS: dict[str, Entry[SchedulerCaps]] = {
     "rflow": Entry(
         RFlowConfig,
         "opensora_core.schedulers.rflow:RFlow",
-        SchedulerCaps(training=True, sampling=True, frame_mask=True, loss_generator=True),
+        SchedulerCaps(training=True, sampling=True, frame_mask=True, loss_generator=True, draws_timesteps=True),
     ),
 }
 

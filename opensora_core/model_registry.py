@@ -306,6 +306,44 @@ def _find_version(client: Any, name: str, sha: str) -> Any:
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
+class ProvenanceError(RuntimeError):
+    """A model version's tags or artifacts are not what the pipeline registered: it is not promoted."""
+
+
+def check_provenance(
+    client: Any, tracking_uri: str, name: str, version: str, sha: str, *, require_lineage: bool
+) -> None:
+    """Raise :class:`ProvenanceError` unless version ``version`` of ``name`` holds the checkpoint hashed ``sha``.
+
+    Loading a registered model runs its Python code (MLflow pyfunc), so an alias is only moved to a version whose
+    ``opensora.checkpoint_sha256`` tag is ``sha``, whose logged weights file hashes to ``sha`` (downloaded and
+    checked here) and, with ``require_lineage``, which carries the ``opensora.pipeline_run_id`` lineage tag.
+    """
+    import mlflow
+
+    tags = client.get_model_version(name, version).tags
+    where = f"model {name} version {version}"
+    if require_lineage and not tags.get(f"{TAG_PREFIX}pipeline_run_id"):
+        raise ProvenanceError(
+            f"{where} has no {TAG_PREFIX}pipeline_run_id tag: not registered by the pipeline"
+        )
+    if tags.get(f"{TAG_PREFIX}checkpoint_sha256") != sha:
+        raise ProvenanceError(f"{where}: tag {TAG_PREFIX}checkpoint_sha256 is not the checkpoint's {sha}")
+    with tempfile.TemporaryDirectory(prefix="opensora-provenance-") as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=client.get_model_version_download_uri(name, version),
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+            )
+        )
+        found = sorted(local.rglob(WEIGHTS_FILE))
+        if len(found) != 1 or sha256_of(found[0]) != sha:
+            raise ProvenanceError(
+                f"{where}: its {WEIGHTS_FILE} artifact does not hash to the checkpoint's {sha}"
+            )
+
+
 def register_checkpoint(
     checkpoint: str,
     model_name: str,
@@ -318,13 +356,16 @@ def register_checkpoint(
     lineage: Mapping[str, Any] | None = None,
     weights: str = "ema",
     aliases: Sequence[str] = (CANDIDATE_ALIAS,),
+    require_lineage: bool = False,
 ) -> RegistrationResult:
     """Log ``checkpoint`` as a pyfunc model and register it as a version of ``model_name`` (module docstring).
 
     ``run_id``: the MLflow run to log the model into (the evaluation run, so the version links to its
     metrics); None creates a run in ``experiment``. ``metrics`` feed the gate and are recorded with the version;
     ``lineage`` keys: dataset_uri, dataset_sha256, git_commit (default: :func:`git_commit`), image,
-    pipeline_run_id. ``aliases`` are always set; ``champion`` is added when the gate passes.
+    pipeline_run_id. ``aliases`` are always set; ``champion`` is added when the gate passes. Before any alias
+    moves, :func:`check_provenance` checks the version (``require_lineage``: it must carry the pipeline's
+    lineage tag; the register step sets it), so a reused version someone else registered is never promoted.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -413,6 +454,7 @@ def register_checkpoint(
     for key, value in metrics.items():
         if math.isfinite(value) and not is_secret_key(key):
             client.set_model_version_tag(model_name, version, f"{TAG_PREFIX}metric.{key}", f"{value:.6g}")
+    check_provenance(client, uri, model_name, version, sha, require_lineage=require_lineage)
     set_aliases = list(dict.fromkeys(aliases))
     if gate_result.passed:
         set_aliases.append(CHAMPION_ALIAS)

@@ -322,7 +322,9 @@ class _ProgressModel:
 
 
 def _steps_per_clip(scheduler: Any) -> int:
-    return int(getattr(scheduler, "num_timesteps", None) or scheduler.num_sampling_steps)
+    """Model evaluations per clip: the sampling steps (rflow, DPM-Solver), else IDDPM's respaced timesteps
+    (rflow's ``num_timesteps`` is the length of its time axis, not a step count)."""
+    return int(getattr(scheduler, "num_sampling_steps", None) or scheduler.num_timesteps)
 
 
 # ----------------------------------------------------------------------------------------------- runner

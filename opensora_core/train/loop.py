@@ -385,17 +385,22 @@ class Trainer:
         if frame_mask is not None:
             model_kwargs["x_mask"] = frame_mask
         scheduler = self.comps.scheduler
-        t = torch.randint(0, scheduler.num_timesteps, (x.shape[0],), generator=gen, device=self.device)
-        noise = torch.randn(x.shape, generator=gen, device=self.device, dtype=x.dtype)
+        caps = scheduler_caps(cfg.scheduler.type)
+        t: torch.Tensor | None = None
+        noise: torch.Tensor | None = None
+        if not caps.draws_timesteps:  # rflow draws t (its distribution + transform) and noise itself
+            t = torch.randint(0, scheduler.num_timesteps, (x.shape[0],), generator=gen, device=self.device)
+            noise = torch.randn(x.shape, generator=gen, device=self.device, dtype=x.dtype)
         if not self._flops_counted:
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):  # the step's draws must not depend on this
-                self._count_flops(x, t, model_kwargs)
+                flop_t = t if t is not None else torch.zeros(x.shape[0], device=self.device)
+                self._count_flops(x, flop_t, model_kwargs)
 
-        extra = {"generator": gen} if scheduler_caps(cfg.scheduler.type).loss_generator else {}
+        extra = {"generator": gen} if caps.loss_generator else {}
         with self.backend.autocast():
             terms = scheduler.training_losses(
-                self.backend.model, x, t, model_kwargs=model_kwargs, noise=noise, mask=frame_mask, **extra
+                self.backend.model, x, t=t, model_kwargs=model_kwargs, noise=noise, mask=frame_mask, **extra
             )
             loss = terms["loss"].mean()
         loss = self.faults.poison_loss(loss, step_number, self.env.rank)

@@ -155,3 +155,35 @@ def test_bad_arguments(checkpoints):
         register_checkpoint(str(checkpoints[0]), "bad name!", tracking_uri="sqlite:///x.db")
     with pytest.raises(ValueError, match="lineage keys"):
         register_checkpoint(str(checkpoints[0]), "m", tracking_uri="sqlite:///x.db", lineage={"secret": "x"})
+
+
+@pytest.mark.integration
+def test_promotion_refuses_versions_not_registered_by_the_pipeline(mlflow_server, checkpoints):
+    """Issue 14: a version someone registered with the checkpoint's hash tag but other weights (or without the
+    pipeline's lineage tag) is reused by hash, but never gets an alias: loading it would run its code."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from opensora_core.model_registry import ProvenanceError, sha256_of
+
+    first, second = checkpoints
+    client = MlflowClient(mlflow_server.uri)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    # Register the second checkpoint honestly, then a forged version: first's hash tag, second's weights.
+    honest = register_checkpoint(str(second), "forged-test", tracking_uri=mlflow_server.uri, lineage=LINEAGE)
+    forged_sha = sha256_of(first / "ema.safetensors")
+    source = client.get_model_version("forged-test", honest.version).source
+    forged = mlflow.register_model(
+        source,
+        "forged-test",
+        tags={"opensora.checkpoint_sha256": forged_sha, "opensora.pipeline_run_id": "run-1"},
+    )
+    with pytest.raises(ProvenanceError, match="does not hash to the checkpoint"):
+        register_checkpoint(str(first), "forged-test", tracking_uri=mlflow_server.uri, lineage=LINEAGE)
+    assert client.get_model_version("forged-test", forged.version).aliases == []
+    # A version without the lineage tag: refused when the pipeline requires lineage, accepted otherwise.
+    client.delete_model_version_tag("forged-test", honest.version, "opensora.pipeline_run_id")
+    with pytest.raises(ProvenanceError, match="pipeline_run_id"):
+        register_checkpoint(str(second), "forged-test", tracking_uri=mlflow_server.uri, require_lineage=True)
+    kept = register_checkpoint(str(second), "forged-test", tracking_uri=mlflow_server.uri)
+    assert kept.reused and kept.aliases == [CANDIDATE_ALIAS]

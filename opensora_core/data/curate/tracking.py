@@ -10,6 +10,7 @@ parameters (root, table, shards), metrics per stage (``<stage>/rows_in``, ``<sta
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from opensora_core.data.prepare import _read_table
@@ -37,7 +38,9 @@ def log_dataset_run(
     mlflow.set_tracking_uri(tracking_uri)
     name = run_name or f"curate-{os.path.basename(str(curation['root']).rstrip('/'))}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
-        dataset = mlflow.data.from_pandas(df, source=scrub_uri(table), name=name, digest=digest[:16])
+        with warnings.catch_warnings():  # the source's type ambiguity and the int-column schema hint
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(df, source=scrub_uri(table), name=name, digest=digest[:16])
         mlflow.log_input(dataset, context="training", tags={"sha256": digest})
         mlflow.log_params(
             {

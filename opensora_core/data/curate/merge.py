@@ -1,7 +1,8 @@
 """Merge of the shards of a curation run into one training table and one report; the local sharded run.
 
 :func:`merge_shards` concatenates the shards' last tables (``ROOT/merged.csv``), runs ``dedup`` on the whole
-(duplicates in different shards are found there, ``ROOT/train.csv``), and writes the dataset report to
+(duplicates in different shards are found there; rows are in source order, so the copy kept is the one from
+the first source path, as in an unsharded run; ``ROOT/train.csv``), and writes the dataset report to
 ``ROOT/report/``: ``curation.json`` (per stage: rows in/out summed over shards, shards served from the cache,
 drops per rule; every dropped row with its stage and rule), the histograms and bucket table of
 :func:`.report.dataset_report`, and ``report.html`` (:func:`.report.render_html`, PNGs inlined).
@@ -61,6 +62,14 @@ def _stage_rows(reports: Sequence[tuple[dict[str, Any], bool]]) -> list[dict[str
     return [{**row, "drops": dict(row["drops"].most_common())} for row in stages.values()]
 
 
+def _source_order(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows by (source video, clip path): the order an unsharded run has, so dedup keeps the same row of a
+    duplicate group whatever shards the copies landed in."""
+    sources = df["source_path"] if "source_path" in df else pd.Series([""] * len(df), index=df.index)
+    key = [s if isinstance(s, str) and s else str(p) for s, p in zip(sources, df["path"], strict=True)]
+    return df.assign(_source=key).sort_values(["_source", "path"], kind="stable").drop(columns="_source")
+
+
 def merge_shards(
     results: Sequence[str],
     root: str | os.PathLike[str],
@@ -90,7 +99,7 @@ def merge_shards(
         reports.append((listing, False))
     reports += [(rep, rep["stage"] in shard["cached"]) for shard in shards for rep in shard["reports"]]
     tables = [_read_table(shard["table"]) for shard in shards]
-    merged = pd.concat(tables, ignore_index=True).sort_values("path", kind="stable").reset_index(drop=True)
+    merged = _source_order(pd.concat(tables, ignore_index=True))
     merged_path = _sub(root, "merged.csv")
     write_stage("merge", plan_path, merged_path, merged, len(merged), [], t0, overwrite=False)
     final = merged_path

@@ -37,6 +37,8 @@ def bucket_counts(df: pd.DataFrame, bucket_config: dict[str, Any], frame_interva
     from opensora_core.data.bucket import Bucket
 
     bucket = Bucket(bucket_config)
+    if df.empty:
+        return {"buckets": {}, "no_bucket": {}}
     got = bucket.assign(
         df["num_frames"].to_numpy(),
         df["height"].to_numpy(),

@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from opensora_core.data.curate.common import StageReport, read_stage_input, write_stage
+from opensora_core.data.curate.common import StageReport, map_items, read_stage_input, write_stage
 from opensora_core.data.prepare import _storage, fetch_to_local, is_uri
 
 CLIP_COLUMNS = ["source_path", "start_frame", "end_frame", "cut"]
@@ -241,6 +240,7 @@ def split_scenes(
     config: SceneSplitConfig | None = None,
     workers: int = 1,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> StageReport:
     """Cut every video of the table ``input`` into scene clips in ``clip_dir``; write the clip table ``output``.
 
@@ -259,14 +259,13 @@ def split_scenes(
     videos = [r for r in records if not is_image_path(str(r["path"]))]
     images = [r for r in records if is_image_path(str(r["path"]))]
     stems = _clip_stems([str(r["path"]) for r in videos])
-    if workers > 1 and len(videos) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_split_one, videos, [clips] * len(videos), [cfg] * len(videos), stems))
-    else:
-        results = [_split_one(r, clips, cfg, stem) for r, stem in zip(videos, stems, strict=True)]
+    items = [(r, clips, cfg, stem) for r, stem in zip(videos, stems, strict=True)]
+    results = map_items(_split_one, items, workers, "splitting scenes", "video", progress)
     rows = [r for res in results for r in res["rows"]]
     dropped = [d for res in results for d in res["dropped"]]
-    table = pd.DataFrame(rows + images)
+    table = (
+        pd.DataFrame(rows + images) if rows or images else pd.DataFrame(columns=[*df.columns, *CLIP_COLUMNS])
+    )
     cuts = table["cut"].value_counts().to_dict() if "cut" in table else {}
     return write_stage(
         "split-scenes",

@@ -196,7 +196,8 @@ def _probe(listing: str, out: str, cfg: CurateConfig) -> StageReport:
 
 
 def _stages(cfg: CurateConfig, shard: str) -> list[tuple[str, str, dict[str, Any], Any]]:
-    """``[(stage, output, settings, run(input, output))]`` in order, for the stages ``cfg`` enables."""
+    """``[(stage, output, settings, run(input, output))]`` in order, for the stages ``cfg`` enables (no progress
+    bars: shards run side by side; the shard's log line reports it)."""
     from opensora_core.data.curate import captions, filter, scenes, scores
 
     out: list[tuple[str, str, dict[str, Any], Any]] = []
@@ -204,13 +205,13 @@ def _stages(cfg: CurateConfig, shard: str) -> list[tuple[str, str, dict[str, Any
         sc = cfg.scenes
         out.append(
             ("split-scenes", "clips.csv", sc.model_dump(),
-             lambda i, o: scenes.split_scenes(i, o, _sub(shard, "clips"), sc)),
+             lambda i, o: scenes.split_scenes(i, o, _sub(shard, "clips"), sc, progress=False)),
         )  # fmt: skip
     if cfg.score is not None:
         s = cfg.score
         out.append(
             ("score", "scored.csv", s.model_dump(),
-             lambda i, o: scores.score(i, o, s.motion, s.aesthetic_clip, s.aesthetic_head, s.frames)),
+             lambda i, o: scores.score(i, o, s.motion, s.aesthetic_clip, s.aesthetic_head, s.frames, progress=False)),
         )  # fmt: skip
     if cfg.filter is not None:
         f = cfg.filter

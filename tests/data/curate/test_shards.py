@@ -37,7 +37,7 @@ def _raw(tmp_path: Path) -> tuple[Path, str]:
     (raw / "long1.txt").write_text("three shots of texture")
     copy = next(
         f"{n}.mp4"
-        for n in ("a_copy", "b_copy", "c_copy", "d_copy", "e_copy", "f_copy")
+        for n in (f"z{k}_copy" for k in range(20))  # after long1 in path order: the copy is the one dropped
         if shard_of(str(raw / f"{n}.mp4"), 2) != shard_of(str(raw / "long1.mp4"), 2)
     )
     shutil.copy(raw / "long1.mp4", raw / copy)
@@ -141,3 +141,15 @@ def test_curate_cli_logs_the_dataset_run_to_mlflow(tmp_path: Path) -> None:
     assert {t.key: t.value for t in logged.tags}["mlflow.data.context"] == "training"
     names = {Path(a.path).name for a in MlflowClient(uri).list_artifacts(run_id, "report")}
     assert {"report.html", "curation.json", "hist_duration.png", "hist_motion.png"} <= names
+
+
+def test_a_shard_with_no_usable_video_flows_through_every_stage(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "bad.mp4").write_bytes(b"broken")
+    report = run_curation(raw, tmp_path / "root", CONFIG, num_shards=1, progress=False)
+    stages = _stages(report)
+    assert report["rows"] == 0 and stages["probe"]["drops"] == {"unreadable": 1}
+    assert [stages[s]["num_out"] for s in ("split-scenes", "score", "filter", "caption")] == [0, 0, 0, 0]
+    scored = pd.read_csv(tmp_path / "root" / "shards" / "00000" / "scored.csv")
+    assert "motion" in scored.columns and "source_path" in scored.columns

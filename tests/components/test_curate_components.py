@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from components.curate_shard.component import curate_shard
 from components.merge_shards.component import merge_shards
 from components.plan_shards.component import plan_shards
+from opensora_core.data.curate.shards import shard_of
 from tests.data.curate.media import make_scene_video
 
 CONFIG = {"scenes": {"min_clip_seconds": 0.5}, "score": None, "filter": None}
@@ -21,9 +22,11 @@ CONFIG = {"scenes": {"min_clip_seconds": 0.5}, "score": None, "filter": None}
 def test_plan_curate_merge_components(tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     raw.mkdir()
-    for k in range(3):
-        make_scene_video(raw / f"v{k}.mp4", [12, 12], seed=k)
-        (raw / f"v{k}.txt").write_text(f"video {k}")
+    names = [f"v{k}" for k in range(20)]
+    by_shard = [[n for n in names if shard_of(str(raw / f"{n}.mp4"), 2) == s] for s in (0, 1)]
+    for k, name in enumerate([*by_shard[0][:2], by_shard[1][0]]):  # both shards get files
+        make_scene_video(raw / f"{name}.mp4", [12, 12], seed=k)
+        (raw / f"{name}.txt").write_text(f"video {k}")
     plan = plan_shards.python_func(
         raw_data_uri=str(raw), num_shards=2, curated_root_uri=str(tmp_path / "curated"), run_id="run-1"
     )

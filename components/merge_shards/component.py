@@ -1,7 +1,7 @@
 """Pipeline step `merge_shards`: the shards' tables -> one training table (dedup across shards) + one report.
 
 The body only calls :func:`opensora_core.data.curate.merge.merge_shards` and, with a tracking URI,
-:func:`opensora_core.data.curate.tracking.log_dataset_run`; the ``report`` artifact is the HTML page (counts per
+:func:`opensora_core.io.dataset_run.log_dataset_run`; the ``report`` artifact is the HTML page (counts per
 stage, drop reasons, clips per bucket, histograms inlined) that the KFP UI shows.
 """
 
@@ -37,7 +37,6 @@ def merge_shards(
     from collections import namedtuple
 
     from opensora_core.data.curate.merge import merge_shards as merge
-    from opensora_core.io.registry import sha256_of
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     curation = merge(results, root_uri, config)
@@ -49,10 +48,10 @@ def merge_shards(
     run_id = ""
     uri = tracking_uri.strip() or os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri:
-        from opensora_core.data.curate.tracking import log_dataset_run
+        from opensora_core.io.dataset_run import log_dataset_run
 
         run_id = log_dataset_run(curation, uri, experiment)
-    digest = sha256_of(curation["table"])
+    digest = curation["sha256"]
     report.metadata.update(
         {"metadata_uri": curation["table"], "num_clips": curation["rows"], "sha256": digest}
     )

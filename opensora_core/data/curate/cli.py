@@ -130,7 +130,7 @@ def run_stage(args: argparse.Namespace) -> Any:
 
     result = run_curation(args.input, args.root, args.config, args.shards, args.workers)
     if args.tracking_uri:
-        from opensora_core.data.curate.tracking import log_dataset_run
+        from opensora_core.io.dataset_run import log_dataset_run
 
         result["mlflow_run_id"] = log_dataset_run(result, args.tracking_uri, args.experiment)
     return {k: v for k, v in result.items() if k not in ("dropped", "dataset")}

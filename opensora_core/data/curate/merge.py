@@ -4,7 +4,7 @@
 (duplicates in different shards are found there; rows are in source order, so the copy kept is the one from
 the first source path, as in an unsharded run; ``ROOT/train.csv``), and writes the dataset report to
 ``ROOT/report/``: ``curation.json`` (per stage: rows in/out summed over shards, shards served from the cache,
-drops per rule; every dropped row with its stage and rule), the histograms and bucket table of
+drops per rule; every dropped row with its stage and rule; the table's SHA-256), the histograms and bucket table of
 :func:`.report.dataset_report`, and ``report.html`` (:func:`.report.render_html`, PNGs inlined).
 :func:`run_curation` is plan -> shards in worker processes -> merge, the local twin of the KFP pipeline
 (``workflows/curate.py``).
@@ -114,6 +114,7 @@ def merge_shards(
     curation = {
         "root": root,
         "table": final,
+        "sha256": dedup.file_sha256(final),
         "rows": dataset["rows"],
         "num_shards": len(shards),
         "stages": _stage_rows(reports),

@@ -3,6 +3,7 @@ the merged report (HTML with inlined PNGs), and the per-shard stage cache on re-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -78,7 +79,11 @@ def test_two_shards_merge_dedup_report_and_cache(tmp_path: Path) -> None:
     html = Path(report["html"]).read_text()
     assert html.count("src='data:image/png;base64,") == len(report["dataset"]["plots"]) >= 5
     assert "144p/8/0.56" in html and "exact duplicate" in html
-    assert json.loads((root / "report" / "curation.json").read_text())["rows"] == 3
+    stored = json.loads((root / "report" / "curation.json").read_text())
+    assert (
+        stored["rows"] == 3
+        and stored["sha256"] == hashlib.sha256((root / "train.csv").read_bytes()).hexdigest()
+    )
 
     # same input, same config: every shard stage comes from the cache
     again = _stages(run_curation(raw, root, CONFIG, num_shards=2, workers=1, progress=False))
@@ -115,8 +120,8 @@ def test_rule_kind() -> None:
 def test_curate_cli_logs_the_dataset_run_to_mlflow(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from opensora_core.data.curate.tracking import log_dataset_run
     from opensora_core.data.prepare import main
+    from opensora_core.io.dataset_run import log_dataset_run
 
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -147,7 +147,7 @@ def run_curation(
     returns :func:`merge_shards`'s report. A re-run over the same root reuses every unchanged shard stage."""
     cfg = as_config(config)
     listings = plan_shards(input, root, num_shards)
-    bar = _progress(len(listings), progress)
+    bar = _progress(len(listings), progress, "curating shards", "shard")
     results: dict[str, str] = {}
     if workers <= 1 or len(listings) < 2:
         for listing in listings:

@@ -20,7 +20,7 @@ SHIPPED = sorted(
     for p in CONFIG_DIR.rglob("*.py")
     if V12_VAE_READY or "opensora-v1-2" not in p.relative_to(CONFIG_DIR).parts
 )
-INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name == "tiny_sample.py"]
+INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name.startswith("tiny_sample")]
 TRAIN = [p for p in SHIPPED if p not in INFERENCE]
 
 REQUIRED = [

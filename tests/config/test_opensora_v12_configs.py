@@ -105,3 +105,19 @@ def test_stage_bucket_pairs_and_warmup():
 def test_bad_v12_values_name_the_valid_ones(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(V12_DIR / "inference" / "sample.py", overrides={**IDENTITY_VAE, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "wanted", "not_wanted"),
+    [
+        ({"model.type": "STDiT3-XL/3"}, "did you mean 'STDiT3-XL/2'", "'STDiT-XL/2'?"),
+        ({"aspect_ratios": "9:16"}, "did you mean 'aspect_ratio'", "vae"),
+        ({"flows": 4.0}, "did you mean 'flow'", "'fps'"),
+        ({"scheduler.type": "rflw"}, "did you mean 'rflow'", "model"),
+    ],
+)
+def test_hints_name_the_same_kind(overrides, wanted, not_wanted):
+    with pytest.raises(ConfigError) as err:
+        load_config(V12_DIR / "inference" / "sample.py", overrides={**IDENTITY_VAE, **overrides})
+    text = str(err.value)
+    assert wanted in text and not_wanted not in text.split("did you mean")[1].split("\n")[0]

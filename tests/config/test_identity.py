@@ -18,9 +18,7 @@ def test_training_run_and_model_version_get_the_same_config_hash(tmp_path, monke
     cfg = load_config(STAGE2, overrides={"dataset.data_path": "/data/meta.csv"})
     _, json_path = cfg.save(tmp_path / "checkpoint")
     trainer_tag = run_tags(cfg, {})["config_hash"]  # what the training run is tagged with
-    registry_value = config_hash(
-        json.loads(json_path.read_text())
-    )  # what the registry computes from config.json
+    registry_value = config_hash(json.loads(json_path.read_text()))  # what the registry computes from config.json
     assert trainer_tag == registry_value == config_hash(cfg)
     assert re.fullmatch(r"[0-9a-f]{64}", trainer_tag)
 

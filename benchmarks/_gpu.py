@@ -44,15 +44,19 @@ def pick_device(tiny: bool) -> torch.device:
     return torch.device("cpu")
 
 
-def build_vae(tiny: bool, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """``VideoAutoencoderKL`` around a diffusers ``AutoencoderKL`` of the SD-VAE layout (random weights)."""
+def build_vae(
+    tiny: bool, device: torch.device, dtype: torch.dtype, micro_batch_size: int | None = 32
+) -> nn.Module:
+    """``VideoAutoencoderKL`` around a diffusers ``AutoencoderKL`` of the SD-VAE layout (random weights),
+    encoding/decoding ``micro_batch_size`` frames at a time (a 64-video batch is 1024 frames: all at once, the
+    VAE's activations alone would not fit)."""
     from diffusers import AutoencoderKL
 
     from opensora_core.models.vae import VideoAutoencoderKL
 
     torch.manual_seed(0)
     module = AutoencoderKL(**(TINY_VAE if tiny else SD_VAE))
-    return VideoAutoencoderKL(module).to(device=device, dtype=dtype).eval()
+    return VideoAutoencoderKL(module, micro_batch_size).to(device=device, dtype=dtype).eval()
 
 
 def randomize_zero_params(model: nn.Module, std: float = 0.02) -> None:

@@ -1,7 +1,8 @@
 """Sampling time on a GPU: seconds per 16x256x256 video with STDiT-XL/2, IDDPM-100 and DPM-Solver-20, CFG.
 
 Per video: the sampler over latents 4x16x32x32 with classifier-free guidance batched into one 2B forward per
-step (cfg_scale 7), bf16 weights, then the SD-VAE decode (bf16, all 16 frames at once) to 16x256x256 pixels.
+step (cfg_scale 7), bf16 weights, then the SD-VAE decode (bf16, chunks of 32 frames: all 16 at once) to
+16x256x256 pixels.
 Caption embeddings are T5-XXL-sized random tensors (120 x 4096): the text encoder runs once per prompt and is
 not part of the per-video time. Eager and ``torch.compile`` (each block compiled) for both samplers.
 

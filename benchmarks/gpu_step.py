@@ -1,8 +1,8 @@
 """Training-step throughput on a GPU: STDiT-XL/2 and STDiT2-XL/2 at 16x256x256, bf16, VAE encode on the fly.
 
 One step is what Open-Sora's trainer does per batch: encode the 16x256x256 pixel videos with the SD VAE (bf16,
-frame by frame, no grad) to latents 4x16x32x32, then an IDDPM training loss of the model (fp32 master weights,
-``torch.autocast`` bf16, flash attention through SDPA) with T5-XXL-sized caption embeddings (120 tokens x 4096,
+frame by frame in chunks of 32 frames, no grad) to latents 4x16x32x32, then an IDDPM training loss of the
+model (fp32 master weights, ``torch.autocast`` bf16, flash attention through SDPA) with T5-XXL-sized caption embeddings (120 tokens x 4096,
 random: the text encoder is not part of the step), backward, AdamW (fused) with gradient clipping, through the
 ``ddp`` backend of one process. Measured per model for eager and ``torch.compile`` (each block compiled) and for
 gradient checkpointing off and on, at the batch size found to fill the GPU (see ``find_batch``).

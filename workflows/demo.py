@@ -102,8 +102,8 @@ def demo_parameters(
     extra_cfg_options: list[str] | None = None,
 ) -> dict[str, Any]:
     """Pipeline arguments of the local run (local launcher, local folders, sqlite MLflow)."""
+    from opensora_core.config.identity import git_commit
     from opensora_core.eval import synthetic_prompts
-    from opensora_core.model_registry import git_commit
 
     cfg_options = list(extra_cfg_options or [])
     if steps is not None:

@@ -61,6 +61,7 @@ def register(
         gate=dict(gate or {}),
         lineage={k: v for k, v in lineage.items() if v},
         weights=weights,
+        require_lineage=bool(pipeline_run_id),  # in a pipeline run, only promote pipeline-registered versions
     )
     print(
         f"registered {result.name} version {result.version} ({'reused' if result.reused else 'new'}), "

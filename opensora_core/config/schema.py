@@ -398,7 +398,7 @@ class RunConfig(Section):
         hidden, heads = m.effective("hidden_size"), m.effective("num_heads")
         if hidden % heads:
             problems.append(f"model.hidden_size ({hidden}) must be divisible by model.num_heads ({heads})")
-        if caps.video_info and hidden % 3:
+        if "ar" in caps.video_info and hidden % 3:
             problems.append(
                 f"model.hidden_size ({hidden}) must be divisible by 3 for {m.type} (its size and aspect-ratio "
                 "embedders are hidden_size / 3 wide)"

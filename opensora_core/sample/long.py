@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opensora_core.io import storage
+
 if TYPE_CHECKING:
     import torch
 
@@ -308,19 +310,11 @@ def build_prompt_specs(
 
 
 # --------------------------------------------------------------------------------------------- references
-def _is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
-
-
 def reference_frame_count(path: str) -> int:
     """Frames of a local reference: 1 for an image, the (demuxed) frame count for a video."""
     from opensora_core.data.video_io import is_image_path, probe_video
 
-    local = _local(path)
+    local = str(storage.local_path(path))
     if is_image_path(local):
         return 1
     return probe_video(local, count_packets=True).num_frames
@@ -335,13 +329,16 @@ def check_reference_files(specs: Sequence[PromptSpec], num_frames: int) -> None:
     counts: dict[str, int] = {}
     for spec in specs:
         for path in spec.reference_paths:
-            if _is_remote(path) or path in counts:
+            if storage.is_remote(path) or path in counts:
                 continue
-            local = _local(path)
-            if not os.path.isfile(local):
+            try:
+                local = storage.local_path(path)
+            except storage.InvalidURIError as exc:
+                raise SampleInputError(f"{spec.label}: reference {path!r}: {exc}") from None
+            if not local.is_file():
                 raise SampleInputError(
                     f"{spec.label}: reference file {path!r} does not exist"
-                    + (" (it is a folder)" if os.path.isdir(local) else "")
+                    + (" (it is a folder)" if local.is_dir() else "")
                 )
             try:
                 counts[path] = reference_frame_count(path)
@@ -390,8 +387,8 @@ def load_reference_video(path: str, image_size: tuple[int, int], cache_dir: Path
     transform = get_transform("resize_crop", image_size)
     source = str(_download_url(path, cache_dir)) if path.startswith(_URL_SCHEMES) else path
     try:
-        with fetch_to_local(source) as local:
-            local = _local(local)
+        with fetch_to_local(source) as fetched:
+            local = str(storage.local_path(fetched))
             if not os.path.isfile(local):
                 raise SampleInputError(f"reference file {path!r} does not exist")
             if is_image_path(local):

@@ -115,6 +115,10 @@ BAD_INPUTS = {
         ["--prompt", "x", "--reference-path", "{root}/nope.png", "--mask-strategy", "0"],
         "nope.png' does not exist",
     ),
+    "malformed file:// reference": (
+        ["--prompt", "x", "--reference-path", "file://host/a.png", "--mask-strategy", "0"],
+        "file:// URIs must be absolute",
+    ),
     "empty prompt file": (["--prompt-path", "{root}/empty.txt"], "empty.txt' has no prompts"),
     "mask strategy loop never reached": (
         ["--prompt", "x", "--reference-path", "{png}", "--mask-strategy", "3"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from opensora_core.config import load_config
 from opensora_core.models import build_model
+from opensora_core.testing.faults import NAN_STEPS_ENV, PAUSE_AFTER_STEP_ENV, Faults
 from opensora_core.train import checkpoint as ckpt
 from opensora_core.train import train
 from opensora_core.train.components import model_build_kwargs
@@ -154,6 +156,20 @@ def test_start_from_scratch_keeps_weights_and_optimizer_resets_counters(trained,
     assert steps == {6.0}  # 4 loaded optimizer steps + 2 new ones
 
 
+def test_faults_from_env():
+    faults = Faults.from_env({NAN_STEPS_ENV: " 2, 3,", PAUSE_AFTER_STEP_ENV: "5"})
+    assert faults == Faults(frozenset({2, 3}), 5)
+    assert Faults.from_env({}) == Faults()
+    assert math.isnan(faults.poison_loss(1.0, step=2, rank=0))
+    assert faults.poison_loss(1.0, step=2, rank=1) == 1.0  # rank 0 only
+    assert faults.poison_loss(1.0, step=4, rank=0) == 1.0
+    faults.pause_if_due(4)  # not the pause step: returns at once
+    with pytest.raises(ValueError, match=NAN_STEPS_ENV):
+        Faults.from_env({NAN_STEPS_ENV: "two"})
+    with pytest.raises(ValueError, match=PAUSE_AFTER_STEP_ENV):
+        Faults.from_env({PAUSE_AFTER_STEP_ENV: "x"})
+
+
 def test_nan_steps_are_skipped_and_counted(tiny_config, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPENSORA_DEBUG_NAN_STEPS", "2,3")
     result = train(tiny_config(max_steps=5, max_bad_steps=3))
@@ -272,3 +288,27 @@ def test_load_latest_without_checkpoints_starts_a_new_run(tiny_config):
     assert result.global_step == 1 and Path(result.experiment_dir).name == "000-STDiT-XL-2"
     again = train(tiny_config(max_steps=2, load="latest"))
     assert again.global_step == 2 and again.experiment_dir == result.experiment_dir
+
+
+def test_stdit3_trains_with_rflow(tiny_config):
+    """Open-Sora 1.2's pair: rflow draws its own t (logit-normal + transform) and noise from the step generator;
+    the run is reproducible and the loss is finite (issue 16)."""
+    overrides = {
+        "model": {
+            "_delete_": True,
+            "type": "STDiT3-XL/2",
+            "depth": 1,
+            "hidden_size": 64,
+            "num_heads": 4,
+            "patch_size": (1, 4, 4),
+        },
+        "scheduler": {"_delete_": True, "type": "rflow", "sample_method": "logit-normal"},
+    }
+    first = train(tiny_config(max_steps=2, **overrides))
+    again = train(tiny_config(max_steps=2, **overrides))
+    assert first.global_step == again.global_step == 2
+    assert math.isfinite(first.final_metrics["loss"])
+    a = _tensors(Path(first.checkpoint_dir) / "model.safetensors")
+    b = _tensors(Path(again.checkpoint_dir) / "model.safetensors")
+    assert any(k.startswith("temporal_blocks.") for k in a)
+    _assert_bitwise(a, b)

@@ -60,6 +60,7 @@ class StepBench:
 
     def __init__(self, name: str, size: dict[str, Any], device: torch.device, vae: torch.nn.Module) -> None:
         from opensora_core.models import build_model
+        from opensora_core.models.registry import model_caps
         from opensora_core.parallel import build_backend
         from opensora_core.parallel.mesh import Mesh
         from opensora_core.schedulers import build_scheduler
@@ -82,7 +83,7 @@ class StepBench:
         mesh = Mesh(dp_size=1, dp_rank=0, dp_group=None, sp_size=1, sp_rank=0, sp_group=None)
         self.backend = build_backend("ddp", model, mesh, lr=1e-4, dtype="bf16", grad_clip=1.0)
         self.scheduler = build_scheduler("iddpm", timestep_respacing="")
-        self.video_info = name.startswith("STDiT2")
+        self.video_info = model_caps(name).video_info  # the size-conditioning inputs this family takes
         self.inputs: dict[int, dict[str, torch.Tensor]] = {}
 
     def batch(self, b: int) -> dict[str, torch.Tensor]:
@@ -95,15 +96,9 @@ class StepBench:
                 "y": torch.randn(b, 1, self.length, self.caption_dim, device=d),
                 "mask": torch.ones(b, self.length, dtype=torch.long, device=d),
             }
-            if self.video_info:
-                full = lambda v: torch.full((b,), float(v), device=d)  # noqa: E731
-                inputs.update(
-                    height=full(s["image"]),
-                    width=full(s["image"]),
-                    num_frames=full(s["frames"]),
-                    ar=full(1.0),
-                )
-                inputs["fps"] = full(24)
+            values = {"height": s["image"], "width": s["image"], "num_frames": s["frames"], "ar": 1.0, "fps": 24}
+            for key in self.video_info:
+                inputs[key] = torch.full((b,), float(values[key]), device=d)
             self.inputs[b] = inputs
         return self.inputs[b]
 

@@ -1,4 +1,4 @@
-"""Training-step throughput on a GPU: STDiT-XL/2 and STDiT2-XL/2 at 16x256x256, bf16, VAE encode on the fly.
+"""Training-step throughput on a GPU: STDiT-XL/2, STDiT2-XL/2 and STDiT3-XL/2 at 16x256x256, bf16, VAE encode on the fly.
 
 One step is what Open-Sora's trainer does per batch: encode the 16x256x256 pixel videos with the SD VAE (bf16,
 frame by frame in chunks of 32 frames, no grad) to latents 4x16x32x32, then an IDDPM training loss of the
@@ -14,7 +14,7 @@ included), mfu (``3 x forward FLOPs per token x tokens/s / peak``; forward FLOPs
 matmul rate, ``mfu_datasheet`` against 989 TFLOP/s), peak_mem_gib (CUDA allocator peak), plus one
 ``matmul_peak`` line. Measurements that do not fit ``--budget-s`` are written with ``skipped``.
 
-    python benchmarks/gpu_step.py [--out FILE.jsonl] [--budget-s 200] [--models STDiT-XL/2,STDiT2-XL/2] [--tiny]
+    python benchmarks/gpu_step.py [--out FILE.jsonl] [--budget-s 200] [--models STDiT-XL/2,STDiT2-XL/2,STDiT3-XL/2] [--tiny]
 
 ``--tiny``: hidden 48, depth 2, 4x32x32 pixels, a narrow VAE, on the CPU in a few seconds, compiled with the
 ``eager`` backend (graph capture without code generation; keeps the script working between GPU runs; its
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="append the JSON lines to this file")
     parser.add_argument("--budget-s", type=float, default=200.0, help="stop starting measurements after this")
-    parser.add_argument("--models", default="STDiT-XL/2,STDiT2-XL/2", help="comma-separated MODELS names")
+    parser.add_argument("--models", default="STDiT-XL/2,STDiT2-XL/2,STDiT3-XL/2", help="comma-separated MODELS names")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes on the CPU (smoke test)")
     args = parser.parse_args(argv)
 
@@ -199,8 +199,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rec.write(name="matmul_peak", dtype="bf16", n=size["peak_n"], tflops=peak / 1e12)
     vae = _gpu.build_vae(args.tiny, device, torch.bfloat16)
     names = [n for n in args.models.split(",") if n]
-    if "STDiT3-XL/2" in MODELS and "STDiT3-XL/2" not in names:
-        names.append("STDiT3-XL/2")
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; known: {sorted(MODELS)}")

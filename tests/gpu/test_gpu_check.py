@@ -42,7 +42,7 @@ def test_tiny_gpu_check_writes_records_and_summary(tmp_path: Path):
     tests = [r for r in records if r["stage"] == "pytest"]
     assert tests and all(r["status"] == "skipped" and "CUDA" in r["message"] for r in tests)
     steps = [r for r in records if r.get("name") == "train_step"]
-    assert {r["model"] for r in steps} == {"STDiT-XL/2", "STDiT2-XL/2"}
+    assert {r["model"] for r in steps} == {"STDiT-XL/2", "STDiT2-XL/2", "STDiT3-XL/2"}
     assert {(r["compiled"], r["grad_ckpt"]) for r in steps} == {(False, False), ("eager", True)}
     for r in steps:
         assert set(r) >= STEP_FIELDS and r["tokens_per_s_per_gpu"] > 0 and 0 < r["mfu"] < 1, r

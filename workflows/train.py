@@ -24,13 +24,17 @@ Parameters (all overridable per run; the compiled presets only change defaults):
 - evaluation: ``eval_prompts`` (empty: the synthetic captions), ``eval_weights``, ``eval_overrides``,
   ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``;
 - cluster wiring (kfp-kubernetes): ``config_map_name`` (endpoints as env: MLFLOW_TRACKING_URI,
-  S3_ENDPOINT_URL, ...), ``s3_secret_name`` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env),
+  S3_ENDPOINT_URL, ...), one S3 key pair per step (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env), each
+  limited by the object store to what its step needs: ``prepare_s3_secret_name`` (datasets),
+  ``train_s3_secret_name`` (read datasets, write checkpoints; the training job gets the same pair) and
+  ``evaluate_s3_secret_name`` (evaluate and register: read checkpoints, write evaluation outputs);
   ``mlflow_secret_name`` (optional MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), ``cache_pvc`` (a
   ReadWriteMany claim mounted at /cache: the Hugging Face cache of the VAE and text encoder). The defaults are
   the fixed names the Helm chart (helm/opensora-platform) creates: ConfigMap ``opensora-platform``
-  (``pipelines.configMapName``), Secret ``opensora-platform-s3`` (``pipelines.s3SecretName``), Secret
-  ``opensora-mlflow-credentials`` (``pipelines.mlflowCredentials``, only with MLflow auth) and PVC
-  ``opensora-model-cache`` (``pipelines.modelCache``). Every step carries the pod label
+  (``pipelines.configMapName``), Secrets ``opensora-s3-prepare``, ``opensora-s3-train``,
+  ``opensora-s3-evaluate`` (``pipelines.s3Secrets``), Secret ``opensora-mlflow-credentials``
+  (``pipelines.mlflowCredentials``, only with MLflow auth) and PVC ``opensora-model-cache``
+  (``pipelines.modelCache``). Every step carries the pod label
   ``opensora.io/client=true`` (the chart's NetworkPolicy client label) and runs as uid/gid 10001.
 
 The kfp-kubernetes settings only take effect on a cluster; the local runner (``workflows.demo``) ignores them.
@@ -158,7 +162,9 @@ def train_pipeline(
     eval_batch_size: int = 4,
     eval_gpus: int = 1,
     config_map_name: str = "opensora-platform",
-    s3_secret_name: str = "opensora-platform-s3",
+    prepare_s3_secret_name: str = "opensora-s3-prepare",
+    train_s3_secret_name: str = "opensora-s3-train",
+    evaluate_s3_secret_name: str = "opensora-s3-evaluate",
     mlflow_secret_name: str = "opensora-mlflow-credentials",
     cache_pvc: str = "opensora-model-cache",
 ) -> PipelineOutputs:
@@ -175,7 +181,7 @@ def train_pipeline(
     # cached: run_id is an input, so a cache hit only happens when a retry of the same run repeats the step
     # (new data under the same raw_data_uri in a later run is always probed again)
     prep.set_display_name("prepare-data").set_container_image(runtime_image).set_caching_options(True)
-    _cluster_wiring(prep, config_map_name, s3_secret_name, mlflow_secret_name)
+    _cluster_wiring(prep, config_map_name, prepare_s3_secret_name, mlflow_secret_name)
 
     trained = train(
         config=config,
@@ -207,7 +213,8 @@ def train_pipeline(
     trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpus_per_node)
     kubernetes.add_toleration_json(trained, tolerations)
     kubernetes.add_node_selector_json(trained, node_selector)
-    _cluster_wiring(trained, config_map_name, s3_secret_name, mlflow_secret_name, cache_pvc)
+    # The training job inherits this step's env (TaskConfig), so it runs with the train key pair too.
+    _cluster_wiring(trained, config_map_name, train_s3_secret_name, mlflow_secret_name, cache_pvc)
     # the admin's allow-list for the training job (launchers.policy), from the same platform ConfigMap
     kubernetes.use_config_map_as_env(
         trained, config_map_name, {key: key for key in POLICY_ENV}, optional=True
@@ -233,7 +240,7 @@ def train_pipeline(
     evaluated.set_accelerator_type(accelerator_type).set_accelerator_limit(eval_gpus)
     kubernetes.add_toleration_json(evaluated, tolerations)
     kubernetes.add_node_selector_json(evaluated, node_selector)
-    _cluster_wiring(evaluated, config_map_name, s3_secret_name, mlflow_secret_name, cache_pvc)
+    _cluster_wiring(evaluated, config_map_name, evaluate_s3_secret_name, mlflow_secret_name, cache_pvc)
 
     registered = register(
         checkpoint_uri=trained.outputs["checkpoint_uri"],
@@ -250,7 +257,7 @@ def train_pipeline(
         git_commit=git_commit,
     )
     registered.set_display_name("register").set_container_image(runtime_image).set_caching_options(False)
-    _cluster_wiring(registered, config_map_name, s3_secret_name, mlflow_secret_name)
+    _cluster_wiring(registered, config_map_name, evaluate_s3_secret_name, mlflow_secret_name)
 
     return PipelineOutputs(
         trained.outputs["checkpoint_uri"],

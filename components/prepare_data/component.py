@@ -46,7 +46,7 @@ def prepare_data(
     from collections import namedtuple
 
     from opensora_core.data.prepare import prepare
-    from opensora_core.io.registry import sha256_of
+    from opensora_core.model_registry import sha256_of
 
     source = raw_data_uri.strip()
     if not source:

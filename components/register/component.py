@@ -1,6 +1,6 @@
 """Pipeline step `register`: log the checkpoint to MLflow as a pyfunc model and register a version.
 
-The body only calls :func:`opensora_core.io.registry.register_checkpoint`: lineage tags (dataset URI and
+The body only calls :func:`opensora_core.model_registry.register_checkpoint`: lineage tags (dataset URI and
 hash, config hash, git commit, image, pipeline run id), alias ``candidate`` always, ``champion`` when the
 evaluation metrics pass ``gate``. Re-running with the same checkpoint reuses its version.
 """
@@ -33,7 +33,7 @@ def register(
     "RegisterOutputs",
     [("model_name", str), ("version", str), ("aliases", list), ("champion", bool), ("model_uri", str)],
 ):
-    """Register ``checkpoint_uri`` as a version of ``model_name`` (see opensora_core.io.registry).
+    """Register ``checkpoint_uri`` as a version of ``model_name`` (see opensora_core.model_registry).
 
     ``metrics`` (the evaluation's) are checked against ``gate`` (``{"metric": min, "metric<=": max}``; empty:
     never champion). ``eval_run_id``: the MLflow run the model is logged into (empty: a new run).
@@ -42,7 +42,7 @@ def register(
     import json
     from collections import namedtuple
 
-    from opensora_core.io.registry import register_checkpoint
+    from opensora_core.model_registry import register_checkpoint
 
     lineage = {
         "dataset_uri": dataset_uri,
@@ -61,6 +61,7 @@ def register(
         gate=dict(gate or {}),
         lineage={k: v for k, v in lineage.items() if v},
         weights=weights,
+        require_lineage=bool(pipeline_run_id),  # in a pipeline run, only promote pipeline-registered versions
     )
     print(
         f"registered {result.name} version {result.version} ({'reused' if result.reused else 'new'}), "

@@ -33,7 +33,7 @@ CLIPS = 6
 def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from opensora_core.io.registry import ensure_experiment
+    from opensora_core.model_registry import ensure_experiment
 
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)

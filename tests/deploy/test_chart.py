@@ -148,7 +148,10 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
             "externalDatabase.existingSecret is required",
         ),
         (["--set", "externalDatabase.host=db"], "not both"),
-        (["--set", "objectStorage.accessKeyIdKey=access-key"], "read by pipeline steps as AWS_ACCESS_KEY_ID"),
+        (
+            ["--set", "objectStorage.accessKeyIdKey=access-key"],
+            "the generated S3 Secrets hold AWS_ACCESS_KEY_ID",
+        ),
         (
             ["--set", "mlflow.ingress.enabled=true", "--set", "mlflow.auth.enabled=false", *INGRESS_TLS],
             "would publish MLflow without authentication",
@@ -444,7 +447,22 @@ def test_mlflow_server_settings(rendered):
     endpoints = find(docs, "ConfigMap", "opensora-platform")["data"]
     assert endpoints["MLFLOW_TRACKING_URI"] == f"http://{FULL}-mlflow.{NAMESPACE}.svc.cluster.local:5000"
     assert endpoints["S3_ENDPOINT_URL"] == f"http://{FULL}-seaweedfs.{NAMESPACE}.svc.cluster.local:8333"
-    assert endpoints["OPENSORA_S3_CREDENTIALS_SECRET"] == "opensora-platform-s3"
+    assert [endpoints[f"OPENSORA_S3_{step}_SECRET"] for step in ("PREPARE", "TRAIN", "EVALUATE")] == [
+        "opensora-s3-prepare",
+        "opensora-s3-train",
+        "opensora-s3-evaluate",
+    ]
+    assert endpoints["OPENSORA_EVAL_PREFIX"] == "eval"
+    # MLflow gets the key pair of its own identity (its artifacts bucket only), not the admin pair.
+    mlflow_env = find(docs, "Deployment", f"{FULL}-mlflow")["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    s3_refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in mlflow_env
+        if "valueFrom" in e and e["name"].startswith("AWS_")
+    }
+    assert s3_refs == {f"{FULL}-s3-mlflow"}
     assert endpoints["OPENSORA_MODEL_CACHE_PVC"] == "opensora-model-cache"
     assert endpoints["OPENSORA_CLIENT_LABEL"] == "opensora.io/client=true"
     assert endpoints["OPENSORA_MLFLOW_CREDENTIALS_SECRET"] == "opensora-mlflow-credentials"  # auth on
@@ -821,7 +839,11 @@ def test_deploy_guide_matches_the_chart():
     names = {name for _, name in DEFAULT_RESOURCES} | {
         f"{FULL}-mlflow-auth",
         "opensora-mlflow-credentials",
-        "opensora-platform-s3",
+        f"{FULL}-s3-admin",
+        f"{FULL}-s3-mlflow",
+        "opensora-s3-prepare",
+        "opensora-s3-train",
+        "opensora-s3-evaluate",
         f"{FULL}-postgresql",
     }
     mentioned = set(re.findall(r"\b(opensora-opensora-platform(?:-[a-z0-9]+)*)\b", guide))

@@ -1,4 +1,4 @@
-"""Ulysses sequence parallelism: exact equality with a single process for STDiT and STDiT2."""
+"""Ulysses sequence parallelism: exact equality with a single process for STDiT, STDiT2 and STDiT3."""
 
 from __future__ import annotations
 
@@ -40,7 +40,9 @@ def test_other_models_are_refused_with_a_clear_error():
     from opensora_core.models import build_model
 
     dit = build_model("DiT-XL/2", depth=1, hidden_size=32, num_heads=2, input_size=(2, 8, 8))
-    with pytest.raises(ValueError, match="supports STDiT-XL/2 and STDiT2-XL/2 models.*sp_size=1"):
+    with pytest.raises(
+        ValueError, match="supports STDiT-XL/2, STDiT2-XL/2, STDiT3-XL/2, STDiT3-3B/2 models.*sp_size=1"
+    ):
         apply_sequence_parallel(dit, object())
 
 
@@ -101,9 +103,9 @@ def _equality_worker(env, kinds: tuple[str, ...]) -> dict[str, dict[str, float]]
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_two_rank_sequence_parallel_matches_single_process():
-    reports = run_world(_equality_worker, 2, ("stdit", "stdit2"))
+    reports = run_world(_equality_worker, 2, ("stdit", "stdit2", "stdit3"))
     for rank, report in enumerate(reports):
-        for key in ("stdit", "stdit-ckpt", "stdit2", "stdit2-ckpt"):
+        for key in ("stdit", "stdit-ckpt", "stdit2", "stdit2-ckpt", "stdit3", "stdit3-ckpt"):
             assert report[key]["out"] < 1e-5, (rank, key, report[key])
             assert report[key]["grad"] < 1e-5, (rank, key, report[key])
         assert report["removed"]["out"] == 0.0

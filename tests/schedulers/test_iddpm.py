@@ -100,7 +100,7 @@ def test_respaced_schedule_matches_original_alphas_cumprod():
 
 def test_build_scheduler_names_and_errors():
     assert isinstance(build_scheduler("iddpm", num_sampling_steps=10, cfg_scale=7.0, cfg_channel=3), IDDPM)
-    with pytest.raises(ValueError, match=r"valid types: \['dpm-solver', 'iddpm', 'iddpm-speed'\]"):
+    with pytest.raises(ValueError, match=r"valid types: \['dpm-solver', 'iddpm', 'iddpm-speed', 'rflow'\]"):
         build_scheduler("ddpm")
     with pytest.raises(ValueError, match="does not take"):
         build_scheduler("iddpm", num_steps=10)

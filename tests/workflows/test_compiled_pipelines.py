@@ -71,7 +71,7 @@ def test_passthrough_secrets_pvc_tolerations_and_gpus():
     s3 = next(
         s
         for s in train["secretAsEnv"]
-        if s["secretNameParameter"]["componentInputParameter"] == "s3_secret_name"
+        if s["secretNameParameter"]["componentInputParameter"] == "train_s3_secret_name"
     )
     assert {m["envVar"] for m in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     mlflow = next(s for s in train["secretAsEnv"] if s["optional"])

@@ -56,9 +56,12 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         run_id="s3-run",
         workers=2,
     )
-    # the run-scoped default location, never a file inside the raw input
-    assert prepared.metadata_uri == f"{bucket}/prepared/s3-run/meta.csv" and storage.exists(prepared.metadata_uri)
-    assert not storage.exists(f"{bucket}/raw/meta.csv")
+    table = f"{bucket}/prepared/s3-run/meta.csv"  # run-scoped, never inside the raw input
+    assert (
+        prepared.metadata_uri == table
+        and storage.exists(table)
+        and not storage.exists(f"{bucket}/raw/meta.csv")
+    )
     assert (prepared.num_kept, prepared.num_quarantined) == (CLIPS, 0)
     rows = list(csv.DictReader(io.StringIO(storage.read_bytes(prepared.metadata_uri).decode())))
     assert len(rows) == CLIPS and all(r["path"].startswith(f"{bucket}/raw/") for r in rows)
@@ -127,7 +130,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
     client = MlflowClient(tracking_uri)
     mv = client.get_model_version("opensora-s3-steps", "1")
     assert mv.aliases == ["candidate"]
-    assert mv.tags["opensora.dataset_uri"] == f"{bucket}/prepared/s3-run/meta.csv"
+    assert mv.tags["opensora.dataset_uri"] == table
     assert mv.tags["opensora.dataset_sha256"] == prepared.dataset_sha256
     assert mv.run_id == evaluated.mlflow_run_id
     assert mv.tags["opensora.checkpoint_uri"] == ckpt and mv.tags["opensora.global_step"] == "2"

@@ -24,8 +24,8 @@ def test_committed_yaml_is_not_stale():
 
 
 def test_stale_check_detects_a_changed_file(tmp_path):
-    for preset in PRESETS.values():
-        (tmp_path / preset.filename).write_text((WORKFLOWS_DIR / preset.filename).read_text())
+    for name in [p.filename for p in PRESETS.values()] + ["curate.yaml"]:
+        (tmp_path / name).write_text((WORKFLOWS_DIR / name).read_text())
     assert stale_files(tmp_path) == []
     path = tmp_path / "train_512.yaml"
     path.write_text(path.read_text().replace("16x512x512.py", "16x256x256.py"))

@@ -9,7 +9,9 @@ Run layout (``{outputs}/{NNN}-{model type, / -> -}/``)::
         model.safetensors      consolidated fp32 model state dict (official Open-Sora keys)
         ema.safetensors        fp32 EMA weights (absent when EMA is off)
         optimizer.pt           replicated optimizer (+ loss scaler) state (ddp; written by rank 0)
-        optimizer_rank00000.pt ... per-rank optimizer shards (fsdp2 / torch-native zero2)
+        optimizer_full.pt      consolidated (unsharded, parameter-name keyed) optimizer state of a sharded
+                               backend (fsdp2 / torch-native zero2; rank 0 writes, resumes on any world size)
+        optimizer_rank00000.pt ... per-rank optimizer shards (older fsdp2 checkpoints; same world size only)
         optimizer/             ColossalAI Booster optimizer checkpoint (optimizer.bin when unsharded)
         sampler.json           data sampler state (epoch and position)
         rng/rank00000.pt ...   RNG states of every rank
@@ -38,6 +40,7 @@ CONFIG_PY = f"{CONFIG_STEM}.py"
 LOG_FILE = "log.txt"
 FINAL_METRICS_FILE = "final_metrics.json"
 OPTIMIZER_FILE = "optimizer.pt"
+OPTIMIZER_FULL_FILE = "optimizer_full.pt"
 OPTIMIZER_DIR = "optimizer"
 OPTIMIZER_UNSHARDED_FILE = "optimizer.bin"
 REFERENCE_EMA_FILE = "ema.pt"  # Open-Sora's checkpoints
@@ -108,8 +111,14 @@ class OptimizerFiles:
         """One file for replicated optimizer state (written by rank 0, resumes on any world size)."""
         return Path(self.folder) / OPTIMIZER_FILE
 
+    @property
+    def consolidated(self) -> Path:
+        """The full (unsharded) optimizer state of a sharded backend, keyed by parameter name (rank 0 writes;
+        resumes on any world size)."""
+        return Path(self.folder) / OPTIMIZER_FULL_FILE
+
     def shard(self, rank: int) -> Path:
-        """Rank ``rank``'s optimizer shard."""
+        """Rank ``rank``'s optimizer shard (the older per-rank fsdp2 layout: same world size only)."""
         return Path(self.folder) / f"optimizer_rank{rank:05d}.pt"
 
     @property

@@ -54,6 +54,10 @@ class OptimizerPaths(Protocol):
     def replicated(self) -> Path:
         """One file for replicated state."""
 
+    @property
+    def consolidated(self) -> Path:
+        """One file for the full (unsharded) state of a sharded backend."""
+
     def shard(self, rank: int) -> Path:
         """Rank ``rank``'s shard."""
 
@@ -75,6 +79,67 @@ def save_synced(obj: Any, path: str | os.PathLike[str]) -> Path:
         f.flush()
         os.fsync(f.fileno())
     return path
+
+
+def _world() -> tuple[int, int, bool]:
+    """(rank, world size, whether a process group of more than one process exists)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size(), True
+    return 0, 1, False
+
+
+def save_consolidated_optimizer(
+    files: OptimizerPaths, module: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
+) -> list[Path]:
+    """Write the full (unsharded) optimizer state of ``module``'s parameters, keyed by parameter name, to
+    ``files.consolidated``; returns [that file] on rank 0, [] elsewhere.
+
+    A collective (``get_optimizer_state_dict(full_state_dict=True, cpu_offload=True)`` gathers sharded
+    state onto rank 0's CPU): call it on every rank. The file loads on any world size
+    (:func:`load_consolidated_optimizer`), with any backend whose parameters have the same names.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    rank, world, _ = _world()
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    full = get_optimizer_state_dict(module, optimizer, options=options)  # {} off rank 0
+    if rank != 0:
+        return []
+    state: dict[str, Any] = {"optimizer": full, "world_size": world}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    return [save_synced(state, files.consolidated)]
+
+
+def load_consolidated_optimizer(
+    files: OptimizerPaths, module: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
+) -> bool:
+    """Load ``files.consolidated`` (written by :func:`save_consolidated_optimizer` on any world size) into
+    ``optimizer``; every rank calls this, only rank 0 reads the file and broadcasts it. Returns False, on
+    every rank, when the file does not exist (the caller then tries an older layout)."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    rank, _, distributed = _world()
+    state: dict[str, Any] = {}
+    found = [files.consolidated.is_file() if rank == 0 else False]
+    if distributed:
+        dist.broadcast_object_list(found, src=0)
+    if not found[0]:
+        return False
+    if rank == 0:
+        state = torch.load(files.consolidated, map_location="cpu", weights_only=True)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=distributed)
+    set_optimizer_state_dict(module, optimizer, state.get("optimizer", {}), options=options)
+    if scaler is not None:
+        scaler_state = [state.get("scaler")]
+        if distributed:
+            dist.broadcast_object_list(scaler_state, src=0)
+        if scaler_state[0] is not None:
+            scaler.load_state_dict(scaler_state[0])
+    return True
 
 
 class TrainBackend:

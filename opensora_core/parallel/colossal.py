@@ -13,8 +13,10 @@ requirements-colossalai.txt && pip install --no-deps colossalai==0.5.0 galore-to
 ``zero2-seq`` is the same backend on a dp x sp mesh: gradients are reduced over the whole world, which is exact
 for sequence parallelism (see :mod:`opensora_core.parallel.sequence`). The optimizer is torch ``AdamW``
 (the reference's HybridAdam in AdamW mode computes the same update; its CPU kernels need a JIT build).
-Optimizer checkpoints are the Booster's, in ``<dir>/optimizer`` (a collective; rank 0 writes): its sharded
-format under ZeRO, one ``optimizer.bin`` with the replicated state of the CPU path.
+Optimizer checkpoints (a collective; rank 0 writes): the Booster's sharded format in ``<dir>/optimizer`` under
+ZeRO; on the CPU path the consolidated file the fsdp2 backend writes too, so a zero2 checkpoint resumes on any
+number of processes (one process runs zero2 as fsdp2). Older CPU checkpoints (the Booster's unsharded
+``optimizer/optimizer.bin``) still load.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from opensora_core.parallel.backends import DTYPES, OptimizerPaths, TrainBackend
+from opensora_core.parallel.backends import (
+    DTYPES,
+    OptimizerPaths,
+    TrainBackend,
+    load_consolidated_optimizer,
+    save_consolidated_optimizer,
+)
 from opensora_core.parallel.mesh import Mesh
 
 __all__ = ["ColossalAIBackend", "colossalai_available", "zero2_backend"]
@@ -138,27 +146,32 @@ class ColossalAIBackend(TrainBackend):
         return state
 
     def save_optimizer(self, files: OptimizerPaths) -> list[Path]:
-        """Booster optimizer checkpoint in ``files.booster_dir`` (collective; rank 0 writes)."""
+        """Write the optimizer state (a collective; rank 0 writes; returns the files this rank wrote).
+
+        CUDA ZeRO: the Booster's sharded checkpoint in ``files.booster_dir``. CPU (TorchDDPPlugin): the
+        consolidated file of the torch backends (``files.consolidated``, parameter-name keyed), which resumes
+        on any world size, also on one process where ``zero2`` runs the torch-native fsdp2 backend.
+        """
+        if not self.zero:
+            return save_consolidated_optimizer(files, self.module, self.optimizer.optim)
         target = files.booster_dir
-        if self.zero:
-            self.booster.save_optimizer(self.optimizer, str(target), shard=True)
-        else:
-            # ColossalAI's sharded loader synchronises the accelerator, which its CPU accelerator refuses
-            target.mkdir(parents=True, exist_ok=True)
-            self.booster.save_optimizer(self.optimizer, str(files.booster_unsharded), shard=False)
+        self.booster.save_optimizer(self.optimizer, str(target), shard=True)
         if dist.get_rank() != 0:
             return []
         return sorted(p for p in target.iterdir() if p.is_file())
 
     def load_optimizer(self, files: OptimizerPaths) -> None:
-        """Load the Booster optimizer checkpoint written by :meth:`save_optimizer` (on every rank)."""
+        """Load the optimizer state written by :meth:`save_optimizer` (or by the fsdp2 backend; every rank)."""
+        if not self.zero and load_consolidated_optimizer(files, self.module, self.optimizer.optim):
+            return
         target = files.booster_dir
         if not target.is_dir():
             raise FileNotFoundError(
-                f"{target} is missing: the checkpoint has no ColossalAI optimizer state (was it written with "
-                "another plugin?); resume with the plugin that wrote it, or start from the weights only with "
-                "--ckpt-path CKPT_DIR instead of --load"
+                f"{target} and {files.consolidated} are missing: the checkpoint has no zero2 optimizer state "
+                "(was it written with another plugin?); resume with the plugin that wrote it, or start from "
+                "the weights only with --ckpt-path CKPT_DIR instead of --load"
             )
+        # older CPU checkpoints: the Booster's unsharded file
         self.booster.load_optimizer(self.optimizer, str(target if self.zero else files.booster_unsharded))
 
 

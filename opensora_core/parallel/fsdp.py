@@ -9,8 +9,9 @@ without it (see :mod:`opensora_core.parallel.sequence`).
 
 Works with gloo on CPU and nccl on CUDA. In a single process (or a world of one) the model is left unwrapped.
 Checkpoints: :meth:`FSDP2Backend.model_state_dict` consolidates full tensors (``DTensor.full_tensor()``, a
-collective: call it on every rank); the optimizer state is saved per rank (``optimizer_rank{r}.pt``, this
-rank's shards as plain tensors) and loads back on the same world size.
+collective: call it on every rank); the optimizer state is consolidated too (full tensors keyed by parameter
+name, rank 0 writes one file), so a checkpoint resumes on any world size (2 -> 1, 1 -> 2 processes). Older
+checkpoints hold one shard per rank and still load on the world size that wrote them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from opensora_core.parallel.backends import OptimizerPaths, TrainBackend, save_synced
+from opensora_core.parallel.backends import (
+    OptimizerPaths,
+    TrainBackend,
+    load_consolidated_optimizer,
+    save_consolidated_optimizer,
+)
 
 __all__ = ["FSDP2Backend", "is_dtensor"]
 
@@ -85,45 +91,46 @@ class FSDP2Backend(TrainBackend):
         """``full_tensor()`` of a sharded entry: a collective, so :meth:`model_state_dict` must run on all ranks."""
         return value.full_tensor() if is_dtensor(value) else value
 
-    # ------------------------------------------------------------------ per-rank optimizer checkpoints
-    def _ordered_params(self) -> list[nn.Parameter]:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def optimizer_state(self) -> dict[str, Any]:
-        """This rank's optimizer state with sharded tensors as plain local tensors (plus the world size)."""
-        state = super().optimizer_state()
-        opt = state["optimizer"]
-        opt["state"] = {
-            idx: {k: v.to_local().detach().clone() if is_dtensor(v) else v for k, v in entry.items()}
-            for idx, entry in opt["state"].items()
-        }
-        state["world_size"] = dist.get_world_size() if self._sharded() else 1
-        return state
+    # ------------------------------------------------------------------ optimizer checkpoints
+    def _rank_world(self) -> tuple[int, int]:
+        return (dist.get_rank(), dist.get_world_size()) if self._sharded() else (0, 1)
 
     def save_optimizer(self, files: OptimizerPaths) -> list[Path]:
-        """Every rank writes its own shard ``files.shard(rank)``; returns [that file]."""
-        rank = dist.get_rank() if self._sharded() else 0
-        return [save_synced(self.optimizer_state(), files.shard(rank))]
+        """Consolidated optimizer state (:func:`save_consolidated_optimizer`; a collective, rank 0 writes)."""
+        return save_consolidated_optimizer(files, self.module, self.optimizer, self.scaler)
 
     def load_optimizer(self, files: OptimizerPaths) -> None:
-        """Load this rank's shard written by :meth:`save_optimizer` (same world size required)."""
-        world = dist.get_world_size() if self._sharded() else 1
-        rank = dist.get_rank() if self._sharded() else 0
+        """Load the state written by :meth:`save_optimizer` on any world size (every rank calls this), or an
+        older checkpoint's per-rank shards on the same world size."""
+        if not load_consolidated_optimizer(files, self.module, self.optimizer, self.scaler):
+            rank, world = self._rank_world()
+            self._load_per_rank_shard(files, rank, world)
+
+    def _load_per_rank_shard(self, files: OptimizerPaths, rank: int, world: int) -> None:
+        """The older layout: this rank's shard ``files.shard(rank)``, written on the same world size."""
         path = files.shard(rank)
         if not path.is_file():
+            if files.booster_dir.is_dir():
+                raise FileNotFoundError(
+                    f"{files.consolidated} is missing but {files.booster_dir} exists: the checkpoint holds "
+                    "ColossalAI ZeRO optimizer state, which this torch-native backend cannot read (zero2 runs "
+                    "ColossalAI only with a process group on more than one process); resume on 2 or more "
+                    "processes, or start from the weights only with --ckpt-path CKPT_DIR instead of --load"
+                )
             raise FileNotFoundError(
-                f"{path} is missing: the fsdp2 backend resumes from per-rank optimizer shards written on the "
-                f"same number of processes ({world} now); resume with the original world size, or start from "
-                "the weights only with --ckpt-path CKPT_DIR instead of --load"
+                f"{files.consolidated} is missing (and so is {path}): the checkpoint has no fsdp2 optimizer "
+                "state (was it written with another plugin?); resume with the plugin that wrote it, or start "
+                "from the weights only with --ckpt-path CKPT_DIR instead of --load"
             )
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("world_size") != world:
             raise ValueError(
-                f"{path} was written by {state.get('world_size')} processes, this run has {world}: fsdp2 "
-                "optimizer shards only load on the same world size (or restart from the weights with "
-                "--ckpt-path)"
+                f"{path} is an older per-rank fsdp2 optimizer shard written by {state.get('world_size')} "
+                f"processes, this run has {world}: such shards only load on the same world size; resume on "
+                f"{state.get('world_size')} processes (its next checkpoint then resumes on any world size), or "
+                "restart from the weights only with --ckpt-path CKPT_DIR instead of --load"
             )
-        params = self._ordered_params()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         opt = state["optimizer"]
         for idx, entry in opt["state"].items():
             param = params[int(idx)]

@@ -49,7 +49,8 @@ def _booster_worker(env, tmp: str) -> dict[str, float]:
     # save after 2 steps, resume into a fresh Booster, 1 more step == 3 uninterrupted steps
     resumed, files = resume_third_step("zero2", mesh, tmp, grad_clip=CLIP)
     report["resume"] = max_relative_difference(resumed.model_state_dict(), boosted.model_state_dict())
-    report["files"] = float(len(files) > 0) if env.rank == 0 else float(files == [])
+    consolidated = OptimizerFiles(Path(tmp)).consolidated
+    report["files"] = float(files == ([consolidated] if env.rank == 0 else []))
     # a missing optimizer folder is a clear error
     try:
         resumed.load_optimizer(OptimizerFiles(Path(tmp) / "nowhere"))
@@ -69,4 +70,4 @@ def test_booster_torchddp_trains_like_ddp_and_round_trips_the_optimizer(tmp_path
         assert report["clipped"] == 1.0, report
         assert report["resume"] < 1e-6, report
         assert report["files"] == 1.0 and report["missing_error"] == 1.0, report
-    assert (tmp_path / "optimizer").is_dir()
+    assert sorted(tmp_path.iterdir()) == [OptimizerFiles(tmp_path).consolidated]

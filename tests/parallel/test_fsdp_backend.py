@@ -1,4 +1,5 @@
-"""fsdp2 backend (FSDP2, ZeRO-2-like): trains as ddp, resumes exactly from per-rank shards, works with SP."""
+"""fsdp2 backend (FSDP2, ZeRO-2-like): trains as ddp, resumes exactly from its consolidated optimizer file, works
+with SP."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_single_process_fsdp2_is_the_plain_module(tmp_path):
     assert isinstance(backend, FSDP2Backend) and backend.model is model
     diffusion_step(backend, mesh, 0)
     files = OptimizerFiles(tmp_path)
-    assert backend.save_optimizer(files) == [files.shard(0)]
+    assert backend.save_optimizer(files) == [files.consolidated]
     backend.load_optimizer(files)
     assert set(backend.model_state_dict()) == set(model.state_dict())
 
@@ -46,10 +47,10 @@ def _fsdp_vs_ddp_worker(env, tmp: str) -> dict[str, float]:
         "clipped": float(min(h[1] for h in ddp_hist) > CLIP),  # the clip path was exercised
     }
 
-    # resume: 2 steps, save (per rank), fresh backend from the saved weights + optimizer, 1 more step
+    # resume: 2 steps, save (consolidated, rank 0 writes), fresh backend from the saved weights + optimizer, 1 more step
     resumed, files = resume_third_step("fsdp2", mesh, tmp, grad_clip=CLIP)
     report["resume"] = max_relative_difference(resumed.model_state_dict(), fsdp.model_state_dict())
-    report["files"] = float(files == [OptimizerFiles(Path(tmp)).shard(env.rank)])
+    report["files"] = float(files == ([OptimizerFiles(Path(tmp)).consolidated] if env.rank == 0 else []))
 
     # fsdp2 under sequence parallelism (dp 1 x sp 2, STDiT2) == one process with the whole batch
     sp_backend, _ = train("fsdp2", build_mesh(env, 2), kind="stdit2", grad_clip=CLIP)
@@ -60,7 +61,7 @@ def _fsdp_vs_ddp_worker(env, tmp: str) -> dict[str, float]:
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
-def test_two_rank_fsdp2_trains_like_ddp_and_resumes_from_per_rank_shards(tmp_path):
+def test_two_rank_fsdp2_trains_like_ddp_and_resumes_from_its_consolidated_optimizer(tmp_path):
     reports = run_world(_fsdp_vs_ddp_worker, 2, str(tmp_path))
     for report in reports:
         assert report["weights"] < 1e-5, report
@@ -70,7 +71,8 @@ def test_two_rank_fsdp2_trains_like_ddp_and_resumes_from_per_rank_shards(tmp_pat
         assert report["resume"] < 1e-6, report
         assert report["files"] == 1.0, report
         assert report["sp"] < 1e-4, report
-    shards = OptimizerFiles(tmp_path)
-    assert sorted(tmp_path.iterdir()) == [shards.shard(0), shards.shard(1)]
-    state = torch.load(shards.shard(1), weights_only=True)
+    files = OptimizerFiles(tmp_path)
+    assert sorted(tmp_path.iterdir()) == [files.consolidated]
+    state = torch.load(files.consolidated, weights_only=True)
     assert state["world_size"] == 2
+    assert all(isinstance(v, torch.Tensor) for e in state["optimizer"]["state"].values() for v in e.values())

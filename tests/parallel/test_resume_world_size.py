@@ -1,0 +1,120 @@
+"""Resume on a different world size (2 -> 1 and 1 -> 2 processes) for every backend that checkpoints optimizer
+state: ddp (one replicated file), fsdp2 (consolidated file) and zero2 (ColossalAI Booster, TorchDDPPlugin on CPU).
+
+The saving world trains 2 steps, saves the weights and the optimizer, and takes a 3rd step as the uninterrupted
+reference. The loading world rebuilds the model from the weights, loads the optimizer and takes the 3rd step.
+Right after loading, the weights and the full optimizer state (gathered, keyed by parameter name) equal the
+saved ones exactly. The 3rd step trains on the same global batch in both worlds (``train_steps`` fixes it per
+step; with a different dp size each rank takes other rows of it), so the step only differs by the order of the
+gradient reduction in fp32: the mean loss agrees to 1e-6, the weights to 1e-5 (relative).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from opensora_core.checkpoint import OptimizerFiles
+from opensora_core.parallel import build_backend
+from opensora_core.parallel.mesh import build_mesh
+from tests.parallel.dist_harness import run_world
+from tests.parallel.tiny_models import build_tiny
+from tests.parallel.train_steps import diffusion_step, max_relative_difference, train
+
+WEIGHTS = "weights.pt"  # the test's own copy of the weights (the trainer writes model.safetensors)
+
+
+def full_optimizer_state(backend: Any) -> dict[str, Any]:
+    """A copy of the whole optimizer state keyed by parameter name, on CPU (a collective; complete on rank 0).
+
+    Copied: for unsharded CPU state ``get_optimizer_state_dict`` returns the live tensors, which the next
+    step updates in place."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    optimizer = getattr(backend.optimizer, "optim", backend.optimizer)  # a Booster wraps the torch optimizer
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_optimizer_state_dict(backend.module, optimizer, options=options)
+    return torch.utils._pytree.tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, state)
+
+
+def _save_worker(env, plugin: str, folder: str) -> dict[str, Any]:
+    mesh = build_mesh(env, 1)
+    backend, _ = train(plugin, mesh, steps=2)
+    weights = backend.model_state_dict()
+    written = backend.save_optimizer(OptimizerFiles(Path(folder)))
+    if env.rank == 0:
+        torch.save(weights, Path(folder) / WEIGHTS)
+    saved = full_optimizer_state(backend)
+    loss, _ = diffusion_step(backend, mesh, 2)  # the uninterrupted 3rd step
+    return {"optimizer": saved, "loss": loss, "third": backend.model_state_dict(), "written": written}
+
+
+def _resume_worker(env, plugin: str, folder: str) -> dict[str, Any]:
+    mesh = build_mesh(env, 1)
+    weights = torch.load(Path(folder) / WEIGHTS, weights_only=True)
+    model = build_tiny("stdit")
+    model.load_state_dict(weights)
+    backend = build_backend(plugin, model, mesh, lr=1e-3)
+    backend.load_optimizer(OptimizerFiles(Path(folder)))
+    loaded = full_optimizer_state(backend)
+    weights_equal = all(torch.equal(v, weights[k]) for k, v in backend.model_state_dict().items())
+    loss, norm = diffusion_step(backend, mesh, 2)
+    return {
+        "optimizer": loaded,
+        "weights_equal": weights_equal,
+        "loss": loss,
+        "norm": norm,
+        "third": backend.model_state_dict(),
+    }
+
+
+def _assert_same_state(loaded: Any, saved: Any, where: str = "optimizer") -> None:
+    """Exact equality of nested optimizer state (tensors bitwise, everything else ==)."""
+    if isinstance(saved, torch.Tensor):
+        assert isinstance(loaded, torch.Tensor) and torch.equal(loaded, saved), where
+    elif isinstance(saved, dict):
+        assert loaded.keys() == saved.keys(), (where, sorted(set(loaded) ^ set(saved)))
+        for key in saved:
+            _assert_same_state(loaded[key], saved[key], f"{where}.{key}")
+    elif isinstance(saved, (list, tuple)):
+        assert len(loaded) == len(saved), where
+        for i, (a, b) in enumerate(zip(loaded, saved, strict=True)):
+            _assert_same_state(a, b, f"{where}[{i}]")
+    else:
+        assert loaded == saved, (where, loaded, saved)
+
+
+_ZERO2 = pytest.param(
+    "zero2",
+    marks=pytest.mark.skipif(
+        importlib.util.find_spec("colossalai") is None, reason="zero2 resumes through ColossalAI's Booster"
+    ),
+)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("plugin", ["ddp", "fsdp2", _ZERO2])
+@pytest.mark.parametrize(("save_world", "load_world"), [(2, 1), (1, 2)], ids=["2to1", "1to2"])
+def test_resume_on_another_world_size(tmp_path, plugin, save_world, load_world):
+    saving = run_world(_save_worker, save_world, plugin, str(tmp_path))
+    saved = saving[0]
+    assert saved["written"], "rank 0 wrote no optimizer file"
+    resumed = run_world(_resume_worker, load_world, plugin, str(tmp_path))
+
+    first = resumed[0]
+    assert first["weights_equal"]
+    assert first["optimizer"]["state"], "the loaded optimizer has no state"
+    _assert_same_state(first["optimizer"], saved["optimizer"])
+    for rank in resumed:
+        assert rank["weights_equal"] and math.isfinite(rank["loss"]) and math.isfinite(rank["norm"])
+        assert max_relative_difference(rank["third"], saved["third"]) < 1e-5
+    # the loss curve continues: the mean of the ranks' losses is the loss of the whole global batch
+    reference = sum(r["loss"] for r in saving) / len(saving)
+    resumed_mean = sum(r["loss"] for r in resumed) / len(resumed)
+    assert abs(resumed_mean - reference) < 1e-6, (resumed_mean, reference)

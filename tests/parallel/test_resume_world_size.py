@@ -1,5 +1,7 @@
 """Resume on a different world size (2 -> 1 and 1 -> 2 processes) for every backend that checkpoints optimizer
-state: ddp (one replicated file), fsdp2 (consolidated file) and zero2 (ColossalAI Booster, TorchDDPPlugin on CPU).
+state: ddp (one replicated file), fsdp2 (consolidated file) and zero2 (ColossalAI Booster, TorchDDPPlugin on CPU,
+on 2 processes; one process has no process group and runs zero2 as fsdp2, so 2 -> 1 and 1 -> 2 also cross the two
+implementations, which share the consolidated file).
 
 The saving world trains 2 steps, saves the weights and the optimizer, and takes a 3rd step as the uninterrupted
 reference. The loading world rebuilds the model from the weights, loads the optimizer and takes the 3rd step.
@@ -118,3 +120,66 @@ def test_resume_on_another_world_size(tmp_path, plugin, save_world, load_world):
     reference = sum(r["loss"] for r in saving) / len(saving)
     resumed_mean = sum(r["loss"] for r in resumed) / len(resumed)
     assert abs(resumed_mean - reference) < 1e-6, (resumed_mean, reference)
+
+
+def _legacy_worker(env, folder: str) -> dict[str, bool]:
+    """Checkpoints in the older layouts load on the world size that wrote them."""
+    from torch.distributed.tensor import DTensor
+
+    mesh = build_mesh(env, 1)
+    files = OptimizerFiles(Path(folder))
+    report: dict[str, bool] = {}
+
+    # fsdp2 before consolidation: every rank saved its local shards (plain tensors) and the world size
+    fsdp, _ = train("fsdp2", mesh, steps=2)
+    opt = fsdp.optimizer.state_dict()
+    opt["state"] = {
+        i: {k: v.to_local().clone() if isinstance(v, DTensor) else v for k, v in entry.items()}
+        for i, entry in opt["state"].items()
+    }
+    torch.save({"optimizer": opt, "world_size": env.world_size}, files.shard(env.rank))
+    weights = fsdp.model_state_dict()
+    saved = full_optimizer_state(fsdp)
+    model = build_tiny("stdit")
+    model.load_state_dict(weights)
+    fresh = build_backend("fsdp2", model, mesh, lr=1e-3)
+    fresh.load_optimizer(files)
+    loaded = full_optimizer_state(fresh)
+    if env.rank == 0:
+        _assert_same_state(loaded, saved)
+        report["fsdp2_shards"] = True
+
+    # zero2 on CPU before consolidation: the Booster's unsharded optimizer.bin
+    if importlib.util.find_spec("colossalai") is not None:
+        boosted, _ = train("zero2", mesh, steps=2)
+        files.booster_dir.mkdir(exist_ok=True)
+        boosted.booster.save_optimizer(boosted.optimizer, str(files.booster_unsharded), shard=False)
+        saved = full_optimizer_state(boosted)
+        model = build_tiny("stdit")
+        model.load_state_dict(boosted.model_state_dict())
+        fresh = build_backend("zero2", model, mesh, lr=1e-3)
+        fresh.load_optimizer(OptimizerFiles(Path(folder)))
+        loaded = full_optimizer_state(fresh)
+        if env.rank == 0:
+            _assert_same_state(loaded, saved)
+            report["booster_bin"] = True
+    return report
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_older_layouts_load_on_the_same_world_size_and_refuse_another_clearly(tmp_path):
+    from opensora_core.parallel.mesh import Mesh
+
+    report = run_world(_legacy_worker, 2, str(tmp_path))[0]
+    assert report["fsdp2_shards"]
+    if importlib.util.find_spec("colossalai") is not None:
+        assert report["booster_bin"]
+
+    # per-rank shards of 2 processes on 1 process: an error naming the file and what to do
+    single = Mesh(dp_size=1, dp_rank=0, dp_group=None, sp_size=1, sp_rank=0, sp_group=None)
+    backend = build_backend("fsdp2", build_tiny("stdit"), single, lr=1e-3)
+    shard = OptimizerFiles(tmp_path).shard(0)
+    with pytest.raises(ValueError, match="written by 2 processes") as err:
+        backend.load_optimizer(OptimizerFiles(tmp_path))
+    assert str(shard) in str(err.value) and "--ckpt-path" in str(err.value)

@@ -18,6 +18,7 @@ Run layout (``{outputs}/{NNN}-{model type, / -> -}/``)::
         running_states.json    epoch, step, global_step, sample_start_index, mlflow_run_id, world_size, ...
         config.py, config.json the resolved RunConfig
         _COMPLETE              written last: only folders holding it count as checkpoints
+    epoch{E}-global_step{G}.staging-{nonce}/  s3:// only: a checkpoint being uploaded (never loaded by name)
 
 Open-Sora's own checkpoints (``ema.pt``, a ``model/`` folder) are read by the sampler too.
 """
@@ -90,6 +91,17 @@ def partial_name(name: str) -> str:
 def replaced_name(name: str) -> str:
     """The hidden folder an older checkpoint of the same name is moved to while the new one is published."""
     return f".{name}.old"
+
+
+def staging_name(name: str, nonce: str) -> str:
+    """The prefix an ``s3://`` checkpoint is uploaded to before it is published under ``name`` (``find``
+    ignores it: it is not a checkpoint name)."""
+    return f"{name}.staging-{nonce}"
+
+
+def is_staging_of(child: str, name: str) -> bool:
+    """Whether folder/prefix name ``child`` is a staging prefix of checkpoint ``name``."""
+    return child.startswith(f"{name}.staging-")
 
 
 def rng_file(folder: str | Path, rank: int) -> Path:

@@ -74,10 +74,8 @@ def test_fsdp2_checkpoints_load_and_resume_bitwise(tiny_dataset: str, tmp_path: 
     runs_a = _checkpoints(tmp_path / "a")
     assert sorted(runs_a) == [2, 4]
     for step, folder in runs_a.items():
-        assert sorted(p.name for p in folder.glob("optimizer_rank*.pt")) == [
-            "optimizer_rank00000.pt",
-            "optimizer_rank00001.pt",
-        ], step
+        optimizer = ckpt.OptimizerFiles(folder)
+        assert optimizer.consolidated.is_file() and not optimizer.shard(0).exists(), step
         for name in (ckpt.MODEL_FILE, ckpt.EMA_FILE):
             state = ckpt.load_safetensors(folder / name)
             assert all(type(v) is torch.Tensor and v.dtype == torch.float32 for v in state.values())
@@ -89,7 +87,7 @@ def test_fsdp2_checkpoints_load_and_resume_bitwise(tiny_dataset: str, tmp_path: 
     assert _differing(model_2, model_4), "training did not change the weights"
     assert _differing(ema_4, model_4), "the EMA is not separate from the model"
 
-    # B: resume from A's step-2 checkpoint (model, EMA shards, per-rank optimizer shards, sampler) to step 4.
+    # B: resume from A's step-2 checkpoint (model, EMA shards, consolidated optimizer, sampler) to step 4.
     # Same world size, same shard layout and gloo reduction order: bitwise equal, EMA included.
     _torchrun(tmp_path / "b", tiny_dataset, tmp_path / "b.log", "--load", str(runs_a[2]))
     assert "resumed at epoch 0, step 2, global step 2" in (tmp_path / "b.log").read_text()

@@ -15,13 +15,13 @@ loaded from them, and step three: every weight must be bitwise equal. Determinis
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 
+from opensora_core.checkpoint import OptimizerFiles
 from opensora_core.parallel.dist import init_distributed
 from opensora_core.parallel.mesh import build_mesh
 from tests.gpu.devices import CPU, CUDA
@@ -81,5 +81,6 @@ def test_zero2_low_level_zero_resumes_bitwise(device: str, tmp_path: Path, monke
 def test_fsdp2_resumes_bitwise(device: str, tmp_path: Path, monkeypatch):
     report = _run("fsdp2", device, tmp_path, monkeypatch)
     assert report["backend"] == "fsdp2", report
-    assert report["files"] == ["optimizer_rank00000.pt"], report
-    assert os.path.isfile(tmp_path / "optimizer_rank00000.pt")
+    consolidated = OptimizerFiles(tmp_path).consolidated
+    assert report["files"] == [consolidated.name], report
+    assert consolidated.is_file()

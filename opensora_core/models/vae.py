@@ -303,11 +303,15 @@ def load_kl_module(cfg: VideoAutoencoderKLConfig) -> nn.Module:
     return _load_diffusers(AutoencoderKL, cfg.from_pretrained, "VAE", cfg)
 
 
-def build_kl(cfg: VideoAutoencoderKLConfig, chunked_noise: bool = False) -> VideoAutoencoderKL:
-    """The SD image VAE of a validated config (the `VideoAutoencoderKL` entry of VAES)."""
-    return VideoAutoencoderKL(
-        load_kl_module(cfg), cfg.micro_batch_size, cfg.scaling_factor, cfg.sample_posterior, chunked_noise
-    )
+def build_kl(
+    cfg: VideoAutoencoderKLConfig, chunked_noise: bool = False, module: nn.Module | None = None
+) -> VideoAutoencoderKL:
+    """The SD image VAE of a validated config (the `VideoAutoencoderKL` entry of VAES); ``module``: a ready
+    diffusers ``AutoencoderKL`` to wrap instead of loading ``cfg.from_pretrained`` (the 1.2 pipeline passes
+    one when its own checkpoint overwrites every weight)."""
+    if module is None:
+        module = load_kl_module(cfg)
+    return VideoAutoencoderKL(module, cfg.micro_batch_size, cfg.scaling_factor, cfg.sample_posterior, chunked_noise)
 
 
 def build_temporal_decoder(cfg: VideoAutoencoderKLTemporalDecoderConfig) -> VideoAutoencoderKLTemporalDecoder:

@@ -165,8 +165,7 @@ class VideoAutoencoderPipelineConfig(_PipelineBase):
 
 
 class OpenSoraVAEV12Config(_PipelineBase):
-    """Open-Sora 1.2 VAE: SD-XL VAE (PixArt-Sigma's) + VAE_Temporal_SD, the official shift/scale; 4 channels,
-    frames 17 -> 5, H and W / 8."""
+    """Open-Sora 1.2 VAE: SD-XL VAE + VAE_Temporal_SD, official shift/scale (4 channels, 17 -> 5 frames, H/W / 8)."""
 
     type: Literal["OpenSoraVAE_V1_2"]
     micro_batch_size: PosInt | None = Field(4, description="Frames per spatial-VAE chunk (None = all at once).")

@@ -19,9 +19,8 @@ seeded run reproduces Open-Sora 1.2; with a ``generator`` the same draws come fr
 ``cal_loss=True`` is the reference's VAE-training mode: ``encode`` returns ``(z, posterior, x_z)`` (z not
 normalised, ``posterior`` of the last chunk, ``x_z`` the spatial latents), ``decode`` returns ``(x, x_z)`` and
 expects un-normalised z, ``forward(x)`` runs both, and the temporal VAE keeps gradients (also through the
-frozen spatial decoder). Otherwise the
-pipeline is a frozen latent VAE (eval, no gradients) like the other VAEs in :mod:`opensora_core.models.vae`.
-The spatial VAE is always frozen.
+frozen spatial decoder). Otherwise the pipeline is a frozen latent VAE (eval, no gradients) like the other
+VAEs in :mod:`opensora_core.models.vae`. The spatial VAE is always frozen.
 """
 
 from __future__ import annotations
@@ -33,12 +32,12 @@ import torch
 from torch import nn
 
 from opensora_core.models.pretrained import is_debug_id
-from opensora_core.models.vae import VideoAutoencoderKL, build_kl, load_kl_module
 from opensora_core.models.vae_registry import (
     OPENSORA_V1_2_SCALE,
     OPENSORA_V1_2_SHIFT,
     OPENSORA_V1_2_SPATIAL,
     TEMPORAL_VAES,
+    VAES,
     OpenSoraVAEV12Config,
     VAETemporalSDConfig,
     VideoAutoencoderKLConfig,
@@ -77,7 +76,7 @@ class VideoAutoencoderPipeline(nn.Module):
 
     def __init__(
         self,
-        spatial_vae: VideoAutoencoderKL,
+        spatial_vae: nn.Module,
         temporal_vae: VAE_Temporal,
         micro_frame_size: int | None = None,
         shift: float | Sequence[float] = 0.0,
@@ -216,13 +215,17 @@ def _load_weights(model: nn.Module, name: str, local_files_only: bool) -> None:
     load_checkpoint(model, name, strict=True)
 
 
+def _spatial(cfg: VideoAutoencoderKLConfig, module: nn.Module | None = None) -> nn.Module:
+    """The frame-wise spatial VAE (a ``VideoAutoencoderKL``, built through its VAES entry: this module is a VAES
+    builder itself and never imports the dispatcher), drawing posterior noise per micro-batch as the reference."""
+    return VAES["VideoAutoencoderKL"].load_builder()(cfg, chunked_noise=True, module=module)
+
+
 def build_pipeline(cfg: VideoAutoencoderPipelineConfig) -> VideoAutoencoderPipeline:
     """A pipeline from explicit `vae_2d` / `vae_temporal` configs (then `from_pretrained` over both)."""
     temporal = TEMPORAL_VAES[cfg.vae_temporal.type].load_builder()(cfg.vae_temporal)
-    # posterior noise per micro-batch, in the reference's order
-    spatial = build_kl(cfg.vae_2d, chunked_noise=True)
     model = VideoAutoencoderPipeline(
-        spatial, temporal, cfg.micro_frame_size, cfg.shift, cfg.scale, cfg.cal_loss
+        _spatial(cfg.vae_2d), temporal, cfg.micro_frame_size, cfg.shift, cfg.scale, cfg.cal_loss
     )
     if cfg.from_pretrained is not None:
         _load_weights(model, cfg.from_pretrained, cfg.vae_2d.local_files_only)
@@ -233,26 +236,26 @@ def build_opensora_vae_v1_2(cfg: OpenSoraVAEV12Config) -> VideoAutoencoderPipeli
     """Open-Sora 1.2's VAE. ``from_pretrained``: None = PixArt-Sigma's SD-XL VAE + a random temporal VAE (as the
     reference); a debug id = the tiny in-code VAE; otherwise the whole VAE's weights (the spatial VAE is then
     built from its config, not downloaded, since every weight is overwritten)."""
+    spatial_cfg = VideoAutoencoderKLConfig(
+        type="VideoAutoencoderKL",
+        from_pretrained=OPENSORA_V1_2_SPATIAL,
+        subfolder="vae",
+        micro_batch_size=cfg.micro_batch_size,
+        local_files_only=cfg.local_files_only,
+    )
     name = cfg.from_pretrained
     if name is None:
-        module = load_kl_module(
-            VideoAutoencoderKLConfig(
-                type="VideoAutoencoderKL",
-                from_pretrained=OPENSORA_V1_2_SPATIAL,
-                subfolder="vae",
-                local_files_only=cfg.local_files_only,
-            )
-        )
-        temporal = VAE_Temporal(**VAETemporalSDConfig.ARCHITECTURE)
+        spatial, temporal = _spatial(spatial_cfg), VAE_Temporal(**VAETemporalSDConfig.ARCHITECTURE)
     elif is_debug_id(name):
         from opensora_core.models import tiny
 
         module, temporal = tiny.load_debug_vae(name, cfg.type)
+        spatial = _spatial(spatial_cfg, module)
     else:
         from diffusers import AutoencoderKL
 
-        module, temporal = AutoencoderKL(**SDXL_VAE_CONFIG), VAE_Temporal(**VAETemporalSDConfig.ARCHITECTURE)
-    spatial = VideoAutoencoderKL(module, cfg.micro_batch_size, chunked_noise=True)
+        spatial = _spatial(spatial_cfg, AutoencoderKL(**SDXL_VAE_CONFIG))
+        temporal = VAE_Temporal(**VAETemporalSDConfig.ARCHITECTURE)
     model = VideoAutoencoderPipeline(
         spatial, temporal, cfg.micro_frame_size, OPENSORA_V1_2_SHIFT, OPENSORA_V1_2_SCALE, cfg.cal_loss
     )

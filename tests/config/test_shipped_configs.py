@@ -12,7 +12,7 @@ from tests.conftest import REPO_ROOT, shared_path
 
 CONFIG_DIR = REPO_ROOT / "configs"
 SHIPPED = sorted(CONFIG_DIR.rglob("*.py"))
-INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name == "tiny_sample.py"]
+INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name.endswith("_sample.py")]
 TRAIN = [p for p in SHIPPED if p not in INFERENCE]
 
 REQUIRED = [
@@ -46,6 +46,8 @@ REQUIRED = [
     "pixart/train/64x512x512.py",
     "debug/tiny_sample.py",
     "debug/tiny_train.py",
+    "debug/tiny_v1_2_sample.py",
+    "debug/tiny_v1_2_train.py",
 ]
 
 
@@ -197,3 +199,15 @@ def test_tiny_debug_configs():
         1e-3,
     )
     assert (train.plugin, train.outputs, train.tracking.backend) == ("ddp", "outputs/debug", "none")
+
+
+def test_tiny_v1_2_debug_configs():
+    sample = load_config(CONFIG_DIR / "debug/tiny_v1_2_sample.py")
+    train = load_config(CONFIG_DIR / "debug/tiny_v1_2_train.py")
+    for cfg in (sample, train):
+        assert (cfg.model.type, cfg.scheduler.type, cfg.vae.type) == ("STDiT3-XL/2", "rflow", "OpenSoraVAE_V1_2")
+        assert cfg.vae.from_pretrained == "debug/tiny-vae-v1-2" and cfg.vae.latent_channels == 4
+        assert (cfg.vae.micro_frame_size, cfg.vae.micro_batch_size) == (17, 4)
+        assert cfg.scheduler.use_timestep_transform
+    assert (sample.num_frames, sample.image_size) == (17, (32, 32))
+    assert (train.dataset.num_frames, train.dataset.image_size) == (17, (32, 32))

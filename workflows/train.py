@@ -18,7 +18,9 @@ Parameters (all overridable per run; the compiled presets only change defaults):
 - tracking and registry: ``mlflow_tracking_uri`` (empty: from the platform ConfigMap), ``mlflow_experiment``,
   ``model_name``, ``gate`` (``{"metric": minimum, "metric<=": maximum}`` for ``champion``), ``git_commit``;
 - evaluation: ``eval_prompts`` (empty: the synthetic captions), ``eval_weights``, ``eval_overrides``,
-  ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``;
+  ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``,
+  ``eval_fraction`` (share of the clips held out of training, by a hash of the path) and ``eval_timesteps``
+  (timesteps of the validation loss on those clips);
 - cluster wiring (kfp-kubernetes): ``config_map_name`` (endpoints as env: MLFLOW_TRACKING_URI,
   S3_ENDPOINT_URL, ...), ``s3_secret_name`` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env),
   ``mlflow_secret_name`` (optional MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), ``cache_pvc`` (a
@@ -130,6 +132,7 @@ def train_pipeline(
     gate: dict = {"valid_fraction": 1.0},  # noqa: B006
     git_commit: str = "",
     prepare_workers: int = 8,
+    eval_fraction: float = 0.1,
     eval_prompts: list = DEFAULT_EVAL_PROMPTS,
     eval_weights: list = ["ema", "untrained"],  # noqa: B006
     eval_overrides: list = [],  # noqa: B006
@@ -138,6 +141,7 @@ def train_pipeline(
     eval_seed: int = 0,
     eval_batch_size: int = 4,
     eval_gpus: int = 1,
+    eval_timesteps: int = 10,
     config_map_name: str = "opensora-platform",
     s3_secret_name: str = "opensora-platform-s3",
     mlflow_secret_name: str = "opensora-mlflow-credentials",
@@ -146,13 +150,18 @@ def train_pipeline(
     """prepare_data -> train -> evaluate -> register (see the module docstring for the parameters)."""
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 
-    prep = prepare_data(raw_data_uri=raw_data_uri, metadata_uri=metadata_uri, workers=prepare_workers)
+    prep = prepare_data(
+        raw_data_uri=raw_data_uri,
+        metadata_uri=metadata_uri,
+        workers=prepare_workers,
+        eval_fraction=eval_fraction,
+    )
     prep.set_display_name("prepare-data").set_container_image(runtime_image).set_caching_options(False)
     _cluster_wiring(prep, config_map_name, s3_secret_name, mlflow_secret_name)
 
     trained = train(
         config=config,
-        metadata_uri=prep.outputs["metadata_uri"],
+        metadata_uri=prep.outputs["train_metadata_uri"],  # the held-out clips never reach training
         outputs_uri=outputs_uri,
         cfg_options=cfg_options,
         launcher=launcher,
@@ -189,6 +198,8 @@ def train_pipeline(
         experiment=mlflow_experiment,
         run_id=run_id,
         train_run_id=trained.outputs["mlflow_run_id"],
+        val_table=prep.outputs["eval_metadata_uri"],
+        num_eval_timesteps=eval_timesteps,
     )
     evaluated.set_display_name("evaluate").set_container_image(train_image).set_caching_options(False)
     evaluated.set_accelerator_type(accelerator_type).set_accelerator_limit(eval_gpus)

@@ -30,6 +30,8 @@ def evaluate(
     experiment: str = "",
     run_id: str = "",
     train_run_id: str = "",
+    val_table: str = "",
+    num_eval_timesteps: int = 10,
 ) -> NamedTuple("EvalOutputs", [("metrics", dict), ("output_uri", str), ("mlflow_run_id", str)]):
     """Evaluate ``checkpoint_uri`` (see opensora_core.eval.evaluate).
 
@@ -37,6 +39,7 @@ def evaluate(
     (default ``["ema", "untrained"]``: the trained EMA weights and the untrained model, same seed).
     ``overrides``: sampling config overrides (``KEY=VALUE``). ``num_sampling_steps`` 0 and ``cfg_scale`` < 0
     keep the config's values. MLflow logging is on when ``tracking_uri`` or ``$MLFLOW_TRACKING_URI`` is set.
+    ``val_table``: the held-out metadata table for the validation loss (empty: none).
     """
     import json
     import math
@@ -65,6 +68,8 @@ def evaluate(
         batch_size=batch_size,
         tracking=tracking,
         tags={k: v for k, v in tags.items() if v},
+        val_table=val_table or None,
+        num_eval_timesteps=num_eval_timesteps,
     )
     print(result.summary(), flush=True)
     finite = {k: float(v) for k, v in result.metrics.items() if math.isfinite(v)}

@@ -20,7 +20,10 @@ def checkpoint(tmp_path_factory):
 
 
 def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
+    from opensora_core.data.synthetic import generate
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    generate(tmp_path / "held", 2, size=16, num_frames=8, seed=0)
     metrics_art = Metrics(uri=str(tmp_path / "metrics.json"))
     report_art = Artifact(uri=str(tmp_path / "report.json"))
     out = evaluate.python_func(
@@ -31,6 +34,8 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
         prompts=PROMPTS,
         num_sampling_steps=2,
         run_id="r1",
+        val_table=str(tmp_path / "held" / "meta.csv"),
+        num_eval_timesteps=2,
     )
     assert out.output_uri == str(tmp_path / "eval" / "r1") and out.mlflow_run_id == ""
     for variant in ("ema", "untrained"):
@@ -39,6 +44,10 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
     assert set(out.metrics) >= {"colour_accuracy", "untrained/colour_accuracy", "colour_accuracy_gain"}
     assert metrics_art.metadata["colour_accuracy"] == out.metrics["colour_accuracy"]
     assert json.loads((tmp_path / "report.json").read_text())["global_step"] == 7
+    assert out.metrics["val_loss_improvement"] == 0.0  # random weights: no better than the untrained model
+    assert {"val_loss", "val_loss/t0017", "val_loss/t0033", "val_loss/bucket/16x16x4"} <= set(out.metrics)
+    report = json.loads((tmp_path / "eval" / "r1" / "report.json").read_text())
+    assert len(report["val_loss"]["ema"]["per_sample"]) == 2 and len(report["eval_config_sha256"]) == 64
 
 
 @pytest.mark.integration

@@ -16,7 +16,10 @@ Parameters (all overridable per run; the compiled presets only change defaults):
 - images: ``runtime_image`` (prepare/train launcher/register), ``train_image`` (the training job and the
   evaluation step, which samples on a GPU);
 - tracking and registry: ``mlflow_tracking_uri`` (empty: from the platform ConfigMap), ``mlflow_experiment``,
-  ``model_name``, ``gate`` (``{"metric": minimum, "metric<=": maximum}`` for ``champion``), ``git_commit``;
+  ``model_name`` (empty: one registered model per family and clip size, ``opensora-stdit-256``, from the
+  checkpoint's config), ``gate`` (``{"thresholds": {"metric": min, "metric<=": max}, "margins": {"val_loss":
+  0.02}}``, empty: the defaults of ``opensora_core.eval.gate``: beat the untrained model's validation loss by
+  10% and, when a champion exists, be at most 2% worse than it, paired on the same held-out clips), ``git_commit``;
 - evaluation: ``eval_prompts`` (empty: the synthetic captions), ``eval_weights``, ``eval_overrides``,
   ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``,
   ``eval_fraction`` (share of the clips held out of training, by a hash of the path) and ``eval_timesteps``
@@ -128,8 +131,8 @@ def train_pipeline(
     train_image: str = TRAIN_IMAGE,
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "opensora",
-    model_name: str = "opensora-stdit",
-    gate: dict = {"valid_fraction": 1.0},  # noqa: B006
+    model_name: str = "",
+    gate: dict = {},  # noqa: B006
     git_commit: str = "",
     prepare_workers: int = 8,
     eval_fraction: float = 0.1,
@@ -200,6 +203,9 @@ def train_pipeline(
         train_run_id=trained.outputs["mlflow_run_id"],
         val_table=prep.outputs["eval_metadata_uri"],
         num_eval_timesteps=eval_timesteps,
+        model_name=model_name,
+        gate=gate,
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     evaluated.set_display_name("evaluate").set_container_image(train_image).set_caching_options(False)
     evaluated.set_accelerator_type(accelerator_type).set_accelerator_limit(eval_gpus)
@@ -209,9 +215,9 @@ def train_pipeline(
 
     registered = register(
         checkpoint_uri=trained.outputs["checkpoint_uri"],
-        model_name=model_name,
+        model_name=evaluated.outputs["model_name"],
         metrics=evaluated.outputs["metrics"],
-        gate=gate,
+        gate_decision=evaluated.outputs["gate_decision"],
         tracking_uri=mlflow_tracking_uri,
         experiment=mlflow_experiment,
         eval_run_id=evaluated.outputs["mlflow_run_id"],

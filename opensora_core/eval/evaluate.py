@@ -330,6 +330,7 @@ def evaluate(
                     "headline_weights": headline,
                     "settings": settings,
                     "eval_config_sha256": config_hash,
+                    "val_table": val_table,
                     "metrics": metrics,
                     "per_prompt": report_rows,
                     "val_loss": {v: r.as_dict() for v, r in val_losses.items()},

@@ -67,11 +67,12 @@ class GateDecision:
         return "; ".join(self.details)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the evaluate step's output, the register step's input)."""
+        """JSON-ready form (the evaluate step's output, the register step's input; no None values, which KFP
+        parameters cannot carry: no champion is ``""``)."""
         return {
             "passed": self.passed,
             "details": list(self.details),
-            "champion_version": self.champion_version,
+            "champion_version": self.champion_version or "",
             "comparisons": self.comparisons,
         }
 

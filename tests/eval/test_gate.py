@@ -65,5 +65,10 @@ def test_gate_config_rejects_unknown_keys_and_decisions_round_trip():
         parse_gate({"colour_accuracy": 0.5})  # the old flat form: say what the new one looks like
     d = GateDecision(True, ("x",), "2", {"val_loss": {"n": 1.0}})
     assert GateDecision.from_dict(d.as_dict()) == d
+    none = GateDecision(False, ("y",))
+    assert none.as_dict()["champion_version"] == "" and GateDecision.from_dict(none.as_dict()) == none
+    from kfp.compiler.pipeline_spec_builder import to_protobuf_value
+
+    to_protobuf_value(none.as_dict())  # a KFP parameter value (None is not one)
     with pytest.raises(ValueError, match="passed"):
         GateDecision.from_dict({})

@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
     }
 
 
-def _evaluate_and_register(setup, checkpoint, tag):
+def _evaluate_and_register(setup, checkpoint, tag, num_eval_timesteps=3):
     root = setup["root"]
     out = evaluate.python_func(
         checkpoint_uri=str(checkpoint),
@@ -64,7 +64,7 @@ def _evaluate_and_register(setup, checkpoint, tag):
         run_id=tag,
         run_name=f"pipeline-{tag}",
         val_table=setup["val_table"],
-        num_eval_timesteps=3,
+        num_eval_timesteps=num_eval_timesteps,
         model_name=NAME,
     )
     reg = register.python_func(
@@ -113,6 +113,15 @@ def test_default_gate_through_the_registry(setup):
     assert "champion v2" in (setup["root"] / "random.html").read_text()
     report = json.loads((setup["root"] / "random-r.json").read_text())
     assert report["gate_decision"]["passed"] is False
+
+    # 4. other evaluation settings: the champion's stored report does not pair up, so its registered weights
+    #    are downloaded and evaluated with the candidate's settings; the champion itself is not worse than itself
+    out, reg = _evaluate_and_register(setup, setup["trained"], "again", num_eval_timesteps=2)
+    champion_report = json.loads((setup["root"] / "eval" / "again" / "champion" / "report.json").read_text())
+    assert champion_report["val_loss"]["ema"]["timesteps"] == [17, 33]
+    assert out.gate_decision["comparisons"]["val_loss"]["mean_diff"] == pytest.approx(0.0, abs=1e-6)
+    assert out.gate_decision["passed"] and reg.champion and reg.version == "2"
+    assert json.loads((setup["root"] / "again-reg.json").read_text())["reused"] is True
 
 
 def reg_version(client) -> str:

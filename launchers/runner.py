@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from launchers.pytorchjob import CONTAINER_NAME, build_pytorchjob
 from launchers.spec import TrainingJobSpec
-from launchers.status import JobPhase, JobStatus, job_status
+from launchers.status import JobPhase, JobStatus, describe_exit_code, is_preempted, job_status
 from launchers.trainjob import build_trainjob
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,10 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "TrainJob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
 }
 Cleanup = Literal["always", "on_success", "never"]
+PREEMPTED_MARK = "preempted, resumable"
+MANAGED_BY = ("app.kubernetes.io/managed-by", "opensora-platform")
+# How long a replaced (finished) job may take to disappear before the new one is created.
+REPLACE_TIMEOUT_S = 300.0
 
 
 class JobError(RuntimeError):
@@ -46,6 +50,7 @@ class JobFailedError(JobError):
     def __init__(self, what: str, status: JobStatus, details: list[str] | None = None):
         self.status = status
         self.details = list(details or [])
+        self.preempted = any(PREEMPTED_MARK in d for d in self.details)
         extra = "".join(f"\n  - {d}" for d in self.details)
         super().__init__(f"{what} failed: {status.describe()}{extra}")
 
@@ -235,7 +240,10 @@ def pod_failure_details(core: Any, namespace: str, selector: str, limit: int = 1
                 cs.last_state.terminated if cs.last_state else None,
             ):
                 if state is not None and (state.exit_code or 0) != 0:
+                    meaning = describe_exit_code(state.exit_code) if is_preempted(state.exit_code) else ""
                     msg = f"pod {pod.metadata.name} container {cs.name}: {state.reason or 'Error'} (exit {state.exit_code})"
+                    if meaning:
+                        msg += f": {meaning}"
                     if state.message:
                         msg += f": {state.message.strip()[:500]}"
                     details.append(msg)
@@ -267,6 +275,72 @@ def _api_error(exc: Exception, what: str, plural: str, namespace: str, name: str
     return exc
 
 
+def _create_or_adopt(
+    custom_api: Any,
+    manifest: Mapping[str, Any],
+    get_job: Callable[[], Mapping[str, Any] | None],
+    delete: Callable[[], None],
+    *,
+    log: Callable[[str], None],
+    poll_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Create the job; if one of that name exists (a re-run or KFP retry of the same pipeline run), adopt it
+    while it runs, or delete and recreate it once it has ended (the new job resumes from the run's checkpoints).
+
+    A same-named job this platform did not create (no ``app.kubernetes.io/managed-by: opensora-platform``
+    label) is never touched: that raises :class:`JobError`.
+    """
+    group, version, plural = resource_of(manifest)
+    namespace = manifest["metadata"].get("namespace", "default")
+    name = manifest["metadata"]["name"]
+    what = f"{manifest['kind']} {namespace}/{name}"
+
+    def create() -> bool:
+        try:
+            custom_api.create_namespaced_custom_object(group, version, namespace, plural, dict(manifest))
+        except Exception as exc:
+            if getattr(exc, "status", None) == 409:
+                return False
+            raise _api_error(exc, what, plural, namespace, name) from exc
+        log(f"[launcher] created {what}")
+        return True
+
+    if create():
+        return
+    existing = get_job()
+    if existing is None:  # deleted in between
+        if create():
+            return
+        raise JobError(f"{what} keeps reappearing while being created; check who else creates it")
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    if labels.get(MANAGED_BY[0]) != MANAGED_BY[1]:
+        raise JobError(
+            f"{what} already exists and was not created by opensora-platform (no label "
+            f"{MANAGED_BY[0]}={MANAGED_BY[1]}); delete it (kubectl delete {plural} -n {namespace} {name}) or "
+            "use another run id"
+        )
+    status = job_status(existing)
+    if not status.terminal:
+        log(
+            f"[launcher] {what} already exists ({status.describe()}): adopting it instead of creating a new one"
+        )
+        return
+    log(
+        f"[launcher] {what} already exists and ended {status.describe()}: deleting it and creating it again "
+        "(the new job resumes from the newest checkpoint of this run)"
+    )
+    delete()
+    deadline = clock() + REPLACE_TIMEOUT_S
+    while get_job() is not None:
+        if clock() > deadline:
+            raise JobError(f"{what} was deleted but still exists after {REPLACE_TIMEOUT_S:g}s (finalizers?)")
+        sleep(poll_s)
+    if not create():
+        raise JobError(f"{what} reappeared while being replaced; check who else creates it")
+
+
 def run_job(
     manifest: Mapping[str, Any],
     *,
@@ -282,6 +356,8 @@ def run_job(
 ) -> JobStatus:
     """Create the job, wait for Succeeded/Failed, stream the master's logs, and clean up per ``cleanup``.
 
+    A job of the same name is adopted while it runs and replaced once it has ended (:func:`_create_or_adopt`),
+    so re-running or retrying the step for the same pipeline run never fails on "already exists".
     Returns the Succeeded status. Raises :class:`JobFailedError` (with the condition reason/message and the
     pods' termination reasons), :class:`JobTimeoutError`, or :class:`JobError` for API errors with a hint.
     ``cleanup``: ``"on_success"`` keeps failed jobs for inspection, ``"always"`` deletes every outcome,
@@ -297,12 +373,6 @@ def run_job(
         api_client = api_client or load_api_client()
         custom_api = custom_api or client.CustomObjectsApi(api_client)
         core_api = core_api or client.CoreV1Api(api_client)
-
-    try:
-        custom_api.create_namespaced_custom_object(group, version, namespace, plural, dict(manifest))
-    except Exception as exc:
-        raise _api_error(exc, what, plural, namespace, name) from exc
-    log(f"[launcher] created {what}")
 
     def get_job() -> Mapping[str, Any] | None:
         try:
@@ -322,11 +392,16 @@ def run_job(
             if getattr(exc, "status", None) != 404:
                 log(f"[launcher] could not delete {what}: {type(exc).__name__}: {exc}")
 
+    _create_or_adopt(custom_api, manifest, get_job, delete, log=log, poll_s=poll_s)
+
     selector, container = master_pod_selector(manifest)
     streamer = _LogStreamer(core_api, namespace, selector, container, log) if stream_logs else None
 
     def on_change(status: JobStatus) -> None:
         log(f"[launcher] {what}: {status.describe()}")
+        if status.phase is JobPhase.RESTARTING:  # say why (e.g. "preempted, resumable")
+            for detail in pod_failure_details(core_api, namespace, job_pods_selector(manifest)):
+                log(f"[launcher]   {detail}")
         if streamer is not None and status.phase in (JobPhase.RUNNING, JobPhase.RESTARTING):
             streamer.start()
 

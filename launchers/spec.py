@@ -9,9 +9,11 @@ field, instead of a half-created job in the cluster.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from opensora_core.train.preemption import GRACE_ENV
 
 # RFC 1035 label: what the Training Operator and Trainer require of job names (Services are named after them).
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -40,6 +42,15 @@ CLIENT_LABEL = {"opensora.io/client": "true"}
 IMAGE_UID = 10001
 # Writable folders the images expect on a read-only root: temporary files and caches (HF_HOME, TORCH_HOME, ...).
 DEFAULT_WRITABLE_DIRS = ("/tmp", "/cache")
+# Preemption budget (docs/training.md "Preemption"): from SIGTERM, the trainer finishes its step, saves a
+# checkpoint and exits; the kubelet SIGKILLs the pod after terminationGracePeriodSeconds. The default grace is
+# the sum of these estimates for an STDiT-XL/2 job (fp32 weights + EMA + AdamW state ~ 11.6 GB written to S3).
+STEP_TIME_ESTIMATE_S = 30
+SAVE_TIME_ESTIMATE_S = 180
+EXIT_MARGIN_S = 30  # process exit, log flush, MLflow run status
+DEFAULT_GRACE_PERIOD_S = STEP_TIME_ESTIMATE_S + SAVE_TIME_ESTIMATE_S + EXIT_MARGIN_S
+# The training container's entry point: forwards SIGTERM to torchrun and exits 200 when preempted.
+SUPERVISOR = ("python", "-m", "opensora_core.train.supervise")
 # The longest suffix the Training Operator appends to a job name for pods/Services ("-worker-<index>").
 _REPLICA_SUFFIX = "-worker-"
 
@@ -272,6 +283,16 @@ class TrainingJobSpec(_Model):
         description="emptyDirs mounted at these paths unless a volume already mounts there (read-only root)",
     )
 
+    termination_grace_period_s: int = Field(
+        DEFAULT_GRACE_PERIOD_S,
+        ge=EXIT_MARGIN_S + 1,
+        le=86400,
+        description="pod terminationGracePeriodSeconds: time from SIGTERM (preemption) to SIGKILL; must cover "
+        "one step plus one checkpoint save plus EXIT_MARGIN_S",
+    )
+    affinity: dict[str, Any] | None = Field(
+        None, description="pod affinity (nodeAffinity/podAffinity/podAntiAffinity), Kubernetes JSON"
+    )
     restart_policy: Literal["OnFailure", "Never", "ExitCode", "Always"] = "OnFailure"
     backoff_limit: int = Field(3, ge=0)
     active_deadline_seconds: int | None = Field(None, ge=1)
@@ -354,6 +375,14 @@ class TrainingJobSpec(_Model):
                     f"{info.field_name}: {key!r} is set by the training operator/torchrun; remove it "
                     "(use num_nodes/gpus_per_node/procs_per_node/master_port instead)"
                 )
+        return v
+
+    @field_validator("affinity")
+    @classmethod
+    def _affinity(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        allowed = {"nodeAffinity", "podAffinity", "podAntiAffinity"}
+        if v is not None and set(v) - allowed:
+            raise ValueError(f"affinity: unknown keys {sorted(set(v) - allowed)}; allowed: {sorted(allowed)}")
         return v
 
     @field_validator("writable_dirs")
@@ -477,11 +506,16 @@ class TrainingJobSpec(_Model):
         """The training container's command: ``torchrun -m <module> <config> ...`` unless ``command`` is set."""
         if self.command is not None:
             return list(self.command)
-        return ["torchrun", "-m", self.module, *self.training_args()]
+        return [*SUPERVISOR, "torchrun", "-m", self.module, *self.training_args()]
 
     def container_env(self) -> list[dict]:
         """Environment of the training container (plain values first, then Secret references)."""
-        merged = {"PYTHONUNBUFFERED": "1", **self.nccl_env, **self.env}
+        merged = {
+            "PYTHONUNBUFFERED": "1",
+            GRACE_ENV: str(self.termination_grace_period_s - EXIT_MARGIN_S),
+            **self.nccl_env,
+            **self.env,
+        }
         env: list[dict] = [{"name": k, "value": str(v)} for k, v in merged.items()]
         env += [
             {
@@ -558,7 +592,11 @@ class TrainingJobSpec(_Model):
         Adds the pod security context, volumes, tolerations, node selector, service account, priority class and
         image pull secrets (each only when set).
         """
-        pod: dict = {"containers": [container], "securityContext": self.security.pod_k8s()}
+        pod: dict = {
+            "containers": [container],
+            "securityContext": self.security.pod_k8s(),
+            "terminationGracePeriodSeconds": self.termination_grace_period_s,
+        }
         volumes = self.pod_volumes()
         if volumes:
             pod["volumes"] = volumes
@@ -566,6 +604,8 @@ class TrainingJobSpec(_Model):
             pod["tolerations"] = [t.to_k8s() for t in self.tolerations]
         if self.node_selector:
             pod["nodeSelector"] = dict(self.node_selector)
+        if self.affinity:
+            pod["affinity"] = dict(self.affinity)
         if self.service_account:
             pod["serviceAccountName"] = self.service_account
         if self.priority_class:

@@ -16,6 +16,28 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from opensora_core.train.preemption import PREEMPTED_EXIT_CODE
+
+# What the training container's exit codes mean (python -m opensora_core.train[.supervise]).
+EXIT_CODE_MEANINGS = {
+    1: "error (see the log)",
+    2: "bad config or arguments",
+    3: "aborted after max_bad_steps non-finite steps (checkpoint saved)",
+    PREEMPTED_EXIT_CODE: "preempted, resumable (stopped on SIGTERM; resumes from the newest checkpoint)",
+    137: "killed (SIGKILL: out of memory, or the grace period ran out)",
+    143: "terminated by SIGTERM before the trainer could react",
+}
+
+
+def describe_exit_code(code: int | None) -> str:
+    """A short meaning of a training container's exit code (empty when unknown)."""
+    return EXIT_CODE_MEANINGS.get(code, "") if code is not None else ""
+
+
+def is_preempted(code: int | None) -> bool:
+    """True for the exit code of a trainer that stopped on SIGTERM and can resume."""
+    return code == PREEMPTED_EXIT_CODE
+
 
 class JobPhase(StrEnum):
     PENDING = "Pending"

@@ -6,8 +6,9 @@ Launchers (``launcher=``):
 - ``trainjob``: a ``trainer.kubeflow.org/v1alpha1`` TrainJob (:mod:`launchers.trainjob`);
 - ``local``: ``torchrun --standalone`` in the step's own process (:mod:`launchers.local`; `make demo`).
 
-Every launcher runs ``-m opensora_core.train CONFIG --outputs OUTPUTS/RUN_ID --cfg-options ...
-dataset.data_path=META``. Afterwards the step finds the newest complete checkpoint under ``OUTPUTS/RUN_ID`` and
+Every launcher runs ``-m opensora_core.train CONFIG --outputs OUTPUTS/RUN_ID --load latest --cfg-options ...
+dataset.data_path=META experiment_folder=latest``: the run folder depends only on the pipeline run id, so a
+restarted pod or a retried step resumes where the last complete checkpoint left off. Afterwards the step finds the newest complete checkpoint under ``OUTPUTS/RUN_ID`` and
 parses the trainer's last ``step=... loss=...`` log line for the final metrics. No kfp import here: the
 component (components/train/component.py) is a thin wrapper around :func:`run_training`.
 """
@@ -42,7 +43,7 @@ def training_args(
     experiment: str = "",
     run_name: str = "",
 ) -> list[str]:
-    """Arguments of ``python -m opensora_core.train``: ``CONFIG --outputs OUT --cfg-options ...``.
+    """Arguments of ``python -m opensora_core.train``: ``CONFIG --outputs OUT --load latest --cfg-options ...``.
 
     MLflow tracking is switched on when ``tracking_uri`` or ``experiment`` is given (an empty URI means the
     job's ``MLFLOW_TRACKING_URI``). User ``cfg_options`` come next (so they win over ours), and
@@ -63,7 +64,10 @@ def training_args(
             options.append(f"tracking.run_name={run_name}")
     options += list(cfg_options)
     options.append(f"dataset.data_path={metadata_uri}")
-    return [config, "--outputs", outputs, "--cfg-options", *options]
+    # Always resume: a restarted pod, a KFP retry or a preempted job continues from the newest complete
+    # checkpoint under its run folder (a fresh start when there is none) in the same experiment folder.
+    options.append("experiment_folder=latest")
+    return [config, "--outputs", outputs, "--load", "latest", "--cfg-options", *options]
 
 
 def job_name(run_id: str, prefix: str = "opensora-train") -> str:
@@ -127,6 +131,33 @@ def locate_checkpoint(outputs: str) -> tuple[str, dict[str, Any]]:
     return ref.uri, states
 
 
+def _job_options(
+    queue_name: str,
+    priority_class: str,
+    shm_size: str,
+    nccl_env: dict[str, str] | None,
+    affinity: dict[str, Any] | None,
+    grace_period_s: int,
+) -> dict[str, Any]:
+    """The ``TrainingJobSpec`` fields of the step's job parameters that are set (validated by the spec)."""
+    from launchers.spec import DEFAULT_NCCL_ENV
+
+    out: dict[str, Any] = {}
+    if queue_name:
+        out["queue_name"] = queue_name
+    if priority_class:
+        out["priority_class"] = priority_class
+    if shm_size:
+        out["shm_size"] = shm_size
+    if nccl_env:
+        out["nccl_env"] = {**DEFAULT_NCCL_ENV, **{str(k): str(v) for k, v in nccl_env.items()}}
+    if affinity:
+        out["affinity"] = dict(affinity)
+    if grace_period_s:
+        out["termination_grace_period_s"] = int(grace_period_s)
+    return out
+
+
 def run_training(
     *,
     config: str,
@@ -148,11 +179,20 @@ def run_training(
     cleanup: str = "on_success",
     crd_dir: str = "",
     task_config: Any = None,
+    queue_name: str = "",
+    priority_class: str = "",
+    shm_size: str = "",
+    nccl_env: dict[str, str] | None = None,
+    affinity: dict[str, Any] | None = None,
+    grace_period_s: int = 0,
     log: Callable[[str], None] = print,
 ) -> TrainOutcome:
     """Train with the chosen launcher and return the newest checkpoint (the train component's body).
 
     ``image``: the training image of the job's pods; empty means this release's (``launchers.images``).
+    Cluster launchers only: ``queue_name`` (Kueue LocalQueue), ``priority_class``, ``shm_size`` (/dev/shm
+    size), ``nccl_env`` (extra NCCL_* variables over the defaults), ``affinity`` (pod affinity JSON),
+    ``grace_period_s`` (terminationGracePeriodSeconds); empty/0 keeps the ``TrainingJobSpec`` default.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {list(LAUNCHERS)}, got {launcher!r}")
@@ -191,8 +231,12 @@ def run_training(
             procs_per_node=procs_per_node or None,
             sp_size=sp_size,
             service_account=service_account or None,
+            **_job_options(queue_name, priority_class, shm_size, nccl_env, affinity, grace_period_s),
             **fields,
         )
+        from launchers.policy import LaunchPolicy
+
+        LaunchPolicy.from_env(current_namespace()).check(spec)
         launch(
             spec,
             launcher=launcher,

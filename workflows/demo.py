@@ -114,8 +114,8 @@ def demo_parameters(
     extra_cfg_options: list[str] | None = None,
 ) -> dict[str, Any]:
     """Pipeline arguments of the local run (local launcher, local folders, sqlite MLflow)."""
+    from opensora_core.config.identity import git_commit
     from opensora_core.eval import synthetic_prompts
-    from opensora_core.io.registry import git_commit
 
     cfg_options = list(extra_cfg_options or [])
     if steps is not None:
@@ -124,6 +124,7 @@ def demo_parameters(
         "config": str(DEMO_CONFIG),
         "cfg_options": cfg_options,
         "raw_data_uri": str(workdir / "data"),
+        "prepared_data_uri": str(workdir / "prepared"),
         "outputs_uri": str(workdir / "checkpoints"),
         "eval_output_uri": str(workdir / "eval"),
         "launcher": "local",
@@ -165,7 +166,7 @@ def run_demo(
     """Run the whole local pipeline in ``workdir`` and return its outputs (``fresh`` empties it first)."""
     from kfp import local
 
-    from opensora_core.io.registry import ensure_experiment
+    from opensora_core.model_registry import ensure_experiment
     from workflows.train import train_pipeline
 
     t0 = time.perf_counter()

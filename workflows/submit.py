@@ -92,7 +92,7 @@ def submit(
     if unknown:
         raise ValueError(f"unknown pipeline parameters {unknown}; {path.name} takes {sorted(valid)}")
     if "git_commit" in valid and not params.get("git_commit"):
-        from opensora_core.io.registry import git_commit
+        from opensora_core.config.identity import git_commit
 
         commit = git_commit(WORKFLOWS_DIR)
         if commit:

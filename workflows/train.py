@@ -8,11 +8,15 @@ Parameters (all overridable per run; the compiled presets only change defaults):
 
 - data and config: ``config`` (a path inside the images, e.g. ``configs/opensora/train/16x512x512.py``),
   ``cfg_options`` (``KEY=VALUE`` overrides), ``raw_data_uri`` (videos + captions, ``s3://`` or a path),
-  ``metadata_uri`` (empty: ``{raw_data_uri}/meta.csv``), ``outputs_uri`` / ``eval_output_uri`` (checkpoints and
+  ``metadata_uri`` (empty: the run-scoped ``{prepared_data_uri}/{pipeline run id}/meta.csv``, never a
+  file inside the raw input), ``outputs_uri`` / ``eval_output_uri`` (checkpoints and
   evaluation videos go to ``{uri}/{pipeline run id}``);
 - scale: ``launcher`` (pytorchjob | trainjob | local), ``num_nodes``, ``gpus_per_node``, ``procs_per_node`` (CPU
   jobs, local), ``sp_size``, ``accelerator_type``, ``tolerations`` (list of Kubernetes tolerations),
-  ``node_selector`` (dict), ``namespace``, ``service_account``, ``timeout_hours``;
+  ``node_selector`` (dict), ``namespace``, ``service_account`` (both within the admin's allow-list, see
+  launchers/policy.py), ``timeout_hours``, ``queue_name`` (Kueue), ``priority_class``, ``shm_size``, ``nccl_env``
+  (dict of NCCL_* variables), ``affinity`` (pod affinity JSON), ``grace_period_s`` (terminationGracePeriodSeconds,
+  0: the launcher's default; see docs/training.md "Preemption");
 - images: ``runtime_image`` (prepare/train launcher/register), ``train_image`` (the training job and the
   evaluation step, which samples on a GPU);
 - tracking and registry: ``mlflow_tracking_uri`` (empty: from the platform ConfigMap), ``mlflow_experiment``,
@@ -25,13 +29,17 @@ Parameters (all overridable per run; the compiled presets only change defaults):
   ``eval_fraction`` (share of the clips held out of training, by a hash of the path) and ``eval_timesteps``
   (timesteps of the validation loss on those clips);
 - cluster wiring (kfp-kubernetes): ``config_map_name`` (endpoints as env: MLFLOW_TRACKING_URI,
-  S3_ENDPOINT_URL, ...), ``s3_secret_name`` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env),
+  S3_ENDPOINT_URL, ...), one S3 key pair per step (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env), each
+  limited by the object store to what its step needs: ``prepare_s3_secret_name`` (datasets),
+  ``train_s3_secret_name`` (read datasets, write checkpoints; the training job gets the same pair) and
+  ``evaluate_s3_secret_name`` (evaluate and register: read checkpoints, write evaluation outputs);
   ``mlflow_secret_name`` (optional MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD), ``cache_pvc`` (a
   ReadWriteMany claim mounted at /cache: the Hugging Face cache of the VAE and text encoder). The defaults are
   the fixed names the Helm chart (helm/opensora-platform) creates: ConfigMap ``opensora-platform``
-  (``pipelines.configMapName``), Secret ``opensora-platform-s3`` (``pipelines.s3SecretName``), Secret
-  ``opensora-mlflow-credentials`` (``pipelines.mlflowCredentials``, only with MLflow auth) and PVC
-  ``opensora-model-cache`` (``pipelines.modelCache``). Every step carries the pod label
+  (``pipelines.configMapName``), Secrets ``opensora-s3-prepare``, ``opensora-s3-train``,
+  ``opensora-s3-evaluate`` (``pipelines.s3Secrets``), Secret ``opensora-mlflow-credentials``
+  (``pipelines.mlflowCredentials``, only with MLflow auth) and PVC ``opensora-model-cache``
+  (``pipelines.modelCache``). Every step carries the pod label
   ``opensora.io/client=true`` (the chart's NetworkPolicy client label) and runs as uid/gid 10001.
 
 The kfp-kubernetes settings only take effect on a cluster; the local runner (``workflows.demo``) ignores them.
@@ -53,6 +61,14 @@ PIPELINE_NAME = "opensora-train"
 CACHE_MOUNT = "/cache"
 # Keys of the platform ConfigMap (helm chart `pipelines.configMapName`) exposed to every step as env.
 CONFIG_MAP_ENV = ("MLFLOW_TRACKING_URI", "S3_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_REGION")
+# The admin's allow-list of what the train step may put on the training job (launchers.policy), same ConfigMap.
+POLICY_ENV = (
+    "OPENSORA_ALLOWED_NAMESPACES",
+    "OPENSORA_ALLOWED_SERVICE_ACCOUNTS",
+    "OPENSORA_ALLOWED_PVCS",
+    "OPENSORA_ALLOWED_CONFIG_MAPS",
+    "OPENSORA_ALLOWED_SECRETS",
+)
 S3_SECRET_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 MLFLOW_SECRET_ENV = {
     "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
@@ -114,6 +130,7 @@ def train_pipeline(
     cfg_options: list = [],  # noqa: B006 - KFP reads defaults from the signature
     raw_data_uri: str = "s3://opensora-datasets/raw",
     metadata_uri: str = "",
+    prepared_data_uri: str = "s3://opensora-datasets/prepared",
     outputs_uri: str = "s3://opensora-checkpoints/runs",
     eval_output_uri: str = "s3://opensora-checkpoints/eval",
     launcher: str = "pytorchjob",
@@ -127,6 +144,12 @@ def train_pipeline(
     namespace: str = "",
     service_account: str = "",
     timeout_hours: float = 168.0,
+    queue_name: str = "",
+    priority_class: str = "",
+    shm_size: str = "",
+    nccl_env: dict = {},  # noqa: B006
+    affinity: dict = {},  # noqa: B006
+    grace_period_s: int = 0,
     runtime_image: str = RUNTIME_IMAGE,
     train_image: str = TRAIN_IMAGE,
     mlflow_tracking_uri: str = "",
@@ -146,7 +169,9 @@ def train_pipeline(
     eval_gpus: int = 1,
     eval_timesteps: int = 10,
     config_map_name: str = "opensora-platform",
-    s3_secret_name: str = "opensora-platform-s3",
+    prepare_s3_secret_name: str = "opensora-s3-prepare",
+    train_s3_secret_name: str = "opensora-s3-train",
+    evaluate_s3_secret_name: str = "opensora-s3-evaluate",
     mlflow_secret_name: str = "opensora-mlflow-credentials",
     cache_pvc: str = "opensora-model-cache",
 ) -> PipelineOutputs:
@@ -156,11 +181,15 @@ def train_pipeline(
     prep = prepare_data(
         raw_data_uri=raw_data_uri,
         metadata_uri=metadata_uri,
+        prepared_root_uri=prepared_data_uri,
+        run_id=run_id,
         workers=prepare_workers,
         eval_fraction=eval_fraction,
     )
-    prep.set_display_name("prepare-data").set_container_image(runtime_image).set_caching_options(False)
-    _cluster_wiring(prep, config_map_name, s3_secret_name, mlflow_secret_name)
+    # cached: run_id is an input, so a cache hit only happens when a retry of the same run repeats the step
+    # (new data under the same raw_data_uri in a later run is always probed again)
+    prep.set_display_name("prepare-data").set_container_image(runtime_image).set_caching_options(True)
+    _cluster_wiring(prep, config_map_name, prepare_s3_secret_name, mlflow_secret_name)
 
     trained = train(
         config=config,
@@ -179,13 +208,25 @@ def train_pipeline(
         tracking_uri=mlflow_tracking_uri,
         experiment=mlflow_experiment,
         timeout_hours=timeout_hours,
+        queue_name=queue_name,
+        priority_class=priority_class,
+        shm_size=shm_size,
+        nccl_env=nccl_env,
+        affinity=affinity,
+        grace_period_s=grace_period_s,
     )
+    # never cached: a train step must train (and resume) rather than replay an earlier run's outputs
     trained.set_display_name("train").set_container_image(runtime_image).set_caching_options(False)
     # Passed through to the training job (TaskConfig): GPUs, tolerations, node selector, env, volumes.
     trained.set_accelerator_type(accelerator_type).set_accelerator_limit(gpus_per_node)
     kubernetes.add_toleration_json(trained, tolerations)
     kubernetes.add_node_selector_json(trained, node_selector)
-    _cluster_wiring(trained, config_map_name, s3_secret_name, mlflow_secret_name, cache_pvc)
+    # The training job inherits this step's env (TaskConfig), so it runs with the train key pair too.
+    _cluster_wiring(trained, config_map_name, train_s3_secret_name, mlflow_secret_name, cache_pvc)
+    # the admin's allow-list for the training job (launchers.policy), from the same platform ConfigMap
+    kubernetes.use_config_map_as_env(
+        trained, config_map_name, {key: key for key in POLICY_ENV}, optional=True
+    )
 
     evaluated = evaluate(
         checkpoint_uri=trained.outputs["checkpoint_uri"],
@@ -207,11 +248,12 @@ def train_pipeline(
         gate=gate,
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
-    evaluated.set_display_name("evaluate").set_container_image(train_image).set_caching_options(False)
+    # cached: the checkpoint, prompts, seed and sampling settings determine the videos and metrics
+    evaluated.set_display_name("evaluate").set_container_image(train_image).set_caching_options(True)
     evaluated.set_accelerator_type(accelerator_type).set_accelerator_limit(eval_gpus)
     kubernetes.add_toleration_json(evaluated, tolerations)
     kubernetes.add_node_selector_json(evaluated, node_selector)
-    _cluster_wiring(evaluated, config_map_name, s3_secret_name, mlflow_secret_name, cache_pvc)
+    _cluster_wiring(evaluated, config_map_name, evaluate_s3_secret_name, mlflow_secret_name, cache_pvc)
 
     registered = register(
         checkpoint_uri=trained.outputs["checkpoint_uri"],
@@ -228,7 +270,7 @@ def train_pipeline(
         git_commit=git_commit,
     )
     registered.set_display_name("register").set_container_image(runtime_image).set_caching_options(False)
-    _cluster_wiring(registered, config_map_name, s3_secret_name, mlflow_secret_name)
+    _cluster_wiring(registered, config_map_name, evaluate_s3_secret_name, mlflow_secret_name)
 
     return PipelineOutputs(
         trained.outputs["checkpoint_uri"],

@@ -1,7 +1,7 @@
 """Pipeline step `evaluate`: score the checkpoint, compare it with the registered champion, log to MLflow.
 
 The body only calls :func:`opensora_core.eval.evaluate` (sampling, validation loss on the held-out table,
-metrics, preview grid, MLflow run) and :func:`opensora_core.eval.champion.gate_against_champion` (the gate
+metrics, preview grid, MLflow run) and :func:`opensora_core.champion.gate_against_champion` (the gate
 decision against ``model_name@champion``, the side-by-side page). Videos and previews go to
 ``{output_uri}/{run_id}`` (local or ``s3://``) and to the MLflow run; KFP gets the headline numbers (a
 ``Metrics`` artifact and a ``metrics`` dict output), the side-by-side ``HTML`` and a small JSON report.
@@ -64,8 +64,8 @@ def evaluate(
     import os
     from collections import namedtuple
 
+    from opensora_core.champion import gate_against_champion
     from opensora_core.eval import evaluate as run_evaluation
-    from opensora_core.eval.champion import gate_against_champion
     from opensora_core.eval.model_card import resolve_model_name
     from opensora_core.io import storage
 

@@ -2,7 +2,8 @@
 
 The body only calls :func:`opensora_core.data.prepare.prepare` (PyAV probe, validation, quarantine) and
 hashes the resulting table for lineage. Videos never pass through KFP: the step reads ``raw_data_uri`` and writes
-``metadata_uri`` (local paths or ``s3://``); the ``metadata`` artifact holds a small JSON summary.
+``metadata_uri`` (local paths or ``s3://``; by default the run-scoped ``{prepared_root_uri}/{run_id}/meta.csv``, never
+a file inside the raw input); the ``metadata`` artifact holds a small JSON summary.
 """
 
 from typing import NamedTuple
@@ -18,10 +19,13 @@ def prepare_data(
     raw_data_uri: str,
     metadata: Output[Dataset],
     metadata_uri: str = "",
+    prepared_root_uri: str = "",
+    run_id: str = "",
     workers: int = 4,
     allow_missing_captions: bool = False,
     min_clips: int = 1,
     eval_fraction: float = 0.1,
+    overwrite: bool = False,
 ) -> NamedTuple(
     "PrepareOutputs",
     [
@@ -34,9 +38,11 @@ def prepare_data(
         ("dataset_sha256", str),
     ],
 ):
-    """Probe every video of ``raw_data_uri`` and write the metadata table (default ``{raw}/meta.csv``).
+    """Probe every video of ``raw_data_uri`` and write the metadata table.
 
     ``raw_data_uri``: a folder of videos/images with same-name ``.txt`` captions, or a ``path,text`` table.
+    ``metadata_uri`` (empty: ``{prepared_root_uri}/{run_id}/meta.csv``): an existing table there is merged into
+    or, when that would lose rows, refused unless ``overwrite`` (the old table is then kept as a backup).
     Fails when fewer than ``min_clips`` clips survive validation (the quarantine report names the reasons).
     ``eval_fraction`` of the clips (chosen by a hash of the path, see opensora_core.data.split) go to the
     held-out table ``meta.eval.csv`` that training never sees; the rest to ``meta.train.csv``.
@@ -44,9 +50,9 @@ def prepare_data(
     import json
     from collections import namedtuple
 
-    from opensora_core.data.prepare import TABLE_EXTENSIONS, prepare
+    from opensora_core.data.prepare import prepare
     from opensora_core.data.split import split_metadata
-    from opensora_core.io.registry import sha256_of
+    from opensora_core.model_registry import sha256_of
 
     source = raw_data_uri.strip()
     if not source:
@@ -55,15 +61,19 @@ def prepare_data(
         )
     target = metadata_uri.strip()
     if not target:
-        if source.lower().endswith(TABLE_EXTENSIONS):
-            raise ValueError("raw_data_uri is a table: pass metadata_uri for the prepared table")
-        target = source.rstrip("/") + "/meta.csv"
+        if not (prepared_root_uri.strip() and run_id.strip()):
+            raise ValueError(
+                "metadata_uri is empty: pass it, or prepared_root_uri and run_id for the run-scoped "
+                "{prepared_root_uri}/{run_id}/meta.csv"
+            )
+        target = f"{prepared_root_uri.strip().rstrip('/')}/{run_id.strip()}/meta.csv"
     report = prepare(
         source,
         target,
         workers=max(1, workers),
         allow_missing_captions=allow_missing_captions,
         progress=False,
+        overwrite=overwrite,
     )
     print(report, flush=True)
     if report.num_kept < min_clips:

@@ -1,6 +1,6 @@
 """Pipeline step `register`: log the checkpoint to MLflow as a pyfunc model and register a version.
 
-The body only calls :func:`opensora_core.io.registry.register_checkpoint`: lineage tags (dataset URI and
+The body only calls :func:`opensora_core.model_registry.register_checkpoint`: lineage tags (dataset URI and
 hash, config hash, git commit, image, pipeline run id), alias ``candidate`` always, ``champion`` when the
 evaluate step's ``gate_decision`` passed (and the champion it compared with is still the champion), the
 model card (:func:`opensora_core.eval.model_card.model_card`) as the version's description. Re-running with
@@ -35,7 +35,7 @@ def register(
     "RegisterOutputs",
     [("model_name", str), ("version", str), ("aliases", list), ("champion", bool), ("model_uri", str)],
 ):
-    """Register ``checkpoint_uri`` as a version of ``model_name`` (see opensora_core.io.registry).
+    """Register ``checkpoint_uri`` as a version of ``model_name`` (see opensora_core.model_registry).
 
     ``metrics``: the evaluation's (recorded with the version); ``gate_decision``: the evaluate step's (empty:
     never champion). ``eval_run_id``: the MLflow run the model is logged into (empty: a new run).
@@ -45,11 +45,11 @@ def register(
     import os
     from collections import namedtuple
 
-    from opensora_core.eval.champion import still_champion
+    from opensora_core.champion import still_champion
     from opensora_core.eval.gate import GateDecision
     from opensora_core.eval.model_card import model_card
     from opensora_core.io import storage
-    from opensora_core.io.registry import register_checkpoint
+    from opensora_core.model_registry import register_checkpoint
 
     lineage = {
         "dataset_uri": dataset_uri,
@@ -75,6 +75,7 @@ def register(
         weights=weights,
         decision=decision,
         description=model_card(checkpoint_uri, config, dict(metrics or {}), lineage, decision),
+        require_lineage=bool(pipeline_run_id),  # in a pipeline run, only promote pipeline-registered versions
     )
     print(
         f"registered {result.name} version {result.version} ({'reused' if result.reused else 'new'}), "

@@ -50,6 +50,12 @@ def train(
     experiment: str = "",
     timeout_hours: float = 168.0,
     cleanup: str = "on_success",
+    queue_name: str = "",
+    priority_class: str = "",
+    shm_size: str = "",
+    nccl_env: dict = None,
+    affinity: dict = None,
+    grace_period_s: int = 0,
 ) -> NamedTuple(
     "TrainOutputs",
     [("checkpoint_uri", str), ("final_metrics", dict), ("mlflow_run_id", str), ("global_step", int)],
@@ -58,7 +64,8 @@ def train(
 
     ``launcher``: pytorchjob | trainjob | local. ``image`` is the training image of the job's pods (empty:
     this release's train image); ``procs_per_node`` (0 = one per GPU) sets processes for CPU jobs and the
-    local launcher.
+    local launcher. ``queue_name``, ``priority_class``, ``shm_size``, ``nccl_env``, ``affinity`` and
+    ``grace_period_s`` tune the cluster job (empty: the launcher's defaults; see launchers.train.run_training).
     """
     import json
 
@@ -83,6 +90,12 @@ def train(
         timeout_hours=timeout_hours,
         cleanup=cleanup,
         task_config=task_config,
+        queue_name=queue_name,
+        priority_class=priority_class,
+        shm_size=shm_size,
+        nccl_env=dict(nccl_env or {}),
+        affinity=dict(affinity or {}),
+        grace_period_s=grace_period_s,
     )
     with open(checkpoint.path, "w", encoding="utf-8") as f:
         json.dump(outcome._asdict(), f, indent=2)

@@ -1,27 +1,18 @@
-"""`ConfigError` and the translation of pydantic errors into one-line, path-named problems."""
+"""`ConfigError` (defined in :mod:`opensora_core.errors`) and the translation of pydantic errors into one-line, path-named problems."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
 
 from opensora_core.config.hints import join_path
+from opensora_core.errors import ConfigError as ConfigError  # re-exported: the config package raises it
 
 # pydantic error types already reported (better) by the key pre-check in the loader.
 _PRECHECKED = {"extra_forbidden", "union_tag_invalid", "union_tag_not_found"}
 _UNION_FIELDS = ("model", "vae", "text_encoder", "scheduler", "dataset")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and every problem with its dotted key."""
-
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.source = str(source)
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid config {self.source}:\n{lines}")
 
 
 def _drop_union_tag(loc: tuple[Any, ...], raw: dict[str, Any]) -> tuple[Any, ...]:

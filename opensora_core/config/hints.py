@@ -7,9 +7,10 @@ import re
 from collections.abc import Iterable
 
 # Key names that look like credentials. Configs are saved with every run and checkpoint and logged as MLflow
-# params, so secrets must never live in them.
+# params, so secrets must never live in them, and tracking/registry drop such keys. "pass" counts only as a
+# whole word ("db_pass", "tracking.pass"), so "bypass_cache" or "num_passes" are not secrets.
 _SECRET_KEY_RE = re.compile(
-    r"((^|_)pass(word|wd)?$|secret|token|credential|access[_-]?key|api[_-]?key|private[_-]?key)",
+    r"passw(or)?d|(^|[^a-z])pass($|[^a-z])|secret|token|credential|access[_-]?key|api[_-]?key|private[_-]?key",
     re.IGNORECASE,
 )
 
@@ -35,7 +36,11 @@ def did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
 
 
 def is_secret_key(key: object) -> bool:
-    """True when a config key name looks like it holds a credential (password, secret_key, token, ...)."""
+    """True when a key name looks like it holds a credential (password, secret_key, private_key, token, ...).
+
+    The one test for config keys (rejected by the loader) and for tracking params, tags and registry tags
+    (dropped); dotted keys (``tracking.password``) are matched by their parts.
+    """
     return isinstance(key, str) and bool(_SECRET_KEY_RE.search(key))
 
 

@@ -18,8 +18,11 @@ zero-frame, audio-only, undecodable first frame, unsupported extension, missing 
 rows were kept and quarantined; nothing is dropped silently.
 
 Re-running is incremental: rows of an existing OUT whose path, size and mtime are unchanged are reused without
-probing (captions and ``text_len`` are refreshed). ``s3://`` inputs and outputs go through
-:mod:`opensora_core.io.storage`.
+probing (captions and ``text_len`` are refreshed). An existing OUT is never replaced silently: a table that
+prepare did not write (no ``file_size``/``file_mtime_ns``), an unreadable one, or one with rows whose files are
+no longer in INPUT (a different or smaller input set) stops the run unless ``--overwrite`` is given, and a
+replaced table is first copied to ``OUT.backup-<UTC time>.csv`` (same extension as OUT). ``s3://`` inputs and
+outputs go through :mod:`opensora_core.io.storage`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -191,6 +195,80 @@ def _write_table(df: pd.DataFrame, path: str) -> None:
 
 def _exists(path: str) -> bool:
     return _storage().exists(path) if is_uri(path) else os.path.exists(path)
+
+
+def _read_bytes(path: str) -> bytes:
+    return _storage().read_bytes(path) if is_uri(path) else Path(path).read_bytes()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    if is_uri(path):
+        _storage().write_bytes(path, data)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Path(path).write_bytes(data)
+
+
+def backup_path(output: str, when: datetime | None = None) -> str:
+    """``meta.csv`` -> ``meta.backup-20250101T120000123456Z.csv`` (same folder and extension, UTC time)."""
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    stem, ext = os.path.splitext(output)
+    return f"{stem}.backup-{stamp}{ext}"
+
+
+def write_table_with_backup(df: pd.DataFrame, path: str) -> str | None:
+    """Write ``df`` to ``path`` (atomic); an existing ``path`` with other content is first copied to
+    :func:`backup_path`. Returns the backup's location, or ``None`` when nothing was replaced."""
+    old = _read_bytes(path) if _exists(path) else None
+    fd, tmp = tempfile.mkstemp(prefix="opensora-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        _write_table_local(df, tmp)
+        new = Path(tmp).read_bytes()
+    finally:
+        os.unlink(tmp)
+    if old == new:
+        return None
+    backup = None
+    if old is not None:
+        backup = backup_path(path)
+        _write_bytes(backup, old)
+    _write_table(df, path)
+    return backup
+
+
+class OutputExistsError(FileExistsError):
+    """The output table exists and replacing it would lose rows; the message names the file and the fix."""
+
+
+def check_existing_output(out: str, input_paths: set[str], source: str) -> pd.DataFrame | None:
+    """Decide whether an existing ``out`` may be merged into: return its rows (the probe cache), ``None`` when
+    ``out`` does not exist, or raise :class:`OutputExistsError` when a re-run would drop rows the user has:
+    the table is unreadable, was not written by prepare (a hand-made table: no cache columns), or lists files
+    that are not in ``input_paths`` (a different or smaller input set)."""
+    if not _exists(out):
+        return None
+    stem, ext = os.path.splitext(os.path.basename(out))
+    fix = (
+        f"Pass --overwrite (overwrite=True) to replace it (the old table is kept as {stem}.backup-<UTC time>{ext}) "
+        "or choose another --output."
+    )
+    try:
+        old = _read_table(out)
+    except Exception as exc:
+        raise OutputExistsError(f"output {out} exists and cannot be read ({exc}). {fix}") from None
+    if not set(META_COLUMNS + CACHE_COLUMNS) <= set(old.columns):
+        raise OutputExistsError(
+            f"output {out} exists and was not written by prepare (no {'/'.join(CACHE_COLUMNS)} columns; "
+            f"columns: {list(old.columns)}); replacing it would lose its rows. {fix}"
+        )
+    gone = sorted(set(old["path"].astype(str)) - input_paths)
+    if gone:
+        raise OutputExistsError(
+            f"output {out} exists and {len(gone)} of its {len(old)} rows are files not in {source} "
+            f"(e.g. {gone[0]}): a different or smaller input set would shrink the table. {fix}"
+        )
+    return old
 
 
 # ------------------------------------------------------------------------------------ probing
@@ -363,6 +441,7 @@ class PrepareReport:
     orphan_captions: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    backup: str | None = None
 
     def __str__(self) -> str:
         text = (
@@ -377,6 +456,8 @@ class PrepareReport:
             )
         if self.orphan_captions:
             text += f"; {self.orphan_captions} .txt caption files without a media file"
+        if self.backup:
+            text += f"; previous table kept as {self.backup}"
         return text
 
 
@@ -406,12 +487,16 @@ def prepare(
     allow_missing_captions: bool = False,
     count_packets: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PrepareReport:
     """Probe every file of ``input`` and write the metadata table ``output`` (+ ``*.quarantine.csv``).
 
     ``tokenizer`` maps a caption to its token count (default :func:`word_count`). ``allow_missing_captions``
     keeps media without a caption (empty text) instead of quarantining it. ``count_packets`` demuxes each
     video to verify the frame count (detects truncated files; turn off for a header-only probe).
+    An existing ``output`` is merged into (unchanged files are not probed again) when every row's file is still
+    in ``input``; otherwise :class:`OutputExistsError` is raised before anything is written, unless
+    ``overwrite``. A replaced table is kept at :func:`backup_path` (``PrepareReport.backup``).
     """
     t0 = time.perf_counter()
     src, out = os.fspath(input), os.fspath(output)
@@ -436,18 +521,19 @@ def prepare(
         )
 
     cache: dict[str, tuple[int, int, dict[str, Any]]] = {}
-    if _exists(out):
-        try:
-            old = _read_table(out)
-            if set(META_COLUMNS + CACHE_COLUMNS) <= set(old.columns):
-                for rec in old.to_dict("records"):
-                    cache[str(rec["path"])] = (
-                        int(rec["file_size"]),
-                        int(rec["file_mtime_ns"]),
-                        {k: rec[k] for k in _PROBE_FIELDS},
-                    )
-        except Exception as exc:  # an unreadable old table only costs a full re-probe
-            logger.warning("ignoring existing %s (%s); probing every file", out, exc)
+    input_paths = {i.path for i in items} | {p for p, _ in rejected}
+    old = None
+    if not overwrite:
+        old = check_existing_output(out, input_paths, src)
+    elif _exists(out):
+        logger.warning("--overwrite: %s will be replaced (the old table is kept as a backup)", out)
+    if old is not None:
+        for rec in old.to_dict("records"):
+            cache[str(rec["path"])] = (
+                int(rec["file_size"]),
+                int(rec["file_mtime_ns"]),
+                {k: rec[k] for k in _PROBE_FIELDS},
+            )
 
     quarantined: list[tuple[str, str]] = list(rejected)
     to_probe: list[_Item] = []
@@ -499,7 +585,7 @@ def prepare(
         )
     quarantined = list(dict.fromkeys(quarantined))
     table = pd.DataFrame(rows, columns=META_COLUMNS + CACHE_COLUMNS)
-    _write_table(table, out)
+    backup = write_table_with_backup(table, out)
     _write_table(pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS), qpath)
     reasons: dict[str, int] = {}
     for _, reason in quarantined:
@@ -515,6 +601,7 @@ def prepare(
         orphan_captions=orphans,
         seconds=time.perf_counter() - t0,
         reasons=reasons,
+        backup=backup,
     )
     logger.info("%s", report)
     for path, reason in quarantined:
@@ -537,16 +624,30 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, desc: str = "probing", unit: str = "file") -> Any:
+    """A tqdm bar on an interactive stderr (none in pods and CI logs), or a no-op."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="file", desc="probing", disable=not sys.stderr.isatty())
+    return tqdm(total=total, unit=unit, desc=desc, disable=not sys.stderr.isatty())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 also when files were quarantined)."""
+    """CLI entry point; returns the exit status (0 also when files were quarantined).
+
+    ``probe ...`` (or no subcommand: today's invocation) probes; the curation stages (``split-scenes``,
+    ``score``, ``filter``, ``caption``, ``dedup``, ``report``) go to :mod:`opensora_core.data.curate.cli`.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from opensora_core.data.curate.cli import STAGES
+
+    if argv and argv[0] in STAGES:
+        from opensora_core.data.curate.cli import main as stage_main
+
+        return stage_main(argv)
+    if argv and argv[0] == "probe":
+        argv = argv[1:]
     parser = argparse.ArgumentParser(
         prog="python -m opensora_core.data.prepare",
         description="Probe videos/images and write an Open-Sora metadata table (+ a quarantine list).",
@@ -567,9 +668,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--header-only", action="store_true", help="skip the packet count (faster, misses truncation)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output that a merge would shrink or that prepare did not write "
+        "(the old table is kept as OUT.backup-<time>.<ext>)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = prepare(
+    try:
+        report = _run_cli(args)
+    except (OutputExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if logger.getEffectiveLevel() > logging.INFO:
+        print(report)
+    return 0
+
+
+def _run_cli(args: argparse.Namespace) -> PrepareReport:
+    return prepare(
         args.input,
         args.output,
         workers=args.workers,
@@ -578,10 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         allow_missing_captions=args.allow_missing_captions,
         count_packets=not args.header_only,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
-    if logger.getEffectiveLevel() > logging.INFO:
-        print(report)
-    return 0
 
 
 if __name__ == "__main__":

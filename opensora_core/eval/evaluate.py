@@ -81,14 +81,6 @@ class EvalResult:
         return "\n".join(f"{k} = {v:.4g}" for k, v in sorted(self.metrics.items()))
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def _local(uri: str) -> Path:
-    return Path(uri.removeprefix("file://")).expanduser()
-
-
 def _fetch_checkpoint(checkpoint: str, variants: Sequence[str], into: Path) -> Path:
     """A local folder with the checkpoint's config and the weight files the variants need."""
     from opensora_core.io import storage
@@ -96,8 +88,8 @@ def _fetch_checkpoint(checkpoint: str, variants: Sequence[str], into: Path) -> P
     needed = ["config.json", "running_states.json"] + [
         _WEIGHT_FILES[v] for v in variants if v in _WEIGHT_FILES
     ]
-    if not _is_remote(checkpoint):
-        folder = _local(checkpoint)
+    if not storage.is_remote(checkpoint):
+        folder = storage.local_path(checkpoint)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"checkpoint {checkpoint} has no config.json: pass a checkpoint folder written by "
@@ -264,7 +256,8 @@ def evaluate(
     tmp = Path(tempfile.mkdtemp(prefix="opensora-eval-"))
     try:
         folder = _fetch_checkpoint(checkpoint, weights, tmp / "checkpoint")
-        out = tmp / "out" if _is_remote(output_dir) else _local(output_dir)
+        remote_output = storage.is_remote(output_dir)
+        out = tmp / "out" if remote_output else storage.local_path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         running = folder / "running_states.json"
         global_step = int(json.loads(running.read_text())["global_step"]) if running.is_file() else 0
@@ -344,14 +337,14 @@ def evaluate(
 
         def uri_of(p: Path) -> str:
             return (
-                storage.join(output_dir, p.relative_to(out).as_posix()) if _is_remote(output_dir) else str(p)
+                storage.join(output_dir, p.relative_to(out).as_posix()) if remote_output else str(p)
             )
 
-        if _is_remote(output_dir):
+        if remote_output:
             storage.upload_dir(out, output_dir)
         result = EvalResult(
             metrics=metrics,
-            output_dir=output_dir if _is_remote(output_dir) else str(out),
+            output_dir=output_dir if remote_output else str(out),
             videos={v: [uri_of(p) for p in ps] for v, ps in local_videos.items()},
             previews={v: uri_of(p) for v, p in previews.items()},
             report=uri_of(report),

@@ -17,7 +17,7 @@ Two kinds of rule, both from :class:`GateConfig`:
   comparison is paired: the per-clip-and-timestep losses (per-prompt scores) of the two reports are matched
   key by key and the mean paired difference is what is compared; the two reports must come from the same
   evaluation settings (equal ``eval_config_sha256``), otherwise ValueError (re-evaluate the champion first,
-  as :mod:`opensora_core.eval.champion` does).
+  as :mod:`opensora_core.champion` does).
 
 A report is what :func:`opensora_core.eval.evaluate` writes to ``report.json``.
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import resource
 import threading
 import time
@@ -20,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opensora_core.config.hints import is_secret_key
+
 log = logging.getLogger(__name__)
 
-# Keys that look like credentials are never sent as params or tags.
-_SECRET_RE = re.compile(r"(pass(word)?|secret|token|credential|access[_-]?key|api[_-]?key)", re.IGNORECASE)
 _MAX_PARAM_LEN = 6000  # MLflow's limit for a param value
 _BATCH_METRICS = 900  # MLflow accepts 1000 metrics per log_batch
 _BATCH_PARAMS = 90  # and 100 params
@@ -41,13 +40,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def is_secret_key(key: str) -> bool:
-    """True when a param/tag/metric name looks like a credential (password, secret, token, access key, ...)."""
-    return bool(_SECRET_RE.search(key))
-
-
 def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop every entry whose key looks like a credential."""
+    """Drop every entry whose key looks like a credential (:func:`opensora_core.config.hints.is_secret_key`)."""
     return {k: v for k, v in params.items() if not is_secret_key(k)}
 
 

@@ -499,6 +499,10 @@ class T2IFinalLayer(nn.Module):
     """PixArt/STDiT final layer: adaLN-single from the raw timestep embedding, then a linear to patch pixels.
 
     x [B, N, C], shift/scale from ``scale_shift_table [2, C] + t`` -> [B, N, num_patch * out_channels].
+
+    With a frame mask the layer computes what Open-Sora 1.1 computes (its checkpoints were trained with it):
+    every token is first normed and modulated with ``t``; tokens of frames whose mask is False are then normed
+    and modulated AGAIN, with ``t0``, starting from that already-modulated value (not from ``x``).
     """
 
     def __init__(self, hidden_size: int, num_patch: int, out_channels: int) -> None:
@@ -517,17 +521,18 @@ class T2IFinalLayer(nn.Module):
         T: int | None = None,
         S: int | None = None,
     ) -> torch.Tensor:
-        """x [B, N, C], t [B, C]; with x_mask [B, T] frames marked False use ``t0`` (N must be T * S)."""
-        if x_mask is None:
-            shift, scale = (self.scale_shift_table[None] + t[:, None]).chunk(2, dim=1)  # [B, 1, C] each
-            return self.linear(t2i_modulate(self.norm_final(x), shift, scale))
-        if t0 is None or T is None or S is None:
-            raise ValueError("T2IFinalLayer: x_mask needs t0, T and S")
-        mod = select_by_frame(x_mask, t.repeat(1, 2), t0.repeat(1, 2))  # [B, T, 1, 2C]
-        mod = mod + self.scale_shift_table.reshape(1, 1, 1, -1)
-        shift, scale = mod.chunk(2, dim=-1)
-        b, n, c = x.shape
-        x = t2i_modulate(self.norm_final(x).reshape(b, T, S, c), shift, scale).reshape(b, n, c)
+        """x [B, N, C], t [B, C]; with x_mask [B, T] frames marked False take the ``t0`` [B, C] branch
+        (N must be T * S)."""
+        shift, scale = (self.scale_shift_table[None] + t[:, None]).chunk(2, dim=1)  # [B, 1, C] each
+        x = t2i_modulate(self.norm_final(x), shift, scale)
+        if x_mask is not None:
+            if t0 is None or T is None or S is None:
+                raise ValueError("T2IFinalLayer: x_mask needs t0, T and S")
+            shift0, scale0 = (self.scale_shift_table[None] + t0[:, None]).chunk(2, dim=1)
+            x_zero = t2i_modulate(self.norm_final(x), shift0, scale0)  # from the modulated x (reference)
+            b, n, c = x.shape
+            keep = x_mask.to(torch.bool)[:, :, None, None]  # [B, T, 1, 1]
+            x = torch.where(keep, x.view(b, T, S, c), x_zero.view(b, T, S, c)).view(b, n, c)
         return self.linear(x)
 
 

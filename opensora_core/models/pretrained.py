@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from opensora_core.errors import ConfigError
+
 T = TypeVar("T")
 
 DEBUG_PREFIX = "debug/"
@@ -28,10 +30,6 @@ DEBUG_PREFIX = "debug/"
 
 class ModelNotFoundError(FileNotFoundError):
     """A pretrained model (hub id or local folder) could not be found or loaded from disk/cache."""
-
-
-class ConfigError(ValueError):
-    """A VAE / text-encoder config dict is invalid (unknown type, unknown key, bad value)."""
 
 
 def env_offline() -> bool:
@@ -142,20 +140,21 @@ def parse_typed_config(
 ) -> BaseModel:
     """Validate ``cfg`` (a dict with a ``type`` key, or an already-built config) against ``choices``.
 
-    Errors name the section and field, and suggest close spellings for unknown types and keys.
+    Errors are a :class:`~opensora_core.config.errors.ConfigError` whose source is ``section``; they name the
+    field and suggest close spellings for unknown types and keys.
     """
     if isinstance(cfg, BaseModel):
         if type(cfg) in choices.values():
             return cfg
         cfg = cfg.model_dump()
     if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{section} must be a dict with a 'type' key, got {type(cfg).__name__}")
+        raise ConfigError(section, [f"{section} must be a dict with a 'type' key, got {type(cfg).__name__}"])
     kind = cfg.get("type")
     if kind not in choices:
         same_case = [c for c in choices if c.lower() == str(kind).lower()]
         close = same_case or difflib.get_close_matches(str(kind), list(choices), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{section}.type={kind!r} is not known; choose one of {sorted(choices)}.{hint}")
+        raise ConfigError(section, [f"{section}.type={kind!r} is not known; choose one of {sorted(choices)}.{hint}"])
     model_cls = choices[kind]
     known = set(model_cls.model_fields)
     unknown = [k for k in cfg if k not in known]
@@ -165,10 +164,10 @@ def parse_typed_config(
             close = difflib.get_close_matches(key, sorted(known), n=1)
             parts.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         raise ConfigError(
-            f"{section} (type={kind!r}) has unknown keys {', '.join(parts)}; allowed: {sorted(known)}"
+            section, [f"{section} (type={kind!r}) has unknown keys {', '.join(parts)}; allowed: {sorted(known)}"]
         )
     try:
         return model_cls.model_validate(dict(cfg))
     except ValidationError as err:
         lines = [f"{section}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"invalid {section} config (type={kind!r}):\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(f"{section} (type={kind!r})", lines) from None

@@ -130,6 +130,35 @@ class STDiT2Config(_CaptionModelMixin, ModelConfigBase):
     )
 
 
+class STDiT3Config(ModelConfigBase):
+    """Open-Sora 1.2 STDiT3-XL/2 and STDiT3-3B/2 (spatial + temporal block lists, QK-norm, RoPE, fps)."""
+
+    type: Literal["STDiT3-XL/2", "STDiT3-3B/2"]
+    pred_sigma: Bool | None = Field(None, description="Also predict the variance (output 2*C channels).")
+    drop_path: Prob | None = Field(None, description="Stochastic depth rate (0.0).")
+    caption_channels: PosInt | None = Field(
+        None, description="Text embedding width (default: the text encoder's output, 4096 for T5-XXL)."
+    )
+    model_max_length: PosInt | None = Field(
+        None, description="Caption tokens (default: the text encoder's model_max_length; 1.2: 300)."
+    )
+    input_sq_size: PosInt | None = Field(
+        None, description="Square size (pixels) the spatial pos-emb scale refers to (512)."
+    )
+    qk_norm: Bool | None = Field(
+        None, description="RMS-normalise q and k (default and released models: True)."
+    )
+    only_train_temporal: Bool | None = Field(None, description="Train the temporal blocks only (False).")
+    freeze_y_embedder: Bool | None = Field(
+        None, description="Freeze the caption projection y_embedder (1.2 training stages: True)."
+    )
+    enable_sequence_parallelism: Literal[False] | None = Field(
+        None,
+        description="The reference's spatial-split flag; only False is accepted. Sequence parallelism is "
+        "sp_size > 1 (plugin zero2-seq), which splits frames.",
+    )
+
+
 class _ClassOrTextMixin(Section):
     condition: str | None = Field(
         None, description='"text" (CLIP pooled text) or "label_N" (N classes, e.g. label_1000, label_101).'
@@ -191,8 +220,9 @@ class ModelCaps:
     frame_mask: forward takes a per-frame mask `x_mask` [B, T] (mask_ratios in training, mask_strategy and
         long-video loops in sampling).
     sequence_parallel: `parallel.sequence.apply_sequence_parallel` can split it over frames (sp_size > 1).
-    video_info: the size-conditioning inputs forward takes (subset of height, width, num_frames, ar, fps);
-        its size embedders are hidden_size / 3 wide, so hidden_size must be divisible by 3.
+    video_info: the size-conditioning inputs forward (and the scheduler's timestep transform) takes (subset of
+        height, width, num_frames, ar, fps); with "ar" the size and aspect embedders are hidden_size / 3 wide,
+        so hidden_size must be divisible by 3.
     multi_resolution: Open-Sora's `multi_resolution` spelling this family samples with (None: no size info).
     fixed_grid: positional embeddings have a fixed grid, so latent sizes must be multiples of the patch.
     """
@@ -203,6 +233,11 @@ class ModelCaps:
     video_info: tuple[str, ...] = ()
     multi_resolution: str | None = None
     fixed_grid: bool = True
+
+
+def _stdit3(hidden_size: int, num_heads: int) -> dict[str, Any]:
+    """Open-Sora 1.2's STDiT3 sizes: depth 28, patch (1, 2, 2), the given width and heads."""
+    return {**_xl(_P1), "hidden_size": hidden_size, "num_heads": num_heads}
 
 
 def _xl(patch_size: tuple[int, int, int]) -> dict[str, Any]:
@@ -220,6 +255,15 @@ def _xl(patch_size: tuple[int, int, int]) -> dict[str, Any]:
 _CAPTION = ModelCaps(conditioning="caption")
 _TEXT_OR_CLASS = ModelCaps(conditioning="text_or_class")
 _P1, _P2 = (1, 2, 2), (2, 2, 2)
+# Open-Sora 1.2 samples STDiT3 with multi_resolution="STDiT2"; num_frames feeds the rflow timestep transform.
+_STDIT3_CAPS = ModelCaps(
+    conditioning="caption",
+    frame_mask=True,
+    sequence_parallel=True,
+    video_info=("height", "width", "num_frames", "fps"),
+    multi_resolution="STDiT2",
+    fixed_grid=False,
+)
 
 MODELS: dict[str, Entry[ModelCaps]] = {
     "STDiT-XL/2": Entry(
@@ -241,6 +285,8 @@ MODELS: dict[str, Entry[ModelCaps]] = {
         ),
         _xl(_P1),
     ),
+    "STDiT3-XL/2": Entry(STDiT3Config, "opensora_core.models.stdit3:STDiT3", _STDIT3_CAPS, _stdit3(1152, 16)),
+    "STDiT3-3B/2": Entry(STDiT3Config, "opensora_core.models.stdit3:STDiT3", _STDIT3_CAPS, _stdit3(1872, 26)),
     "DiT-XL/2": Entry(DiTConfig, "opensora_core.models.dit:DiT", _TEXT_OR_CLASS, _xl(_P1)),
     "DiT-XL/2x2": Entry(DiTConfig, "opensora_core.models.dit:DiT", _TEXT_OR_CLASS, _xl(_P2)),
     "Latte-XL/2": Entry(LatteConfig, "opensora_core.models.latte:Latte", _TEXT_OR_CLASS, _xl(_P1)),

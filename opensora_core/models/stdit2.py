@@ -6,6 +6,8 @@ from the reference because trained weights depend on it:
   and ``base_size = round(sqrt(S))``; there is no temporal sin-cos table;
 - ``t_spc = t + [csize(height, width), ar]`` drives the spatial/MLP modulation, ``t_tmp = t + fl(num_frames)
   + fps(fps)`` the temporal one; the final layer uses the raw timestep embedding;
+- with a frame mask the final layer's timestep-0 branch gets ``t0 + data_info`` (unmasked frames the bare ``t``)
+  and re-modulates the already modulated tokens (see ``T2IFinalLayer``);
 - the temporal branch has its own norm and modulation; RoPE is applied to q/k before the qk-norm.
 Fixed from the reference: CPU caption dropout; flash attention is a backend choice (no ``N > B`` heuristic).
 """
@@ -325,7 +327,8 @@ class STDiT2(nn.Module):
                 block, x, y, t_mod, t_tmp_mod, mask, x_mask, t0_mod, t0_tmp_mod, T, S, checkpoint=checkpoint
             )
 
-        x = self.final_layer(x, t, x_mask, t0, T, S)
+        # reference: the final layer's timestep-0 branch gets t0 + data_info, unmasked frames the bare t
+        x = self.final_layer(x, t, x_mask, None if t0 is None else t0 + data_info, T, S)
         if sp is not None:
             x = sp.gather_frames(x)  # every rank gets all T*S tokens
         x = unpatchify(x, grid, self.patch_size, self.out_channels, crop=(Tx, Hx, Wx))

@@ -40,6 +40,7 @@ from opensora_core.models.vae_registry import (
     VideoAutoencoderKLConfig,
     VideoAutoencoderKLTemporalDecoderConfig,
 )
+from opensora_core.utils.modules import module_dtype
 
 VAEConfig = VideoAutoencoderKLConfig | VideoAutoencoderKLTemporalDecoderConfig | IdentityVAEConfig
 
@@ -90,10 +91,6 @@ def _frame_patch_size(config: Any) -> tuple[int, int, int]:
     return (1, factor, factor)
 
 
-def _module_dtype(module: nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
-
-
 def _load_diffusers(model_cls: Any, name: str, what: str, cfg: Any) -> nn.Module:
     # Without accelerate, diffusers warns unless low_cpu_mem_usage is off explicitly.
     low_mem = importlib.util.find_spec("accelerate") is not None
@@ -129,7 +126,7 @@ class VideoAutoencoderKL(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return _module_dtype(self.module)
+        return module_dtype(self.module)
 
     @property
     def device(self) -> torch.device:
@@ -144,7 +141,7 @@ class VideoAutoencoderKL(nn.Module):
         """
         _check_video(x, self.in_channels, "VideoAutoencoderKL.encode")
         b, t = x.shape[0], x.shape[2]
-        frames = _frames(x.to(_module_dtype(self.module)))  # [B*T, C, H, W]
+        frames = _frames(x.to(module_dtype(self.module)))  # [B*T, C, H, W]
         means, stds = [], []
         for part in _chunks(frames.shape[0], self.micro_batch_size):
             posterior = self.module.encode(frames[part]).latent_dist
@@ -162,7 +159,7 @@ class VideoAutoencoderKL(nn.Module):
         """Scaled latents ``[B, 4, T, h, w]`` -> pixels ``[B, 3, T, 8h, 8w]``."""
         _check_video(z, self.out_channels, "VideoAutoencoderKL.decode")
         b, t = z.shape[0], z.shape[2]
-        latents = _frames(z.to(_module_dtype(self.module))) / self.scaling_factor  # [B*T, 4, h, w]
+        latents = _frames(z.to(module_dtype(self.module))) / self.scaling_factor  # [B*T, 4, h, w]
         pixels = [
             self.module.decode(latents[part]).sample
             for part in _chunks(latents.shape[0], self.micro_batch_size)
@@ -197,7 +194,7 @@ class VideoAutoencoderKLTemporalDecoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return _module_dtype(self.module)
+        return module_dtype(self.module)
 
     @property
     def device(self) -> torch.device:
@@ -216,7 +213,7 @@ class VideoAutoencoderKLTemporalDecoder(nn.Module):
         _check_video(z, self.out_channels, "VideoAutoencoderKLTemporalDecoder.decode")
         b, t = z.shape[0], z.shape[2]
         videos_per_chunk = None if self.micro_batch_size is None else max(1, self.micro_batch_size // t)
-        latents = z.to(_module_dtype(self.module)) / self.scaling_factor
+        latents = z.to(module_dtype(self.module)) / self.scaling_factor
         outputs = []
         for part in _chunks(b, videos_per_chunk):
             frames = _frames(latents[part])  # [b_part*T, 4, h, w]

@@ -15,10 +15,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from opensora_core.parallel.registry import BACKENDS
+
 if TYPE_CHECKING:
     from torch import nn
 
-    from opensora_core.parallel.backends import DDPBackend, TrainBackend, backend_names, build_backend
+    from opensora_core.parallel.backends import DDPBackend, TrainBackend
     from opensora_core.parallel.dist import DistEnv, init_distributed
     from opensora_core.parallel.mesh import Mesh, build_mesh, mesh_coords
 
@@ -27,8 +29,6 @@ if TYPE_CHECKING:
 _LAZY = {
     "DDPBackend": "backends",
     "TrainBackend": "backends",
-    "backend_names": "backends",
-    "build_backend": "backends",
     "DistEnv": "dist",
     "init_distributed": "dist",
     "Mesh": "mesh",
@@ -53,6 +53,43 @@ def apply_sequence_parallel(model: nn.Module, sp_group: Any) -> nn.Module:
     from opensora_core.parallel import sequence
 
     return sequence.apply_sequence_parallel(model, sp_group)
+
+
+def backend_names() -> list[str]:
+    """Plugins :func:`build_backend` accepts (the keys of ``opensora_core.parallel.registry.BACKENDS``)."""
+    return sorted(BACKENDS)
+
+
+def build_backend(
+    plugin: str,
+    model: nn.Module,
+    mesh: Mesh,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    dtype: str = "fp32",
+    grad_clip: float | None = 1.0,
+    adam_eps: float = 1e-8,
+) -> TrainBackend:
+    """Wrap ``model`` (on its device, fp32) for training with ``plugin`` (see ``parallel.backends``).
+
+    Dispatches through the plugin table here, not in ``backends``, so the plugin modules can import the
+    base class from ``backends`` without a circle.
+    """
+    if plugin not in BACKENDS:
+        raise ValueError(
+            f"plugin {plugin!r} is not available in this build; choose one of {sorted(BACKENDS)} "
+            "(set plugin in the config)"
+        )
+    return BACKENDS[plugin].load_builder()(
+        model,
+        mesh,
+        lr=lr,
+        weight_decay=weight_decay,
+        dtype=dtype,
+        grad_clip=grad_clip,
+        adam_eps=adam_eps,
+    )
 
 
 __all__ = [

@@ -1,4 +1,8 @@
-"""Training backends: ``build_backend(plugin, model, mesh, ...)`` wraps a model and its optimizer.
+"""Training backends: the :class:`TrainBackend` interface every plugin implements, and ``"ddp"``.
+
+``opensora_core.parallel.build_backend(plugin, model, mesh, ...)`` wraps a model and its optimizer with the
+plugin's backend, looked up in ``opensora_core.parallel.registry.BACKENDS``. Plugin modules (``colossal``,
+``fsdp``) import this module for the base class; this module imports none of them, nor the table.
 
 A backend owns everything that depends on how parameters and gradients are distributed: the wrapped model
 used for the forward pass, mixed precision (autocast, and a gradient scaler for fp16), ``backward``, the
@@ -11,8 +15,6 @@ talks to the :class:`TrainBackend` interface, so backends are interchangeable:
 - ``"fsdp2"`` (``opensora_core.parallel.fsdp``) and ``"zero2"`` / ``"zero2-seq"``
   (``opensora_core.parallel.colossal``: ColossalAI's Booster when installed, else the torch-native ZeRO-2-like
   fsdp2 path): each lives in its own module.
-
-Every plugin is one entry of ``opensora_core.parallel.registry.BACKENDS`` (builder and capabilities).
 
 Precision: parameters, gradients and optimizer state stay fp32 (the master weights); ``dtype="bf16"`` or
 ``"fp16"`` runs the forward under ``torch.autocast``. fp16 (CUDA only) adds a dynamic loss scaler (initial
@@ -37,7 +39,6 @@ import torch
 from torch import nn
 
 from opensora_core.parallel.mesh import Mesh
-from opensora_core.parallel.registry import BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -256,36 +257,3 @@ class DDPBackend(TrainBackend):
             process_group=self.mesh.dp_group,
             broadcast_buffers=False,  # buffers are functions of the config; rank 0's are broadcast once here
         )
-
-
-def backend_names() -> list[str]:
-    """Plugins :func:`build_backend` accepts (the keys of ``opensora_core.parallel.registry.BACKENDS``)."""
-    return sorted(BACKENDS)
-
-
-def build_backend(
-    plugin: str,
-    model: nn.Module,
-    mesh: Mesh,
-    *,
-    lr: float,
-    weight_decay: float = 0.0,
-    dtype: str = "fp32",
-    grad_clip: float | None = 1.0,
-    adam_eps: float = 1e-8,
-) -> TrainBackend:
-    """Wrap ``model`` (on its device, fp32) for training with ``plugin`` (see the module docstring)."""
-    if plugin not in BACKENDS:
-        raise ValueError(
-            f"plugin {plugin!r} is not available in this build; choose one of {sorted(BACKENDS)} "
-            "(set plugin in the config)"
-        )
-    return BACKENDS[plugin].load_builder()(
-        model,
-        mesh,
-        lr=lr,
-        weight_decay=weight_decay,
-        dtype=dtype,
-        grad_clip=grad_clip,
-        adam_eps=adam_eps,
-    )

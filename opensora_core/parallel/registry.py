@@ -4,7 +4,7 @@
 `builder(model, mesh, lr=..., weight_decay=..., dtype=..., grad_clip=..., adam_eps=...)`) and its
 :class:`BackendCaps`. A backend has no config section of its own: its settings are top-level RunConfig keys
 (`plugin`, `sp_size`, `lr`, ...). `opensora_core.config` takes the valid `plugin` values from this table and
-`parallel.backends.build_backend` dispatches through it. Imports nothing heavy.
+`parallel.build_backend` dispatches through it. Imports nothing heavy.
 
 Add a backend: write its module (say `parallel/foo.py` with `FooBackend(TrainBackend)`) and add one entry
 `"foo": Entry(None, "opensora_core.parallel.foo:FooBackend", BackendCaps(sequence_parallel=False))`.

@@ -1,7 +1,8 @@
-"""Ulysses-style sequence parallelism for STDiT and STDiT2, applied to a single-device model from outside.
+"""Ulysses-style sequence parallelism for STDiT, STDiT2 and STDiT3, applied to a single-device model from outside.
 
 Which families qualify is ``ModelCaps.sequence_parallel`` in ``opensora_core.models.registry.MODELS``; a family
-that sets it has ``blocks`` whose ``attn_temp`` is split as below.
+that sets it has temporal self-attention modules (STDiT/STDiT2: ``blocks[i].attn_temp``, STDiT3:
+``temporal_blocks[i].attn``) that are split as below.
 
 ``apply_sequence_parallel(model, sp_group)`` makes the ``sp`` ranks of ``sp_group`` share one sample's token
 sequence. The split is along **frames**: rank ``r`` keeps the ``T / sp`` consecutive temporal patches
@@ -14,9 +15,9 @@ all-to-alls (Ulysses)::
     attention over all T frames for H/sp heads
     out [B*S, H/sp, T, D]     --all_to_all(scatter frames, gather heads)--> [B*S, H, T/sp, D]
 
-Position-dependent terms use global frame positions: STDiT's temporal sin-cos table is chunked per rank, STDiT2's
-temporal RoPE rotates local frame ``i`` as global frame ``r * T/sp + i`` (RoPE and the RMS qk-norm act per
-token, so applying them before the all-to-all is exact), and ``x_mask`` is chunked by frames. The model's
+Position-dependent terms use global frame positions: STDiT's temporal sin-cos table is chunked per rank, the
+temporal RoPE of STDiT2 / STDiT3 rotates local frame ``i`` as global frame ``r * T/sp + i`` (RoPE and the RMS
+qk-norm act per token, so applying them before the all-to-all is exact), and ``x_mask`` is chunked by frames. The model's
 output is all-gathered along frames, so every rank of the group holds the full prediction and computes the
 same full loss; the gather's backward keeps this rank's slice of the gradient and multiplies it by ``sp``.
 Each parameter gradient of one rank is then ``sp`` times its own frames' share, and the world-average
@@ -24,7 +25,8 @@ all-reduce of any data-parallel backend (over ``dp x sp`` ranks) yields exactly 
 sequence parallelism on the same global batch.
 
 This differs from Open-Sora 1.0, whose sequence-parallel spatial attention attends over same-index frames of
-all ranks (not per frame) and which has no sequence parallelism for STDiT2.
+all ranks (not per frame), from Open-Sora 1.1, which has none for STDiT2, and from Open-Sora 1.2, whose STDiT3
+splits the spatial tokens of each frame.
 
 Ranks of one group must feed identical inputs (batch, noise, timesteps, caption-dropout draws). The group is
 stored on a :class:`SequenceParallel` handle that ``copy.deepcopy`` turns into ``None``: a deep copy of the
@@ -242,9 +244,18 @@ def _supported_model(model: nn.Module) -> str:
     )
     supported = [name for name, entry in MODELS.items() if entry.caps.sequence_parallel]
     raise ValueError(
-        f"sequence parallelism supports {' and '.join(supported)} models, got {type(model).__name__}{hint}; "
+        f"sequence parallelism supports {', '.join(supported)} models, got {type(model).__name__}{hint}; "
         "set sp_size=1 (plugin zero2/ddp/fsdp2) for other models"
     )
+
+
+def _temporal_attentions(model: nn.Module) -> list[nn.Module]:
+    """The self-attention modules that attend over frames: STDiT3's ``temporal_blocks[i].attn``, else
+    (STDiT / STDiT2) ``blocks[i].attn_temp``."""
+    temporal_blocks = getattr(model, "temporal_blocks", None)
+    if temporal_blocks is not None:
+        return [block.attn for block in temporal_blocks]
+    return [block.attn_temp for block in model.blocks]
 
 
 def sequence_parallel_of(model: nn.Module) -> SequenceParallel | None:
@@ -253,7 +264,7 @@ def sequence_parallel_of(model: nn.Module) -> SequenceParallel | None:
 
 
 def apply_sequence_parallel(model: nn.Module, sp_group: Any) -> nn.Module:
-    """Make ``model`` (STDiT or STDiT2) run sequence-parallel over ``sp_group``; returns the same model.
+    """Make ``model`` (STDiT, STDiT2 or STDiT3) run sequence-parallel over ``sp_group``; returns the same model.
 
     ``sp_group`` is ``Mesh.sp_group``: ``None`` or a group of size 1 leaves the model untouched. Must be called
     on the plain model before the training backend wraps it. ``num_heads`` must be divisible by the group size
@@ -272,8 +283,7 @@ def apply_sequence_parallel(model: nn.Module, sp_group: Any) -> nn.Module:
         )
     if sequence_parallel_of(model) is not None:
         raise ValueError("apply_sequence_parallel: the model is already sequence-parallel")
-    for block in model.blocks:
-        attn = block.attn_temp
+    for attn in _temporal_attentions(model):
         attn._attend = functools.partial(_ulysses_attend, attn, sp)
         if attn.rope is not None:
             attn.rope = functools.partial(_rope_at_global_frames, model.rope, sp)
@@ -285,8 +295,7 @@ def remove_sequence_parallel(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_sequence_parallel` (the model becomes single-device again); returns the model."""
     if sequence_parallel_of(model) is None:
         return model
-    for block in model.blocks:
-        attn = block.attn_temp
+    for attn in _temporal_attentions(model):
         attn.__dict__.pop("_attend", None)
         if isinstance(attn.rope, functools.partial):
             attn.rope = model.rope.rotate_queries_or_keys

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from opensora_core.config import ConfigError, build_parser, config_from_args
+from opensora_core.io.storage import InvalidURIError
 from opensora_core.sample.long import SampleInputError
 from opensora_core.sample.prompts import plan_run
 
@@ -22,13 +23,12 @@ EXIT_BAD_INPUT = 2
 # Input errors raised by modules that are imported only once sampling starts (module, class name).
 _LATE_INPUT_ERRORS = (
     ("opensora_core.models.checkpoint", "UnsafeCheckpointError"),
-    ("opensora_core.models.pretrained", "ConfigError"),
     ("opensora_core.data.video_io", "VideoDecodeError"),
 )
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConfigError, SampleInputError, FileNotFoundError]
+    errors: list[type[BaseException]] = [ConfigError, SampleInputError, InvalidURIError, FileNotFoundError]
     for module_name, class_name in _LATE_INPUT_ERRORS:
         module = sys.modules.get(module_name)
         if module is not None:

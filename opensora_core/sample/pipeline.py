@@ -13,10 +13,11 @@ Conventions (the same as training, so trained weights see the inputs they were t
   ``inference.py`` passed ``height / width`` instead (a reference quirk); for square videos both are 1.
   ``height`` / ``width`` are pixel sizes, ``num_frames`` the clip length, ``fps`` = ``cfg.fps`` (120 for
   single images, as in training), all 1-D tensors of length B.
-* **Seeds**: every sample has its own ``torch.Generator`` (CPU) seeded from ``(seed, prompt index, sample
-  index)``; it draws the initial noise, every ancestral-sampling step's noise and the VAE posterior noise of
-  loop re-encoding, so a sample does not depend on the batch size, on the other prompts or on the device's
-  RNG. (Open-Sora drew all of it from the global RNG, so its videos changed with the batch size.)
+* **Seeds**: every sample has its own ``torch.Generator`` (CPU) seeded with
+  ``derive_seed(seed, "noise", prompt index, sample index)`` (:mod:`opensora_core.utils.seeding`); it draws
+  the initial noise, every ancestral-sampling step's noise and the VAE posterior noise of loop re-encoding,
+  so a sample does not depend on the batch size, on the other prompts or on the device's RNG. (Open-Sora
+  drew all of it from the global RNG, so its videos changed with the batch size.)
 * **Guidance**: the null caption of classifier-free guidance is the model's learned ``y_embedding``;
   identical captions are encoded once (an LRU cache over the run).
 * **Checkpoints** (``model.from_pretrained`` / ``--ckpt-path``): a file (.safetensors, weights-only .pt/.pth),
@@ -32,7 +33,6 @@ Conventions (the same as training, so trained weights see the inputs they were t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import sys
@@ -47,6 +47,7 @@ from torch import nn
 
 from opensora_core.config import RunConfig
 from opensora_core.data.video_io import IMAGE_FPS
+from opensora_core.io import storage
 from opensora_core.models import build_model
 from opensora_core.models.checkpoint import load_checkpoint
 from opensora_core.models.layers import to_torch_dtype
@@ -63,12 +64,13 @@ from opensora_core.sample.long import (
 from opensora_core.sample.prompts import RunPlan, SampleItem, plan_run
 from opensora_core.sample.writer import read_sample, save_sample, to_uint8_frames, write_preview_grid
 from opensora_core.schedulers import IDDPM, build_scheduler
+from opensora_core.utils.modules import module_dtype
+from opensora_core.utils.seeding import derive_seed
 
 __all__ = [
     "PerSampleNoiseIDDPM",
     "SamplingModels",
     "build_sampling_scheduler",
-    "derive_seed",
     "load_model_weights",
     "load_sampling_models",
     "resolve_checkpoint",
@@ -143,12 +145,12 @@ def resolve_checkpoint(path: str) -> Path:
     """The weights file/folder to load for ``--ckpt-path path`` (see the module docstring for the forms)."""
     from opensora_core.models.pretrained import looks_like_local_path
 
-    if "://" in path and not path.startswith("file://"):
+    if storage.is_remote(path):
         raise SampleInputError(
             f"checkpoint {path!r}: download remote checkpoints first "
             "(opensora_core.io.storage.download_dir) and pass the local folder"
         )
-    p = Path(path.removeprefix("file://")).expanduser()
+    p = storage.local_path(path)
     if p.is_file():
         return p
     if p.is_dir():
@@ -266,12 +268,6 @@ def load_sampling_models(cfg: RunConfig, device: str | torch.device | None = Non
 
 
 # -------------------------------------------------------------------------------------------- helpers
-def derive_seed(seed: int, *parts: int | str) -> int:
-    """A 63-bit seed from ``seed`` and ``parts`` (stable across processes and platforms)."""
-    text = "/".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
-
-
 def video_info(cfg: RunConfig, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Size conditioning for ``cfg.multi_resolution``: the model's ``ModelCaps.video_info`` inputs (STDiT2:
     height, width, num_frames, ar, fps; PixArtMS: height, width, ar), 1-D float tensors of length ``batch``;
@@ -292,11 +288,6 @@ def video_info(cfg: RunConfig, batch: int, device: torch.device) -> dict[str, to
 
 def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
-
-
-def _module_dtype(module: Any, default: torch.dtype) -> torch.dtype:
-    params = list(module.parameters()) if isinstance(module, nn.Module) else []
-    return params[0].dtype if params else default
 
 
 class _TextCache:
@@ -337,7 +328,9 @@ class _ProgressModel:
 
 
 def _steps_per_clip(scheduler: Any) -> int:
-    return int(getattr(scheduler, "num_timesteps", None) or scheduler.num_sampling_steps)
+    """Model evaluations per clip: the sampling steps (rflow, DPM-Solver), else IDDPM's respaced timesteps
+    (rflow's ``num_timesteps`` is the length of its time axis, not a step count)."""
+    return int(getattr(scheduler, "num_sampling_steps", None) or scheduler.num_timesteps)
 
 
 # ----------------------------------------------------------------------------------------------- runner
@@ -348,8 +341,8 @@ class _Runner:
         self.cfg, self.plan, self.advance = cfg, plan, advance
         self.model, self.vae, self.text_encoder, self.scheduler = models
         self.device = _device_of(self.model)
-        self.dtype = _module_dtype(self.model, torch.float32)
-        self.vae_dtype = _module_dtype(self.vae, self.dtype)
+        self.dtype = module_dtype(self.model, torch.float32)
+        self.vae_dtype = module_dtype(self.vae, self.dtype)
         self.latent_size = tuple(self.vae.get_latent_size((cfg.num_frames, *cfg.image_size)))
         self.texts = _TextCache(self.text_encoder, capacity=max(64, 2 * (cfg.batch_size or 1)))
         self.references: dict[int, list[torch.Tensor]] = {}
@@ -363,7 +356,7 @@ class _Runner:
             cache_dir = self.plan.save_dir / ".cache" / "references"
             for j, path in enumerate(spec.reference_paths):
                 video = load_reference_video(path, tuple(self.cfg.image_size), cache_dir)  # [3, T, H, W]
-                gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, spec.index, "reference", j))
+                gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "reference", spec.index, j))
                 x = video[None].to(device=self.device, dtype=self.vae_dtype)
                 latents.append(self.vae.encode(x, generator=gen)[0])  # [C, T, h, w]
             self.references[spec.index] = latents
@@ -378,7 +371,7 @@ class _Runner:
         """Pixel videos ``[B, 3, T_total, H, W]`` in [-1, 1] (on CPU) for ``batch``."""
         cfg, n = self.cfg, len(batch)
         gens = [
-            torch.Generator().manual_seed(derive_seed(cfg.seed, it.spec.index, it.sample_index))
+            torch.Generator().manual_seed(derive_seed(cfg.seed, "noise", it.spec.index, it.sample_index))
             for it in batch
         ]
         info = video_info(cfg, n, self.device)
@@ -396,13 +389,14 @@ class _Runner:
                 where = f"{item.spec.label}, loop {loop_i}: "
                 tuples = [t for t in item.spec.mask_tuples if t.loop_id == loop_i]
                 if tuples:
-                    apply_mask_tuples(z[b], frame_mask[b], tuples, self.reference_latents(item), where)
+                    refs = self.reference_latents(item)
+                    apply_mask_tuples(z[b], frame_mask[b], tuples, refs, where, cfg.align)
                 if loop_i > 0:
-                    cfl = int(cfg.condition_frame_length or 0)
+                    cfl, edit = int(cfg.condition_frame_length or 0), cfg.condition_frame_edit
                     carry = MaskTuple(
-                        loop_i, 0, -cfl, 0, cfl, 0.0, f"{loop_i},<previous clip>,-{cfl},0,{cfl}"
+                        loop_i, 0, -cfl, 0, cfl, edit, f"{loop_i},<previous clip>,-{cfl},0,{cfl},{edit}"
                     )
-                    apply_mask_tuples(z[b], frame_mask[b], [carry], [previous[b]], where)
+                    apply_mask_tuples(z[b], frame_mask[b], [carry], [previous[b]], where, cfg.align)
             extra: dict[str, Any] = {"generator": gens} if self.per_sample_noise else {}
             latents = self.scheduler.sample(
                 model,

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from opensora_core.config import RunConfig
+from opensora_core.io import storage
 from opensora_core.models.registry import MODELS, model_caps
 from opensora_core.sample.long import (
     PromptSpec,
     SampleInputError,
+    append_scores,
     build_prompt_specs,
     check_reference_files,
     total_frames,
@@ -35,15 +37,13 @@ def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
     Raises SampleInputError when the file does not exist or holds no prompt.
     """
     text_path = str(path)
-    if "://" in text_path and not text_path.startswith("file://"):
-        from opensora_core.io import storage
-
+    if storage.is_remote(text_path):
         try:
             raw = storage.read_bytes(text_path).decode("utf-8")
         except FileNotFoundError:
             raise SampleInputError(f"prompt file {text_path!r} does not exist") from None
     else:
-        local = Path(text_path.removeprefix("file://")).expanduser()
+        local = storage.local_path(text_path)
         if not local.is_file():
             raise SampleInputError(
                 f"prompt file {text_path!r} does not exist" + (" (it is a folder)" if local.is_dir() else "")
@@ -139,7 +139,7 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
         raise SampleInputError(
             "num_frames and image_size must be set to sample (--num-frames, --image-size H W)"
         )
-    if "://" in cfg.save_dir and not cfg.save_dir.startswith("file://"):
+    if storage.is_remote(cfg.save_dir):
         raise SampleInputError(
             f"save_dir {cfg.save_dir!r}: samples are written to a local folder; upload it afterwards "
             "(opensora_core.io.storage.upload_dir)"
@@ -161,9 +161,11 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
         cfg.loop,
         indices,
     )
+    for spec in specs:  # Open-Sora 1.2: every loop's caption carries the aes / flow / camera-motion text
+        spec.loop_texts = [append_scores(t, cfg.aes, cfg.flow, cfg.camera_motion) for t in spec.loop_texts]
     _check_support(cfg, specs)
-    check_reference_files(specs, cfg.num_frames)
-    save_dir = Path(cfg.save_dir.removeprefix("file://")).expanduser()
+    check_reference_files(specs, cfg.num_frames, cfg.align)
+    save_dir = storage.local_path(cfg.save_dir)
     frames = total_frames(cfg.num_frames, cfg.loop, cfg.condition_frame_length)
     items: list[SampleItem] = []
     seen: set[Path] = set()
@@ -176,4 +178,5 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
             skip = path in seen or (cfg.prompt_as_path and path.exists())
             seen.add(path)
             items.append(SampleItem(spec, k, path, skip))
-    return RunPlan(specs, items, frames, save_fps(cfg.fps, cfg.frame_interval), save_dir, previews)
+    fps = cfg.save_fps or save_fps(cfg.fps, cfg.frame_interval)
+    return RunPlan(specs, items, frames, fps, save_dir, previews)

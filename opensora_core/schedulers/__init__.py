@@ -15,11 +15,12 @@ from opensora_core.schedulers.registry import SCHEDULERS
 if TYPE_CHECKING:
     from opensora_core.schedulers.dpm_solver import DPMSolverSampler
     from opensora_core.schedulers.iddpm import IDDPM
+    from opensora_core.schedulers.rflow import RFlow
     from opensora_core.schedulers.speed import SpeeDiffusion
 
-__all__ = ["IDDPM", "DPMSolverSampler", "SpeeDiffusion", "build_scheduler"]
+__all__ = ["IDDPM", "DPMSolverSampler", "RFlow", "SpeeDiffusion", "build_scheduler"]
 
-_LAZY = {"IDDPM": "iddpm", "DPMSolverSampler": "dpm_solver", "SpeeDiffusion": "speed"}
+_LAZY = {"IDDPM": "iddpm", "DPMSolverSampler": "dpm_solver", "SpeeDiffusion": "speed", "RFlow": "rflow"}
 
 
 def __getattr__(name: str) -> Any:
@@ -28,7 +29,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_scheduler(name: str, **kwargs: Any) -> IDDPM | DPMSolverSampler:
+def build_scheduler(name: str, **kwargs: Any) -> IDDPM | DPMSolverSampler | RFlow:
     """Build a scheduler by its Open-Sora registry name.
 
     - ``"iddpm"``: :class:`IDDPM` (``num_sampling_steps=None, timestep_respacing=None, cfg_scale=4.0,
@@ -36,6 +37,8 @@ def build_scheduler(name: str, **kwargs: Any) -> IDDPM | DPMSolverSampler:
       uses ``timestep_respacing=""`` (all 1000 steps).
     - ``"iddpm-speed"``: :class:`SpeeDiffusion` (same arguments, training only).
     - ``"dpm-solver"``: :class:`DPMSolverSampler` (``num_sampling_steps=20, cfg_scale=4.0``).
+    - ``"rflow"``: :class:`RFlow` (``num_sampling_steps=10, cfg_scale=4.0, use_timestep_transform=False,
+      sample_method="uniform", ...``); Open-Sora 1.2 samples with 30 steps, cfg 7.0 and the transform.
 
     The accepted arguments are the fields of the name's config class (``SCHEDULERS[name].config``).
 

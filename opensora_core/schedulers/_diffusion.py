@@ -2,8 +2,10 @@
 
 Everything that decides numbers follows the improved-diffusion conventions that Open-Sora inherits:
 
-- schedule arrays are float64 numpy arrays; a per-sample value is gathered in float64 and then cast to
-  float32 (``extract``), so every coefficient multiplies the data as a float32 tensor;
+- schedule arrays are numpy arrays computed in ``schedule_dtype``: float64 in improved-diffusion and
+  Open-Sora 1.0; Open-Sora >= 1.1 stores the respaced betas as float32 and derives every array from them in
+  float32 (which shows most at small t, e.g. ``sqrt(1 - alphas_cumprod)``); a per-sample value is gathered
+  and cast to float32 (``extract``), so every coefficient multiplies the data as a float32 tensor;
 - ``posterior_log_variance_clipped`` replaces the (zero) first posterior variance by the second one;
 - the learned variance (``LEARNED_RANGE``) interpolates in log space between β̃_t (clipped) and β_t;
 - the variational bound is reported in bits per dimension (nats / log 2); at t == 0 it is the
@@ -23,6 +25,9 @@ import numpy as np
 import torch
 
 ModelFn = Callable[..., torch.Tensor]
+
+# schedule_dtype values: "float32" is what Open-Sora >= 1.1 computes, "float64" improved-diffusion / Open-Sora 1.0
+SCHEDULE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class ModelMeanType(enum.Enum):
@@ -146,6 +151,7 @@ class GaussianDiffusion:
         model_mean_type: what the model's first C output channels predict.
         model_var_type: how the reverse variance is obtained (LEARNED_RANGE: C more output channels).
         loss_type: training objective.
+        schedule_dtype: precision every schedule array is computed in (``"float64"`` or ``"float32"``).
     """
 
     def __init__(
@@ -155,44 +161,49 @@ class GaussianDiffusion:
         model_mean_type: ModelMeanType,
         model_var_type: ModelVarType,
         loss_type: LossType,
+        schedule_dtype: str = "float64",
     ) -> None:
-        betas = np.asarray(betas, dtype=np.float64)
-        if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
+        if schedule_dtype not in SCHEDULE_DTYPES:
+            raise ValueError(f"schedule_dtype must be one of {sorted(SCHEDULE_DTYPES)}, got {schedule_dtype!r}")
+        b = torch.from_numpy(np.asarray(betas, dtype=np.float64)).to(SCHEDULE_DTYPES[schedule_dtype])
+        if b.dim() != 1 or not ((b > 0).all() and (b <= 1).all()):
             raise ValueError("betas must be a 1-D array with values in (0, 1]")
         self.model_mean_type = model_mean_type
         self.model_var_type = model_var_type
         self.loss_type = loss_type
-        self.betas = betas
-        self.num_timesteps = int(betas.shape[0])
+        self.schedule_dtype = schedule_dtype
+        self.num_timesteps = int(b.shape[0])
 
-        alphas = 1.0 - betas
-        self.alphas_cumprod = np.cumprod(alphas, axis=0)
-        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
-        self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
-
-        # q(x_t | x_0)
-        self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
-        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
-        self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
-        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
-        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1)
-
+        one = torch.ones(1, dtype=b.dtype)
+        alphas = 1.0 - b
+        ac = torch.cumprod(alphas, dim=0)
+        ac_prev = torch.cat([one, ac[:-1]])
         # q(x_{t-1} | x_t, x_0); the log variance is clipped because β̃_0 = 0
-        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        if self.num_timesteps > 1:
-            self.posterior_log_variance_clipped = np.log(
-                np.append(self.posterior_variance[1], self.posterior_variance[1:])
-            )
-        else:
-            self.posterior_log_variance_clipped = np.array([], dtype=np.float64)
-        self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        self.posterior_mean_coef2 = (
-            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
-        )
-        self.log_betas = np.log(betas)
-        fixed_large = np.append(self.posterior_variance[1] if self.num_timesteps > 1 else betas[0], betas[1:])
-        self.fixed_large_variance = fixed_large
-        self.fixed_large_log_variance = np.log(fixed_large)
+        post_var = b * (1.0 - ac_prev) / (1.0 - ac)
+        fixed_large = torch.cat([post_var[1:2] if self.num_timesteps > 1 else b[:1], b[1:]])
+        arrays = {
+            "betas": b,
+            "alphas_cumprod": ac,
+            "alphas_cumprod_prev": ac_prev,
+            "alphas_cumprod_next": torch.cat([ac[1:], 0 * one]),
+            # q(x_t | x_0)
+            "sqrt_alphas_cumprod": torch.sqrt(ac),
+            "sqrt_one_minus_alphas_cumprod": torch.sqrt(1.0 - ac),
+            "log_one_minus_alphas_cumprod": torch.log(1.0 - ac),
+            "sqrt_recip_alphas_cumprod": torch.sqrt(1.0 / ac),
+            "sqrt_recipm1_alphas_cumprod": torch.sqrt(1.0 / ac - 1),
+            "posterior_variance": post_var,
+            "posterior_log_variance_clipped": (
+                torch.log(torch.cat([post_var[1:2], post_var[1:]])) if self.num_timesteps > 1 else b[:0]
+            ),
+            "posterior_mean_coef1": b * torch.sqrt(ac_prev) / (1.0 - ac),
+            "posterior_mean_coef2": (1.0 - ac_prev) * torch.sqrt(alphas) / (1.0 - ac),
+            "log_betas": torch.log(b),
+            "fixed_large_variance": fixed_large,
+            "fixed_large_log_variance": torch.log(fixed_large),
+        }
+        for name, values in arrays.items():
+            setattr(self, name, values.numpy())
 
     # ------------------------------------------------------------------ forward process
     def q_mean_variance(

@@ -67,7 +67,9 @@ class SpacedDiffusion(GaussianDiffusion):
     """A diffusion over the kept timesteps of a base schedule.
 
     Respaced betas are ``β_i = 1 − ᾱ_{k_i} / ᾱ_{k_{i-1}}`` over the kept original steps ``k_i``. The model is
-    always called with the *original* timestep ``timestep_map[i]`` (int64, no rescaling).
+    always called with the *original* timestep ``timestep_map[i]`` (int64, no rescaling). The base schedule is
+    float64; ``schedule_dtype`` is the precision of the respaced one (Open-Sora >= 1.1 casts the respaced
+    betas to float32 and derives the rest from them in float32).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class SpacedDiffusion(GaussianDiffusion):
         model_mean_type: ModelMeanType,
         model_var_type: ModelVarType,
         loss_type: LossType,
+        schedule_dtype: str = "float64",
     ) -> None:
         base = GaussianDiffusion(
             betas=betas, model_mean_type=model_mean_type, model_var_type=model_var_type, loss_type=loss_type
@@ -97,6 +100,7 @@ class SpacedDiffusion(GaussianDiffusion):
             model_mean_type=model_mean_type,
             model_var_type=model_var_type,
             loss_type=loss_type,
+            schedule_dtype=schedule_dtype,
         )
 
     def map_timesteps(self, t: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,10 @@ class IDDPM(SpacedDiffusion):
         cfg_channel: number of leading output channels that are guided (``None`` = ``C_out // 2``; Open-Sora
             configs use 3, a GLIDE leftover that leaves the 4th latent channel unguided).
         preserve_reference: masked sampling default; see :meth:`sample`.
+        schedule_dtype: precision of the (respaced) schedule arrays. ``"float32"`` (default) is what Open-Sora
+            1.1 and later compute (respaced betas stored as float32, everything derived in float32);
+            ``"float64"`` is Open-Sora 1.0 / improved-diffusion. The two differ most at small t (relative
+            ~1e-3 in ``sqrt(1 - alphas_cumprod)`` at t = 0).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class IDDPM(SpacedDiffusion):
         cfg_scale: float = 4.0,
         cfg_channel: int | None = None,
         preserve_reference: bool = False,
+        schedule_dtype: str = "float32",
     ) -> None:
         betas = get_named_beta_schedule(noise_schedule, diffusion_steps)
         if use_kl:
@@ -95,6 +100,7 @@ class IDDPM(SpacedDiffusion):
             model_mean_type=ModelMeanType.START_X if predict_xstart else ModelMeanType.EPSILON,
             model_var_type=var_type,
             loss_type=loss_type,
+            schedule_dtype=schedule_dtype,
         )
         if cfg_channel is not None and cfg_channel < 1:
             raise ValueError(f"cfg_channel must be a positive channel count or None, got {cfg_channel}")

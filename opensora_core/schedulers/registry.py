@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from opensora_core.entry import Entry, lookup
-from opensora_core.fields import Bool, NonNegFloat, PosInt, Section
+from opensora_core.fields import Bool, NonNegFloat, PosFloat, PosInt, Section
 
 # ------------------------------------------------------------------------------------------- configs
 
@@ -46,6 +46,11 @@ class IDDPMConfig(Section):
     rescale_learned_sigmas: Bool | None = Field(None, description="Rescaled MSE loss (False).")
     preserve_reference: Bool | None = Field(
         None, description="Ours: keep mask-0 reference frames exactly in masked sampling (reference: False)."
+    )
+    schedule_dtype: Literal["float32", "float64"] | None = Field(
+        None,
+        description='Dtype the respaced schedule is computed in: "float32" as Open-Sora 1.1+ (default), '
+        '"float64" as Open-Sora 1.0.',
     )
 
     @model_validator(mode="after")
@@ -82,18 +87,49 @@ class DPMSolverConfig(Section):
     lower_order_final: Bool | None = Field(None, description="Lower the order of the last steps (True).")
 
 
+class RFlowConfig(Section):
+    """Rectified flow of Open-Sora 1.2 (velocity loss, Euler sampler with CFG, timestep transform)."""
+
+    type: Literal["rflow"]
+    num_sampling_steps: PosInt = Field(10, description="Euler sampling steps (1.2 inference: 30).")
+    num_timesteps: PosInt = Field(1000, description="Length of the time axis.")
+    cfg_scale: NonNegFloat = Field(4.0, description="Classifier-free guidance scale (1.2 inference: 7.0).")
+    use_discrete_timesteps: Bool = Field(False, description="Integer timesteps (training: uniform only).")
+    use_timestep_transform: Bool = Field(
+        False,
+        description="Shift timesteps towards noise for larger resolutions and longer videos (1.2: True).",
+    )
+    sample_method: Literal["uniform", "logit-normal"] = Field(
+        "uniform", description="Training timestep distribution (1.2 training: logit-normal)."
+    )
+    loc: float = Field(0.0, description="Mean of the normal behind logit-normal sampling.")
+    scale: PosFloat = Field(1.0, description="Std of the normal behind logit-normal sampling.")
+    transform_scale: PosFloat = Field(
+        1.0, description="Extra factor of the timestep-transform ratio (training only)."
+    )
+
+    @model_validator(mode="after")
+    def _check_discrete(self) -> RFlowConfig:
+        if self.use_discrete_timesteps and self.sample_method != "uniform":
+            raise ValueError("use_discrete_timesteps=True needs sample_method='uniform'")
+        return self
+
+
 # ------------------------------------------------------------------------------------------- the table
 
 
 @dataclass(frozen=True)
 class SchedulerCaps:
     """training: has `training_losses`; sampling: has `sample`; frame_mask: both take a per-frame mask
-    (mask_ratios, reference conditioning); loss_generator: `training_losses` draws from a `generator=`."""
+    (mask_ratios, reference conditioning); loss_generator: `training_losses` draws from a `generator=`;
+    draws_timesteps: the trainer passes no `t` and no noise, `training_losses` draws both (rflow: its t
+    distribution and resolution-dependent transform, in the reference's order t then noise)."""
 
     training: bool
     sampling: bool
     frame_mask: bool
     loss_generator: bool = False
+    draws_timesteps: bool = False
 
 
 SCHEDULERS: dict[str, Entry[SchedulerCaps]] = {
@@ -111,6 +147,11 @@ SCHEDULERS: dict[str, Entry[SchedulerCaps]] = {
         DPMSolverConfig,
         "opensora_core.schedulers.dpm_solver:DPMSolverSampler",
         SchedulerCaps(training=False, sampling=True, frame_mask=False),
+    ),
+    "rflow": Entry(
+        RFlowConfig,
+        "opensora_core.schedulers.rflow:RFlow",
+        SchedulerCaps(training=True, sampling=True, frame_mask=True, loss_generator=True, draws_timesteps=True),
     ),
 }
 

@@ -5,7 +5,8 @@ Flags are Open-Sora 1.1's (``--load``, ``--data-path``, ``--outputs``, ``--ckpt-
 ``--load latest`` resumes from the newest complete checkpoint under ``outputs``.
 
 Exit codes: 0 done, 2 bad config or arguments, 3 aborted after ``max_bad_steps`` bad steps (a checkpoint was
-saved), 1 any other error.
+saved), 200 preempted by SIGTERM and resumable (``opensora_core.train.preemption``), 1 any other error (including
+``max_failed_saves`` consecutive failed checkpoint saves).
 """
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from opensora_core.train.checkpoint import CheckpointError
     from opensora_core.train.loop import ABORT_EXIT_CODE, TrainingAborted, train
+    from opensora_core.train.preemption import PREEMPTED_EXIT_CODE, Preempted, write_record
 
     try:
         result = train(cfg, ema=not args.no_ema)
+    except Preempted as e:
+        log.warning("%s; exit %d (resumable)", e, PREEMPTED_EXIT_CODE)
+        write_record(e)
+        return PREEMPTED_EXIT_CODE
     except TrainingAborted as e:
         log.error("training aborted: %s", e)
         return ABORT_EXIT_CODE

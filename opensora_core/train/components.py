@@ -5,7 +5,7 @@ Its ``input_size`` is the VAE latent size of the dataset's clips (``(None, None,
 ``in_channels`` the VAE's latent channels, and ``caption_channels`` / ``model_max_length`` come from the text
 encoder unless the config sets them.
 
-Data randomness is keyed (:func:`opensora_core.train.rng.derive_seed`): :class:`KeyedDataset` gives each item its
+Data randomness is keyed (:func:`opensora_core.utils.seeding.derive_seed`): :class:`KeyedDataset` gives each item its
 own ``random.Random(seed, epoch, index)``, so a sample's temporal crop does not depend on the worker that loads
 it, on prefetching, or on where a resumed run started.
 """
@@ -28,7 +28,7 @@ from opensora_core.config import RunConfig
 from opensora_core.io import storage
 from opensora_core.models.registry import model_caps
 from opensora_core.parallel.backends import DTYPES
-from opensora_core.train.rng import derive_seed
+from opensora_core.utils.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 

@@ -11,16 +11,16 @@ tracker metrics; every ``ckpt_every`` steps (and at the end) an atomic checkpoin
 Bad steps: a step whose loss or gradient norm is not finite is skipped (no update, no EMA) and counted; after
 ``max_bad_steps`` consecutive bad steps (0 = never) a checkpoint is saved and :class:`TrainingAborted` raised.
 
-Debug hooks (environment variables, for tests): ``OPENSORA_DEBUG_NAN_STEPS="3,4"`` makes rank 0's loss NaN at
-those global steps; ``OPENSORA_DEBUG_PAUSE_AFTER_STEP=N`` makes every rank sleep after step N (and its
-checkpoint) until it is killed.
+Fault injection for tests (a NaN loss at given steps, a pause after a step so a test can SIGKILL the run) is
+requested through environment variables and lives in :mod:`opensora_core.testing.faults`; the loop only calls
+its two hooks.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import os
 import random
 import shutil
 import sys
@@ -43,9 +43,11 @@ from opensora_core.parallel import (
 )
 from opensora_core.parallel.backends import save_synced
 from opensora_core.schedulers.registry import scheduler_caps
+from opensora_core.testing.faults import Faults
 from opensora_core.train import checkpoint as ckpt
 from opensora_core.train.components import build_components, build_data, ensure_synthetic_data
 from opensora_core.train.ema import EMA
+from opensora_core.train.preemption import Preempted, PreemptionWatch, grace_from_env
 from opensora_core.train.reporting import (
     METRIC_NAMES,
     format_eta,
@@ -55,16 +57,18 @@ from opensora_core.train.reporting import (
 )
 from opensora_core.train.rng import (
     capture_rng_state,
-    derive_seed,
     restore_rng_state,
     step_generator,
 )
+from opensora_core.train.run_folder import latest_experiment_dir
+from opensora_core.train.save_policy import SaveGuard
 from opensora_core.train.throughput import (
     ThroughputMeter,
     count_forward_flops,
     peak_flops_per_device,
     tokens_per_sample,
 )
+from opensora_core.utils.seeding import derive_seed
 
 if TYPE_CHECKING:
     from opensora_core.data.mask import MaskGenerator
@@ -106,21 +110,6 @@ class _StepOutcome:
     tokens: float
 
 
-def _debug_nan_steps() -> set[int]:
-    text = os.environ.get("OPENSORA_DEBUG_NAN_STEPS", "").strip()
-    if not text:
-        return set()
-    try:
-        return {int(s) for s in text.split(",") if s.strip()}
-    except ValueError:
-        raise ValueError(f"OPENSORA_DEBUG_NAN_STEPS={text!r} must be comma-separated step numbers") from None
-
-
-def _debug_pause_step() -> int | None:
-    text = os.environ.get("OPENSORA_DEBUG_PAUSE_AFTER_STEP", "").strip()
-    return int(text) if text else None
-
-
 def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
     """Learning rate of global step ``step`` (1-based): linear from ``base_lr / warmup_steps`` to ``base_lr``."""
     if warmup_steps <= 0:
@@ -146,11 +135,11 @@ class Trainer:
         self.overflow_steps = 0
         self.last_checkpoint: str | None = None
         self.last_checkpoint_step = -1
+        self.preemption: PreemptionWatch | None = None
         self.final_metrics: dict[str, float] = {}
         self.tracker: Any = None
         self.run_id: str | None = None
-        self._nan_steps = _debug_nan_steps()
-        self._pause_step = _debug_pause_step()
+        self.faults = Faults.from_env()
         self._window_loss = 0.0
         self._window_good = 0
         self._window_grad: list[float] = []
@@ -186,6 +175,7 @@ class Trainer:
             self.mesh,
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
+            adam_eps=cfg.adam_eps,
             dtype=cfg.dtype,
             grad_clip=cfg.grad_clip,
         )
@@ -198,6 +188,13 @@ class Trainer:
         self.run_id = None if cfg.start_from_scratch else running.get("mlflow_run_id")
         if self.is_main:
             self._start_tracking(resumed=bool(running) and not cfg.start_from_scratch)
+        self.save_guard = SaveGuard(
+            retries=cfg.save_retries,
+            backoff_s=cfg.save_retry_backoff_s,
+            max_failed_saves=cfg.max_failed_saves,
+            final_retries=cfg.final_save_retries,
+            tracker=self.tracker,
+        )
         self.meter = ThroughputMeter(num_devices=self.env.world_size)
         self._flops_counted = False
         logger.info(
@@ -255,6 +252,10 @@ class Trainer:
                 same = candidate == parent
             if same:
                 return parent
+        if cfg.experiment_folder == "latest" and not cfg.start_from_scratch:
+            latest = latest_experiment_dir(cfg.outputs, cfg.model.type)
+            if latest is not None:
+                return latest
         return ckpt.next_experiment_dir(cfg.outputs, cfg.model.type)
 
     def _prepare_experiment_dir(self) -> None:
@@ -385,21 +386,25 @@ class Trainer:
         if frame_mask is not None:
             model_kwargs["x_mask"] = frame_mask
         scheduler = self.comps.scheduler
-        t = torch.randint(0, scheduler.num_timesteps, (x.shape[0],), generator=gen, device=self.device)
-        noise = torch.randn(x.shape, generator=gen, device=self.device, dtype=x.dtype)
+        caps = scheduler_caps(cfg.scheduler.type)
+        t: torch.Tensor | None = None
+        noise: torch.Tensor | None = None
+        if not caps.draws_timesteps:  # rflow draws t (its distribution + transform) and noise itself
+            t = torch.randint(0, scheduler.num_timesteps, (x.shape[0],), generator=gen, device=self.device)
+            noise = torch.randn(x.shape, generator=gen, device=self.device, dtype=x.dtype)
         if not self._flops_counted:
             devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):  # the step's draws must not depend on this
-                self._count_flops(x, t, model_kwargs)
+                flop_t = t if t is not None else torch.zeros(x.shape[0], device=self.device)
+                self._count_flops(x, flop_t, model_kwargs)
 
-        extra = {"generator": gen} if scheduler_caps(cfg.scheduler.type).loss_generator else {}
+        extra = {"generator": gen} if caps.loss_generator else {}
         with self.backend.autocast():
             terms = scheduler.training_losses(
-                self.backend.model, x, t, model_kwargs=model_kwargs, noise=noise, mask=frame_mask, **extra
+                self.backend.model, x, t=t, model_kwargs=model_kwargs, noise=noise, mask=frame_mask, **extra
             )
             loss = terms["loss"].mean()
-        if step_number in self._nan_steps and self.env.rank == 0:
-            loss = loss * float("nan")
+        loss = self.faults.poison_loss(loss, step_number, self.env.rank)
 
         samples = float(x.shape[0])
         tokens = samples * tokens_per_sample(x.shape[1:], self.comps.patch_size)
@@ -468,9 +473,10 @@ class Trainer:
                 if cfg.max_bad_steps and self.consecutive_bad >= cfg.max_bad_steps:
                     self._abort(iter_start)
                 if cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0:
-                    self.save(iter_start)
-                if self._pause_step is not None and self.global_step == self._pause_step:
-                    self._pause()
+                    self.save_guard.periodic(functools.partial(self.save, iter_start), self.global_step)
+                if self.preemption is not None and self.preemption.agreed(self.env):
+                    self._preempt(iter_start)
+                self.faults.pause_if_due(self.global_step)
                 if self.global_step >= max_steps:
                     done = True
                     break
@@ -479,7 +485,7 @@ class Trainer:
         if self._window_good or self._window_grad or self.meter.metrics():
             self._log(total)
         if self.last_checkpoint_step != self.global_step:
-            self.save(iter_start)
+            self.save_guard.final(lambda: self.save(iter_start), self.global_step)
         return TrainResult(
             checkpoint_dir=self.last_checkpoint,
             final_metrics=dict(self.final_metrics),
@@ -622,6 +628,21 @@ class Trainer:
         self.meter.start()  # checkpoint time is not step time
         return uri
 
+    def _preempt(self, iter_start: int) -> None:
+        """Stop on SIGTERM (every rank, same step): save if the grace period allows, then raise Preempted."""
+        saved = False
+        if self.last_checkpoint_step != self.global_step and self.preemption.should_save(
+            self.env, self.save_guard.last_save_s
+        ):
+            try:
+                self.save(iter_start)
+                saved = True
+            except ckpt.CheckpointError as e:  # the previous checkpoint is intact: exit resumable anyway
+                logger.error("preemption checkpoint failed (%s); resuming from %s", e, self.last_checkpoint)
+        raise Preempted(
+            self.global_step, self.last_checkpoint, saved or self.last_checkpoint_step == self.global_step
+        )
+
     def _abort(self, iter_start: int) -> None:
         uri = self.save(iter_start)
         raise TrainingAborted(
@@ -630,14 +651,6 @@ class Trainer:
             f"those of the last good step, saved in {uri}. Lower lr, check the data, or use dtype bf16/fp32.",
             uri,
         )
-
-    def _pause(self) -> None:
-        logger.warning("OPENSORA_DEBUG_PAUSE_AFTER_STEP: paused after step %d until killed", self.global_step)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        print(f"PAUSED after step {self.global_step}", flush=True)
-        while True:
-            time.sleep(3600)
 
     def close(self, status: str) -> None:
         """Finish tracking (a failed run waits less for an unreachable server) and release temp files."""
@@ -664,6 +677,8 @@ def train(cfg: RunConfig, *, ema: bool = True, env: DistEnv | None = None) -> Tr
     own_env = env is None
     env = env or init_distributed()
     trainer = Trainer(cfg, env, use_ema=ema and cfg.ema_decay is not None)
+    trainer.preemption = PreemptionWatch(grace_from_env())
+    trainer.preemption.install()
     status = "FAILED"
     try:
         trainer.setup()
@@ -672,7 +687,11 @@ def train(cfg: RunConfig, *, ema: bool = True, env: DistEnv | None = None) -> Tr
         trainer.close(status)
         result.mlflow_run_id = trainer.run_id
         return result
+    except Preempted:
+        status = "KILLED"  # MLflow's status for a stopped run; resuming sets it RUNNING again
+        raise
     finally:
+        trainer.preemption.uninstall()
         trainer.close(status)
         if own_env:
             env.close()

@@ -9,17 +9,14 @@ call returns at once (see ``opensora_core.io.tracking``).
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import logging
 import math
-import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from opensora_core.config import RunConfig
+from opensora_core.config.identity import config_hash, git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -75,29 +72,6 @@ def format_eta(seconds: float | None) -> str | None:
     if seconds is None or not math.isfinite(seconds):
         return None
     return str(datetime.timedelta(seconds=int(max(0.0, seconds))))
-
-
-def git_commit() -> str | None:
-    """The current git commit (``$GIT_COMMIT`` first, then ``git rev-parse HEAD`` in the cwd), or None."""
-    env = os.environ.get("GIT_COMMIT") or os.environ.get("OPENSORA_GIT_COMMIT")
-    if env:
-        return env
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def config_hash(cfg: RunConfig) -> str:
-    """SHA-256 (16 hex digits) of the resolved config's JSON, without the run-location keys."""
-    data = cfg.to_dict()
-    for key in ("load", "outputs", "start_from_scratch"):
-        data.pop(key, None)
-    canonical = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def run_tags(cfg: RunConfig, extra: Mapping[str, Any]) -> dict[str, str]:

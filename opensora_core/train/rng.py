@@ -1,7 +1,8 @@
 """Random state: derived per-step seeds and capture/restore of every generator a rank uses.
 
 Training randomness is keyed, not streamed: the noise, timesteps, caption dropout, frame masks and VAE
-posterior samples of a step come from generators seeded with ``derive_seed(seed, "step", dp_rank, step)``, and
+posterior samples of a step come from generators seeded with ``derive_seed(seed, "step", dp_rank, step)``
+(:func:`opensora_core.utils.seeding.derive_seed`), and
 a sample's temporal crop from ``derive_seed(seed, "sample", epoch, index)``. A resumed run therefore draws
 exactly what an uninterrupted run draws, whatever happened to the global generators in between, and all ranks
 of one sequence-parallel group (same dp_rank) draw the same values.
@@ -14,20 +15,11 @@ continues where it stopped. The state is stored as tensors and plain Python valu
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
 import numpy as np
 import torch
-
-_SEED_BITS = 63
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any printable parts (same on every machine, process and Python run)."""
-    text = "\x1f".join(repr(p) for p in parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> (64 - _SEED_BITS)
 
 
 def seed_everything(seed: int) -> None:

@@ -33,7 +33,7 @@ CLIPS = 6
 def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from opensora_core.io.registry import ensure_experiment
+    from opensora_core.model_registry import ensure_experiment
 
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
@@ -50,9 +50,18 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
 
     # 1. prepare_data
     prepared = prepare_data.python_func(
-        raw_data_uri=f"{bucket}/raw", metadata=Dataset(uri=str(tmp_path / "metadata.json")), workers=2
+        raw_data_uri=f"{bucket}/raw",
+        metadata=Dataset(uri=str(tmp_path / "metadata.json")),
+        prepared_root_uri=f"{bucket}/prepared",
+        run_id="s3-run",
+        workers=2,
     )
-    assert prepared.metadata_uri == f"{bucket}/raw/meta.csv" and storage.exists(prepared.metadata_uri)
+    table = f"{bucket}/prepared/s3-run/meta.csv"  # run-scoped, never inside the raw input
+    assert (
+        prepared.metadata_uri == table
+        and storage.exists(table)
+        and not storage.exists(f"{bucket}/raw/meta.csv")
+    )
     assert (prepared.num_kept, prepared.num_quarantined) == (CLIPS, 0)
     rows = list(csv.DictReader(io.StringIO(storage.read_bytes(prepared.metadata_uri).decode())))
     assert len(rows) == CLIPS and all(r["path"].startswith(f"{bucket}/raw/") for r in rows)
@@ -127,7 +136,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
     client = MlflowClient(tracking_uri)
     mv = client.get_model_version("opensora-s3-steps", "1")
     assert mv.aliases == ["candidate"]
-    assert mv.tags["opensora.dataset_uri"] == f"{bucket}/raw/meta.csv"
+    assert mv.tags["opensora.dataset_uri"] == table
     assert mv.tags["opensora.dataset_sha256"] == prepared.dataset_sha256
     assert mv.run_id == evaluated.mlflow_run_id
     assert mv.tags["opensora.checkpoint_uri"] == ckpt and mv.tags["opensora.global_step"] == "2"

@@ -16,17 +16,26 @@ from opensora_core.data.synthetic import generate
 def test_prepare_data_counts_quarantine_and_hash(tmp_path):
     raw = tmp_path / "raw"
     generate(raw, 6, size=16, num_frames=4, seed=0)
-    (raw / "meta.csv").unlink()  # the step writes the table itself
+    curated = raw / "meta.csv"
+    curated.write_text("path,text\nclip_00000.mp4,a caption someone wrote by hand\n")
     (raw / "broken.mp4").write_bytes(b"")
     (raw / "broken.txt").write_text("a red square moving left")
     (raw / "no_caption.mp4").write_bytes((raw / "clip_00000.mp4").read_bytes())
     artifact = Dataset(name="metadata", uri=str(tmp_path / "artifact.json"))
 
-    out = prepare_data.python_func(raw_data_uri=str(raw), metadata=artifact, workers=1)
+    out = prepare_data.python_func(
+        raw_data_uri=str(raw),
+        prepared_root_uri=str(tmp_path / "prepared"),
+        run_id="run-1",
+        metadata=artifact,
+        workers=1,
+    )
 
-    assert out.metadata_uri == str(raw / "meta.csv")
+    table = tmp_path / "prepared" / "run-1" / "meta.csv"
+    assert out.metadata_uri == str(table)  # run-scoped, never inside the raw input
+    assert curated.read_text() == "path,text\nclip_00000.mp4,a caption someone wrote by hand\n"
     assert (out.num_kept, out.num_quarantined) == (6, 2)
-    assert out.dataset_sha256 == hashlib.sha256((raw / "meta.csv").read_bytes()).hexdigest()
+    assert out.dataset_sha256 == hashlib.sha256(table.read_bytes()).hexdigest()
     summary = json.loads((tmp_path / "artifact.json").read_text())
     assert summary["quarantine_uri"] == out.quarantine_uri
     assert set(summary["quarantine_reasons"]) == {"zero-byte file", "missing caption"}
@@ -40,6 +49,20 @@ def test_prepare_data_counts_quarantine_and_hash(tmp_path):
     assert summary["num_eval"] == len(held)
 
 
+def test_prepare_data_refuses_to_replace_a_hand_made_table(tmp_path):
+    raw = tmp_path / "raw"
+    generate(raw, 2, size=16, num_frames=4, seed=0)
+    curated = raw / "meta.csv"
+    curated.write_text("path,text\nclip_00000.mp4,hand caption\n")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        prepare_data.python_func(
+            raw_data_uri=str(raw), metadata_uri=str(curated), metadata=Dataset(uri=str(tmp_path / "a.json"))
+        )
+    assert curated.read_text() == "path,text\nclip_00000.mp4,hand caption\n"
+    with pytest.raises(ValueError, match="prepared_root_uri and run_id"):
+        prepare_data.python_func(raw_data_uri=str(raw), metadata=Dataset(uri=str(tmp_path / "b.json")))
+
+
 def test_prepare_data_explicit_table_and_min_clips(tmp_path):
     raw = tmp_path / "raw"
     generate(raw, 2, size=16, num_frames=4, seed=1)
@@ -50,7 +73,10 @@ def test_prepare_data_explicit_table_and_min_clips(tmp_path):
     assert out.metadata_uri == str(table) and table.is_file()
     with pytest.raises(RuntimeError, match="only 2 usable clips"):
         prepare_data.python_func(
-            raw_data_uri=str(raw), min_clips=3, metadata=Dataset(uri=str(tmp_path / "b.json"))
+            raw_data_uri=str(raw),
+            metadata_uri=str(table),
+            min_clips=3,
+            metadata=Dataset(uri=str(tmp_path / "b.json")),
         )
     with pytest.raises(ValueError, match="raw_data_uri is empty"):
         prepare_data.python_func(raw_data_uri=" ", metadata=Dataset(uri=str(tmp_path / "c.json")))

@@ -84,13 +84,15 @@ def test_empty_task_config_changes_nothing():
 
 def test_training_args_order_and_tracking():
     args = training_args("c.py", "s3://d/meta.csv", "s3://o/run1", ["lr=1e-4"], "", "exp", "train-run1")
-    assert args[:4] == ["c.py", "--outputs", "s3://o/run1", "--cfg-options"]
-    assert args[4:] == [
+    # every launch resumes: --load latest (fresh start without a checkpoint) in one experiment folder
+    assert args[:6] == ["c.py", "--outputs", "s3://o/run1", "--load", "latest", "--cfg-options"]
+    assert args[6:] == [
         "tracking.backend=mlflow",
         "tracking.experiment=exp",
         "tracking.run_name=train-run1",
         "lr=1e-4",
         "dataset.data_path=s3://d/meta.csv",
+        "experiment_folder=latest",
     ]
     assert "tracking.backend=mlflow" not in training_args("c.py", "m.csv", "o")
     with pytest.raises(ValueError, match="KEY=VALUE"):
@@ -136,6 +138,7 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
         _fake_checkpoint(str(tmp_path / "out" / "run-1"))
 
     monkeypatch.setattr("launchers.runner.launch", fake_launch)
+    monkeypatch.setenv("OPENSORA_ALLOWED_NAMESPACES", "ml")  # the admin's allow-list (launchers.policy)
     outcome = run_training(
         config="configs/opensora/train/16x512x512.py",
         metadata_uri="s3://d/meta.csv",

@@ -18,6 +18,7 @@ from opensora_core.config import (
     parse_override_value,
 )
 from opensora_core.config.docs import BEGIN, END, render_reference
+from opensora_core.config.hints import is_secret_key
 from tests.conftest import REPO_ROOT
 
 TINY_SAMPLE = REPO_ROOT / "configs/debug/tiny_sample.py"
@@ -130,6 +131,26 @@ def test_save_writes_py_and_json(tmp_path: Path):
     assert (py_path.name, json_path.name) == ("config.py", "config.json")
     assert load_config(py_path) == cfg == load_config(json_path)
     assert not list((tmp_path / "ckpt").glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("private_key", True),
+        ("bypass_cache", False),
+        ("password", True),
+        ("tracking.password", True),
+        ("db_pass", True),
+        ("num_passes", False),
+        ("aws_secret_access_key", True),
+        ("api_token", True),
+        ("access_key", True),
+        ("model_max_length", False),
+        (3, False),
+    ],
+)
+def test_is_secret_key(key: object, secret: bool):
+    assert is_secret_key(key) is secret
 
 
 # ------------------------------------------------------------------------------------------- overrides

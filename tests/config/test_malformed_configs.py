@@ -247,6 +247,12 @@ CASES: list[tuple[str, str, str, list[str]]] = [
         ["tracking.password", "environment variables"],
     ),
     (
+        "private-key",
+        SAMPLE_BASE,
+        "tracking = dict(backend='mlflow', private_key='-----BEGIN')",
+        ["tracking.private_key", "environment variables"],
+    ),
+    (
         "secret-top-level",
         SAMPLE_BASE,
         "aws_secret_access_key = 'abc'",

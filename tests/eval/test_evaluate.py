@@ -52,7 +52,7 @@ def test_eval_and_registry_import_lightly():
     import sys
 
     code = (
-        "import sys, opensora_core.eval, opensora_core.io.registry;"
+        "import sys, opensora_core.eval, opensora_core.model_registry;"
         "print([m for m in ('torch', 'mlflow', 'kfp', 'kubernetes') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

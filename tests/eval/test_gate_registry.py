@@ -33,7 +33,7 @@ def _trained_checkpoint(root, table):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from opensora_core.io.registry import ensure_experiment
+    from opensora_core.model_registry import ensure_experiment
 
     root = tmp_path_factory.mktemp("gate")
     generate(root / "data", 24, size=16, num_frames=8, seed=0)

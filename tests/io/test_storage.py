@@ -105,6 +105,21 @@ def test_join_appends_relative_parts_and_refuses_escapes(tmp_path):
 # ---------------------------------------------------------------------------------------------- config
 
 
+def test_is_remote_and_local_path(monkeypatch, tmp_path):
+    for uri in ("s3://b/k", "https://host/a.mp4", "HTTP://host/a", "gs://b/k"):
+        assert st.is_remote(uri), uri
+    for uri in ("a/b.mp4", "/abs/x", "file:///abs/x", "FILE:///abs/x", Path("rel")):
+        assert not st.is_remote(uri), uri
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert st.local_path("file:///abs/a%20b.png") == Path("/abs/a b.png")
+    assert st.local_path("~/x.png") == tmp_path / "x.png"
+    assert st.local_path("rel/x.png") == Path("rel/x.png")
+    with pytest.raises(InvalidURIError, match="not a local path"):
+        st.local_path("s3://bucket/key")
+    with pytest.raises(InvalidURIError, match="absolute"):
+        st.local_path("file://relative/x.png")
+
+
 def test_config_from_env_endpoint_precedence_tls_and_keys():
     env = {
         "AWS_ENDPOINT_URL": "https://aws.example.com",

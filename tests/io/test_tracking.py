@@ -14,6 +14,8 @@ def test_flatten_and_redact():
     assert flat == {"model.type": "STDiT-XL/2", "model.depth": 2, "lr": 1e-3, "s3.secret_key": "x"}
     assert "s3.secret_key" not in redact(flat)
     assert redact({"aws_access_key_id": "A", "password": "p", "api_token": "t", "lr": 1}) == {"lr": 1}
+    flat = {"s3.private_key": "k", "tracking.password": "p", "db.pass": "p", "cache.bypass_cache": True}
+    assert redact(flat) == {"cache.bypass_cache": True}
 
 
 def test_build_tracker_rejects_unknown_backend_and_keys():

@@ -16,6 +16,7 @@ from launchers import (
     check_manifest,
     validate_manifest,
 )
+from launchers.spec import SUPERVISOR
 from launchers.validate import load_crd, main
 
 BASE = {
@@ -56,6 +57,7 @@ def test_pytorchjob_layout_for_nodes_and_sequence_parallelism(num_nodes, sp_size
         c = _container(m, replica)
         assert c["name"] == "pytorch"
         expected = [
+            *SUPERVISOR,
             "torchrun",
             "-m",
             "opensora_core.train",
@@ -282,3 +284,40 @@ def test_pytorchjob_launchers_import_without_kfp_or_kubernetes():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_resume_args_grace_period_affinity_and_job_options_validate(crds):
+    from launchers.spec import DEFAULT_GRACE_PERIOD_S, EXIT_MARGIN_S
+    from launchers.train import _job_options, training_args
+
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "gpu.family", "operator": "In", "values": ["h100"]}]}
+                ]
+            }
+        }
+    }
+    args = training_args("configs/train/16x256.py", "s3://d/meta.csv", "s3://o/run-7")
+    options = _job_options("team-a", "train-high", "64Gi", {"NCCL_IB_HCA": "mlx5"}, affinity, 600)
+    m = build_pytorchjob(_spec(args=args[1:], num_nodes=2, **options))
+    assert validate_manifest(m, crds) == []
+    for replica in ("Master", "Worker"):
+        pod = m["spec"]["pytorchReplicaSpecs"][replica]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["command"][c["command"].index("--load") + 1] == "latest"
+        assert "experiment_folder=latest" in c["command"]
+        assert pod["terminationGracePeriodSeconds"] == 600 and pod["affinity"] == affinity
+        assert pod["priorityClassName"] == "train-high"
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in pod["volumes"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["OPENSORA_PREEMPT_GRACE_S"] == str(600 - EXIT_MARGIN_S)
+        assert env["NCCL_IB_HCA"] == "mlx5" and env["NCCL_DEBUG"] == "WARN"
+    assert m["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    default = build_pytorchjob(_spec())["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert default["terminationGracePeriodSeconds"] == DEFAULT_GRACE_PERIOD_S == 240
+    with pytest.raises(ValidationError, match="termination_grace_period_s"):
+        _spec(termination_grace_period_s=EXIT_MARGIN_S)
+    with pytest.raises(ValidationError, match="affinity: unknown keys"):
+        _spec(affinity={"nodeAfinity": {}})

@@ -178,7 +178,7 @@ def test_run_job_timeout_deletes_the_job_and_api_errors_get_hints():
             stream_logs=False,
         )
     assert time.monotonic() - start < 5 and custom.deleted == [("pytorchjobs", "ml", "run1")]
-    for status, needle in ((409, "already exists"), (404, "is the operator"), (403, "forbidden")):
+    for status, needle in ((404, "is the operator"), (403, "forbidden")):
         failing = FakeCustomApi([], create_error=ApiException(status=status, reason="x"))
         with pytest.raises(JobError, match=needle):
             run_job(
@@ -213,3 +213,107 @@ def test_resource_and_selectors_for_both_launchers(crds):
         stream_logs=False,
     )
     assert status.succeeded and custom.created[0][3] == "trainjobs"
+
+
+class ExistingJobApi(FakeCustomApi):
+    """A job named like ours already exists (``existing``); it disappears ``gone_after`` gets after deletion."""
+
+    def __init__(self, existing, snapshots, gone_after: int = 2):
+        super().__init__(snapshots)
+        self.existing, self.gone_after, self.create_calls = existing, gone_after, 0
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.create_calls += 1
+        if self.existing is not None:
+            raise ApiException(status=409, reason="AlreadyExists")
+        super().create_namespaced_custom_object(group, version, namespace, plural, body)
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        if self.deleted and self.existing is not None:
+            self.gone_after -= 1
+            if self.gone_after <= 0:
+                self.existing = None
+                raise ApiException(status=404, reason="NotFound")
+        if self.existing is not None:
+            return self.existing
+        return super().get_namespaced_custom_object(group, version, namespace, plural, name)
+
+
+def _existing(*conds: str, failed=None, ours: bool = True) -> dict:
+    labels = {"app.kubernetes.io/managed-by": "opensora-platform"} if ours else {"app": "other"}
+    return {"metadata": {"name": "run1", "labels": labels}, **_conds(*conds, failed=failed)}
+
+
+def _run(custom) -> tuple[object, list[str]]:
+    lines: list[str] = []
+    status = run_job(
+        build_pytorchjob(SPEC),
+        timeout_s=5,
+        poll_s=0.01,
+        log=lines.append,
+        custom_api=custom,
+        core_api=FakeCoreApi([]),
+        stream_logs=False,
+        cleanup="never",
+    )
+    return status, lines
+
+
+def test_retried_step_adopts_the_running_job():
+    running = _existing("Created", "Running")
+    custom = ExistingJobApi(running, [])
+    custom.snapshots = [running, _existing("Created", "Succeeded")]
+
+    def get(group, version, namespace, plural, name):  # the adopted job runs on, then succeeds
+        snap = custom.snapshots[min(custom.i, 1)]
+        custom.i += 1
+        return snap
+
+    custom.get_namespaced_custom_object = get
+    status, lines = _run(custom)
+    assert status.succeeded
+    assert custom.created == [] and custom.deleted == [] and custom.create_calls == 1
+    assert any("adopting it" in line for line in lines)
+
+
+def test_rerun_replaces_a_failed_job_deliberately():
+    failed = _existing("Created", "Running", failed=("PyTorchJobFailed", "x"))
+    custom = ExistingJobApi(failed, [_conds("Created", "Running"), _conds("Created", "Succeeded")])
+    status, lines = _run(custom)
+    assert status.succeeded
+    assert custom.deleted == [("pytorchjobs", "ml", "run1")]
+    assert (
+        custom.created == [("kubeflow.org", "v1", "ml", "pytorchjobs", "run1")] and custom.create_calls == 2
+    )
+    assert any("deleting it and creating it again" in line for line in lines)
+
+
+def test_a_same_named_job_of_someone_else_is_never_touched():
+    custom = ExistingJobApi(_existing("Created", "Running", ours=False), [])
+    with pytest.raises(JobError, match="not created by opensora-platform"):
+        _run(custom)
+    assert custom.deleted == [] and custom.created == []
+
+
+def test_preempted_pods_are_reported_as_resumable():
+    from launchers.runner import pod_failure_details
+
+    preempted = SimpleNamespace(exit_code=200, reason="Error", message=None)
+    core = FakeCoreApi([_pod("run1-master-0", "pytorch", last_terminated=preempted)])
+    details = pod_failure_details(core, "ml", "sel")
+    assert details == [
+        "pod run1-master-0 container pytorch: Error (exit 200): preempted, resumable (stopped on SIGTERM; "
+        "resumes from the newest checkpoint)"
+    ]
+    custom = FakeCustomApi([_conds("Created", "Running", failed=("PyTorchJobFailed", "backoff limit"))])
+    with pytest.raises(JobFailedError) as exc:
+        run_job(
+            build_pytorchjob(SPEC),
+            timeout_s=5,
+            poll_s=0.01,
+            log=lambda s: None,
+            custom_api=custom,
+            core_api=core,
+            stream_logs=False,
+        )
+    assert exc.value.preempted

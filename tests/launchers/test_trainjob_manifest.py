@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from launchers import TrainingJobSpec, build_trainjob, validate_manifest
+from launchers.spec import SUPERVISOR
 
 BASE = {
     "name": "stdit-run1",
@@ -41,7 +42,13 @@ def test_trainjob_trainer_block_for_nodes_and_sequence_parallelism(num_nodes, sp
     }
     trainer = m["spec"]["trainer"]
     assert (trainer["numNodes"], trainer["numProcPerNode"], trainer["image"]) == (num_nodes, 8, BASE["image"])
-    assert trainer["command"][:4] == ["torchrun", "-m", "opensora_core.train", "configs/train/16x256.py"]
+    assert trainer["command"][:7] == [
+        *SUPERVISOR,
+        "torchrun",
+        "-m",
+        "opensora_core.train",
+        "configs/train/16x256.py",
+    ]
     assert ("--cfg-options" in trainer["command"]) == (sp_size > 1)
     assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": 8, "memory": "256Gi"}
     assert {"name": "PYTHONUNBUFFERED", "value": "1"} in trainer["env"]

@@ -14,6 +14,7 @@ from opensora_core.models.attention import set_attn_backend
 from opensora_core.models.checkpoint import load_checkpoint
 from opensora_core.models.stdit import STDiT
 from tests.conftest import shared_path
+from tests.models.frame_mask_helpers import frames, run_capturing
 
 TINY = dict(
     input_size=(4, 8, 8),
@@ -136,9 +137,10 @@ def test_bf16_input_dtype_runs_and_returns_float32():
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
-def test_x_mask_changes_only_masked_frames_modulation():
-    # attn_temp.proj is zero at init, so frames do not interact: each output frame depends on its own
-    # modulation only, which x_mask switches to the timestep-0 one for frames marked False.
+def test_x_mask_switches_block_modulation_per_frame():
+    # attn_temp.proj is zero at init, so frames do not interact: each frame's block output (the final layer's
+    # input) depends on its own modulation only, which x_mask switches to the timestep-0 one for frames marked
+    # False; unmasked frames leave the final layer as in the plain forward.
     torch.manual_seed(0)
     model = STDiT(**TINY).eval()
     with torch.no_grad():
@@ -147,24 +149,32 @@ def test_x_mask_changes_only_masked_frames_modulation():
                 p.normal_(0, 0.05)
     x, t, y, mask = tiny_inputs()
     x_mask = torch.tensor([[True, False, True, False], [False, True, True, True]])
+    normal, (h_normal, *_) = run_capturing(model, model.final_layer, x, t, y, mask)
+    _, (h_zero, *_) = run_capturing(model, model.final_layer, x, torch.zeros_like(t), y, mask)
+    mixed, (h_mixed, *_) = run_capturing(model, model.final_layer, x, t, y, mask, x_mask=x_mask)
     with torch.no_grad():
-        normal = model(x, t, y, mask)
-        at_zero = model(x, torch.zeros_like(t), y, mask)
-        mixed = model(x, t, y, mask, x_mask=x_mask)
         assert torch.equal(model(x, t, y, mask, x_mask=torch.ones_like(x_mask)), normal)
+    h_normal, h_zero, h_mixed = (frames(h, 4) for h in (h_normal, h_zero, h_mixed))
     for b in range(2):
         for f in range(4):
-            expected = normal[b, :, f] if x_mask[b, f] else at_zero[b, :, f]
-            torch.testing.assert_close(mixed[b, :, f], expected, atol=1e-6, rtol=0)
-    assert not torch.allclose(normal[0, :, 1], at_zero[0, :, 1])
+            expected = h_normal[b, f] if x_mask[b, f] else h_zero[b, f]
+            torch.testing.assert_close(h_mixed[b, f], expected, atol=1e-6, rtol=0)
+            if x_mask[b, f]:
+                torch.testing.assert_close(mixed[b, :, f], normal[b, :, f], atol=1e-6, rtol=0)
+    assert not torch.allclose(h_normal[0, 1], h_zero[0, 1])
 
 
-def test_x_mask_all_false_equals_timestep_zero_with_temporal_mixing():
+def test_x_mask_all_false_runs_blocks_at_timestep_zero_with_temporal_mixing():
+    # the final layer gets the bare t and the bare timestep-0 embedding (STDiT has no video info), as in
+    # Open-Sora 1.1's STDiT; its re-modulation of masked frames is tested with STDiT2's final layer
     model = randomize_(STDiT(**TINY)).eval()
     x, t, y, mask = tiny_inputs()
-    with torch.no_grad():
-        out = model(x, t, y, mask, x_mask=torch.zeros(2, 4, dtype=torch.bool))
-        torch.testing.assert_close(out, model(x, torch.zeros_like(t), y, mask), atol=1e-6, rtol=0)
+    _, (_, t_plain, *_) = run_capturing(model, model.final_layer, x, t, y, mask)
+    _, (h_zero, t_zero, *_) = run_capturing(model, model.final_layer, x, torch.zeros_like(t), y, mask)
+    all_false = torch.zeros(2, 4, dtype=torch.bool)
+    _, (h, t_arg, _, t0_arg, *_) = run_capturing(model, model.final_layer, x, t, y, mask, x_mask=all_false)
+    torch.testing.assert_close(h, h_zero, atol=1e-6, rtol=0)
+    assert torch.equal(t_arg, t_plain) and torch.equal(t0_arg, t_zero)
     with pytest.raises(ValueError, match="x_mask must be"):
         model(x, t, y, mask, x_mask=torch.ones(2, 3, dtype=torch.bool))
 

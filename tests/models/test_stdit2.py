@@ -8,8 +8,14 @@ import torch
 
 from opensora_core.models import build_model
 from opensora_core.models.attention import set_attn_backend
-from opensora_core.models.layers import PositionEmbedding2D, RotaryEmbedding, get_2d_sincos_pos_embed
+from opensora_core.models.layers import (
+    PositionEmbedding2D,
+    RotaryEmbedding,
+    T2IFinalLayer,
+    get_2d_sincos_pos_embed,
+)
 from opensora_core.models.stdit2 import STDiT2
+from tests.models.frame_mask_helpers import frames, run_capturing
 from tests.models.test_stdit import randomize_, reference_keys
 
 TINY = dict(
@@ -94,9 +100,9 @@ def test_video_info_changes_the_output_and_scalars_broadcast(model):
         model(x, t, y, mask, **{k: v for k, v in base.items() if k != "fps"})
 
 
-def test_x_mask_changes_only_masked_frames_modulation():
-    # with attn_temp.proj zero (its init) frames do not interact, so each output frame follows its own
-    # modulation: timestep-0 modulation exactly for the frames whose x_mask is False.
+def test_x_mask_switches_block_modulation_per_frame():
+    # with attn_temp.proj zero (its init) frames do not interact, so the blocks' output (the final layer's input)
+    # of each frame follows its own modulation: timestep-0 modulation exactly for the frames marked False.
     torch.manual_seed(0)
     model = STDiT2(**TINY).eval()
     with torch.no_grad():
@@ -105,25 +111,61 @@ def test_x_mask_changes_only_masked_frames_modulation():
                 p.normal_(0, 0.05)
     x, t, y, mask = inputs()
     x_mask = torch.tensor([[True, False, False, True], [True, True, True, False]])
-    with torch.no_grad():
-        normal = model(x, t, y, mask, **info())
-        at_zero = model(x, torch.zeros_like(t), y, mask, **info())
-        mixed = model(x, t, y, mask, x_mask=x_mask, **info())
+    normal, (h_normal, *_) = run_capturing(model, model.final_layer, x, t, y, mask, **info())
+    _, (h_zero, *_) = run_capturing(model, model.final_layer, x, torch.zeros_like(t), y, mask, **info())
+    mixed, (h_mixed, *_) = run_capturing(model, model.final_layer, x, t, y, mask, x_mask=x_mask, **info())
+    h_normal, h_zero, h_mixed = (frames(h, 4) for h in (h_normal, h_zero, h_mixed))
     for b in range(2):
         for f in range(4):
-            expected = normal[b, :, f] if x_mask[b, f] else at_zero[b, :, f]
-            torch.testing.assert_close(mixed[b, :, f], expected, atol=1e-6, rtol=0)
+            expected = h_normal[b, f] if x_mask[b, f] else h_zero[b, f]
+            torch.testing.assert_close(h_mixed[b, f], expected, atol=1e-6, rtol=0)
+            if x_mask[b, f]:  # the final layer leaves unmasked frames as in the plain forward
+                torch.testing.assert_close(mixed[b, :, f], normal[b, :, f], atol=1e-6, rtol=0)
+    assert not torch.allclose(h_normal[0, 1], h_zero[0, 1])
 
 
-def test_x_mask_all_false_equals_timestep_zero(model):
+def test_x_mask_final_layer_gets_bare_t_and_t0_plus_video_info(model):
+    """Open-Sora 1.1: all-False masks run the blocks as timestep 0; the final layer gets the bare t for normal
+    frames and t0 + data_info (the spatial video-info embedding) for the timestep-0 branch."""
     x, t, y, mask = inputs()
+    _, (_, t_plain, *_) = run_capturing(model, model.final_layer, x, t, y, mask, **info())
+    _, (h_zero, *_) = run_capturing(model, model.final_layer, x, torch.zeros_like(t), y, mask, **info())
+    _, (t0_spc,) = run_capturing(model, model.t_block, x, torch.zeros_like(t), y, mask, **info())
+    all_false = torch.zeros(2, 4, dtype=torch.bool)
+    _, (h, t_arg, x_mask, t0_arg, T, S) = run_capturing(
+        model, model.final_layer, x, t, y, mask, x_mask=all_false, **info()
+    )
+    torch.testing.assert_close(h, h_zero, atol=1e-6, rtol=0)
+    assert torch.equal(t_arg, t_plain) and torch.equal(x_mask, all_false) and (T, S) == (4, 16)
+    torch.testing.assert_close(t0_arg, t0_spc, atol=0, rtol=0)
     with torch.no_grad():
-        out = model(x, t, y, mask, x_mask=torch.zeros(2, 4, dtype=torch.bool), **info())
-        torch.testing.assert_close(out, model(x, torch.zeros_like(t), y, mask, **info()), atol=1e-6, rtol=0)
         assert torch.equal(
             model(x, t, y, mask, x_mask=torch.ones(2, 4, dtype=torch.bool), **info()),
             model(x, t, y, mask, **info()),
         )
+
+
+def test_final_layer_masked_frames_remodulate_the_modulated_tokens():
+    """T2IFinalLayer (Open-Sora 1.1): frames marked False are normed and modulated with t, then normed and
+    modulated again with t0, before the linear."""
+    torch.manual_seed(0)
+    layer = T2IFinalLayer(8, 4, 2)
+    x, t, t0 = torch.randn(2, 3 * 5, 8), torch.randn(2, 8), torch.randn(2, 8)
+    x_mask = torch.tensor([[True, False, True], [False, False, True]])
+    with torch.no_grad():
+        out = layer(x, t, x_mask, t0, 3, 5).view(2, 3, 5, -1)
+        plain = layer(x, t).view(2, 3, 5, -1)
+
+        def modulate(v, cond):
+            shift, scale = (layer.scale_shift_table[None] + cond[:, None]).chunk(2, dim=1)
+            return layer.norm_final(v) * (1 + scale) + shift
+
+        twice = layer.linear(modulate(modulate(x, t), t0)).view(2, 3, 5, -1)
+    for b in range(2):
+        for f in range(3):
+            torch.testing.assert_close(out[b, f], plain[b, f] if x_mask[b, f] else twice[b, f])
+    with pytest.raises(ValueError, match="x_mask needs t0"):
+        layer(x, t, x_mask)
 
 
 def test_backends_agree(model):

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sentencepiece as spm
 import torch
 from torch import nn
 
+from opensora_core.config import ConfigError
 from opensora_core.models import tiny
-from opensora_core.models.pretrained import ConfigError, ModelNotFoundError
+from opensora_core.models.pretrained import ModelNotFoundError
+from opensora_core.models.t5_tokenizer import t5_tokenizer_from_sentencepiece
 from opensora_core.models.text_encoders import (
     ClassEncoder,
     ClipTextEncoder,
     T5TextEncoder,
     build_text_encoder,
-    t5_tokenizer_from_sentencepiece,
 )
+from opensora_core.testing.tokenizers import train_tiny_sentencepiece
 
 L = 16
 
@@ -112,7 +116,7 @@ def test_t5_dtype_and_prompt_validation():
 
 
 def test_tiny_t5_tokenizer_matches_sentencepiece():
-    proto = tiny.train_tiny_sentencepiece()
+    proto = train_tiny_sentencepiece()
     sp = spm.SentencePieceProcessor(model_proto=proto)
     tok = t5_tokenizer_from_sentencepiece(proto, extra_ids=2)
     for text in [
@@ -149,7 +153,7 @@ def test_spiece_only_folder_loads_through_sentencepiece(tmp_path):
     folder = tmp_path / "t5_ckpts" / "t5-v1_1-xxl"
     model, _ = tiny.build_tiny_t5()
     model.save_pretrained(str(folder))
-    proto = tiny.train_tiny_sentencepiece()
+    proto = train_tiny_sentencepiece()
     (folder / "spiece.model").write_bytes(proto)
     (folder / "tokenizer_config.json").write_text(json.dumps({"extra_ids": 0}))
     enc = build_text_encoder(dict(type="t5", from_pretrained=str(tmp_path / "t5_ckpts"), model_max_length=L))
@@ -209,8 +213,9 @@ def test_config_errors():
         build_text_encoder(dict(type="t5", from_pretrained="debug/tiny-t5", max_length=10))
     with pytest.raises(ConfigError, match="Did you mean 't5'"):
         build_text_encoder(dict(type="T5"))
-    with pytest.raises(ConfigError, match=r"text_encoder\.num_classes"):
+    with pytest.raises(ConfigError, match=r"text_encoder\.num_classes") as info:
         build_text_encoder(dict(type="classes"))
+    assert info.value.source == "text_encoder (type='classes')"  # the config package's one ConfigError
     with pytest.raises(ValueError, match="cannot use it"):
         build_text_encoder(dict(type="t5", from_pretrained="debug/tiny-clip"))
     # Open-Sora keys that only matter for ColossalAI / old layouts are accepted
@@ -229,6 +234,26 @@ def test_tiny_builds_are_deterministic_and_leave_global_rng_alone():
         assert torch.equal(a, b), k
     a, b = tiny.build_tiny_t5()[0], tiny.build_tiny_t5()[0]
     assert a is not b  # callers get independent copies of the cached build
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at module level or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_tiny_and_text_encoders_do_not_import_each_other():
+    # text_encoders resolves debug ids through tiny; tiny builds on the tokenizer helpers only
+    assert not {m for m in _imports(Path(tiny.__file__)) if "text_encoders" in m}
+    testing = Path(tiny.__file__).parents[1] / "testing"
+    for module in testing.glob("*.py"):  # test scaffolding depends on nothing of the library
+        assert not {m for m in _imports(module) if m.startswith("opensora_core")}, module.name
 
 
 _HASH_CODE = """

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from opensora_core.models.pretrained import ConfigError, ModelNotFoundError
+from opensora_core.config import ConfigError
+from opensora_core.models.pretrained import ModelNotFoundError
 from opensora_core.models.tiny import build_tiny_vae, save_tiny_vae
 from opensora_core.models.vae import (
     SD_VAE_SCALING_FACTOR,

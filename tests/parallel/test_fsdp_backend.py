@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opensora_core.parallel.backends import build_backend
+from opensora_core.parallel import build_backend
 from opensora_core.parallel.fsdp import FSDP2Backend, optimizer_file
 from opensora_core.parallel.mesh import Mesh, build_mesh
 from tests.parallel.dist_harness import run_world

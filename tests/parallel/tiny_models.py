@@ -1,4 +1,4 @@
-"""Tiny STDiT / STDiT2 models and inputs shared by the parallel tests (deterministic from a seed)."""
+"""Tiny STDiT / STDiT2 / STDiT3 models and inputs shared by the parallel tests (deterministic from a seed)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch import nn
 
 from opensora_core.models.stdit import STDiT
 from opensora_core.models.stdit2 import STDiT2
+from opensora_core.models.stdit3 import STDiT3
 
 TINY_STDIT = dict(
     input_size=(4, 8, 8),
@@ -29,13 +30,26 @@ TINY_STDIT2 = dict(
     qk_norm=True,
     input_sq_size=64,
 )
+TINY_STDIT3 = dict(
+    hidden_size=32,
+    depth=2,
+    num_heads=4,
+    caption_channels=16,
+    model_max_length=6,
+    class_dropout_prob=0.0,
+    input_sq_size=64,
+)
 
 
 def build_tiny(kind: str, seed: int = 0, **overrides: Any) -> nn.Module:
-    """A tiny ``"stdit"`` or ``"stdit2"`` whose zero-initialised projections get small random values, so every
+    """A tiny ``"stdit"``, ``"stdit2"`` or ``"stdit3"`` whose zero-initialised projections get small random values, so every
     branch (temporal attention included) contributes to outputs and gradients."""
     torch.manual_seed(seed)
-    cls, cfg = {"stdit": (STDiT, TINY_STDIT), "stdit2": (STDiT2, TINY_STDIT2)}[kind]
+    cls, cfg = {
+        "stdit": (STDiT, TINY_STDIT),
+        "stdit2": (STDiT2, TINY_STDIT2),
+        "stdit3": (STDiT3, TINY_STDIT3),
+    }[kind]
     model = cls(**{**cfg, **overrides})
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -46,7 +60,7 @@ def build_tiny(kind: str, seed: int = 0, **overrides: Any) -> nn.Module:
 
 
 def tiny_batch(kind: str, batch: int = 2, frames: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Model inputs (x, timestep, y, mask, x_mask and, for STDiT2, video info) for ``build_tiny(kind)``."""
+    """Model inputs (x, timestep, y, mask, x_mask and, for STDiT2 / STDiT3, video info) for ``build_tiny(kind)``."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 4, frames, 8, 8, generator=g)
     y = torch.randn(batch, 1, 6, 16, generator=g)
@@ -55,7 +69,9 @@ def tiny_batch(kind: str, batch: int = 2, frames: int = 4, seed: int = 0) -> dic
     x_mask = torch.ones(batch, frames, dtype=torch.bool)
     x_mask[-1, 0] = False  # one conditioning frame: exercises per-frame modulation under the split
     inputs = dict(x=x, timestep=torch.randint(0, 1000, (batch,), generator=g), y=y, mask=mask, x_mask=x_mask)
+    full = lambda v: torch.full((batch,), float(v))  # noqa: E731
     if kind == "stdit2":
-        full = lambda v: torch.full((batch,), float(v))  # noqa: E731
         inputs.update(height=full(64), width=full(64), num_frames=full(frames), ar=full(1.0), fps=full(24))
+    if kind == "stdit3":
+        inputs.update(height=full(64), width=full(64), fps=torch.tensor([24.0, 12.0][:batch]))
     return inputs

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from opensora_core.config import load_config
 from opensora_core.sample import SampleInputError, load_sampling_models, sample
-from opensora_core.sample.pipeline import _prepare, _Runner, resolve_checkpoint
+from opensora_core.sample.pipeline import _prepare, _Runner, _steps_per_clip, resolve_checkpoint
 from opensora_core.sample.writer import read_sample
 
 TINY = "configs/debug/tiny_sample.py"
@@ -127,6 +127,30 @@ def test_stdit2_gets_size_info_with_ar_width_over_height(tmp_path):
     assert info["height"][0] == 32 and info["width"][0] == 48
     assert info["num_frames"][0] == 8 and info["fps"][0] == 24
     assert read_sample(path).shape == (8, 32, 48, 3)
+
+
+def test_stdit3_with_rflow_samples_one_batched_forward_per_step_with_size_info(tmp_path):
+    stdit3 = {"_delete_": True, "type": "STDiT3-XL/2", "depth": 1, "hidden_size": 32, "num_heads": 2}
+    # no timestep transform: as in the reference it maps every t to 0 for 1 < num_frames < 17 (here 8)
+    rflow = {"_delete_": True, "type": "rflow", "num_sampling_steps": 3}
+    cfg = _cfg(
+        tmp_path,
+        model={**stdit3, "patch_size": (1, 4, 4), "input_sq_size": 32},
+        scheduler=rflow,
+        multi_resolution="STDiT2",
+        fps=24,
+    )
+    models = load_sampling_models(cfg, device="cpu")
+    calls = []
+    models.model.register_forward_pre_hook(lambda _m, a, kw: calls.append((a, kw)), with_kwargs=True)
+    (path,) = sample(cfg, ["a red ball"], progress=False, models=models)
+    assert len(calls) == 3  # one forward per Euler step, condition and null caption in one batch of 2
+    assert _steps_per_clip(models.scheduler) == 3  # the progress bar counts steps, not rflow's time axis
+    args, info = calls[0]
+    assert args[0].shape[0] == 2 and info["fps"].tolist() == [24.0, 24.0]
+    assert [a[1][0].item() for a, _ in calls] == pytest.approx([1000.0, 2000 / 3, 1000 / 3])
+    assert info["height"][0] == 32 and info["num_frames"][0] == 8 and "ar" not in info
+    assert read_sample(path).shape == (8, 32, 32, 3)
 
 
 def test_checkpoint_folders_prefer_ema_and_the_latest_step(tmp_path):

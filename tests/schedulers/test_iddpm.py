@@ -58,11 +58,20 @@ def _latents(seed: int = 1) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- schedule and respacing
 def test_linear_betas_endpoints_and_dtype():
-    d = build_scheduler("iddpm", timestep_respacing="")
+    d = build_scheduler("iddpm", timestep_respacing="", schedule_dtype="float64")  # Open-Sora 1.0
     assert d.num_timesteps == 1000 and d.betas.dtype == np.float64
     assert d.betas[0] == pytest.approx(1e-4, rel=1e-9) and d.betas[-1] == pytest.approx(0.02, rel=1e-9)
     assert np.allclose(np.diff(d.betas), (0.02 - 1e-4) / 999)
     assert d.timestep_map == list(range(1000))
+    # default: Open-Sora >= 1.1 keeps the respaced schedule in float32 and derives it in float32
+    d32 = build_scheduler("iddpm", timestep_respacing="")
+    assert d32.schedule_dtype == "float32" and d32.betas.dtype == d32.sqrt_recipm1_alphas_cumprod.dtype == np.float32
+    np.testing.assert_array_equal(d32.betas, d.betas.astype(np.float32))
+    # float32 cancellation in 1 - alphas_cumprod: 0.00999... instead of 0.01 at t = 0
+    assert d.sqrt_one_minus_alphas_cumprod[0] == pytest.approx(0.01, rel=1e-12)
+    assert abs(d32.sqrt_one_minus_alphas_cumprod[0] / 0.01 - 1) > 1e-5
+    with pytest.raises(ValueError, match="schedule_dtype"):
+        IDDPM(schedule_dtype="float16")
 
 
 def test_space_timesteps_reference_cases():
@@ -79,18 +88,19 @@ def test_space_timesteps_reference_cases():
 
 
 def test_respaced_schedule_matches_original_alphas_cumprod():
-    full = IDDPM(timestep_respacing="")
-    spaced = IDDPM(num_sampling_steps=5)
-    assert spaced.timestep_map == [0, 250, 500, 749, 999]
-    np.testing.assert_allclose(spaced.alphas_cumprod, full.alphas_cumprod[spaced.timestep_map], rtol=1e-12)
-    assert spaced.betas[0] == full.betas[0]
+    for dtype, rtol in [("float64", 1e-12), ("float32", 1e-5)]:
+        full = IDDPM(timestep_respacing="", schedule_dtype=dtype)
+        spaced = IDDPM(num_sampling_steps=5, schedule_dtype=dtype)
+        assert spaced.timestep_map == [0, 250, 500, 749, 999]
+        np.testing.assert_allclose(spaced.alphas_cumprod, full.alphas_cumprod[spaced.timestep_map], rtol=rtol)
+        assert spaced.betas[0] == full.betas[0]
     with pytest.raises(ValueError, match="not both"):
         IDDPM(num_sampling_steps=5, timestep_respacing="10")
 
 
 def test_build_scheduler_names_and_errors():
     assert isinstance(build_scheduler("iddpm", num_sampling_steps=10, cfg_scale=7.0, cfg_channel=3), IDDPM)
-    with pytest.raises(ValueError, match=r"valid types: \['dpm-solver', 'iddpm', 'iddpm-speed'\]"):
+    with pytest.raises(ValueError, match=r"valid types: \['dpm-solver', 'iddpm', 'iddpm-speed', 'rflow'\]"):
         build_scheduler("ddpm")
     with pytest.raises(ValueError, match="does not take"):
         build_scheduler("iddpm", num_steps=10)
@@ -376,3 +386,21 @@ def test_tiny_stdit_integration(name):
         mask=torch.tensor([[False, True]]),
     )
     assert torch.isfinite(terms["loss"]).all()
+
+
+def test_schedule_dtype_is_a_config_field():
+    """`scheduler = dict(type="iddpm", schedule_dtype="float64")` in a config reaches the sampler and trainer."""
+    from opensora_core.config.schema import RunConfig
+    from opensora_core.sample.pipeline import build_sampling_scheduler
+
+    base = {
+        "model": {"type": "STDiT-XL/2"},
+        "vae": {"type": "identity"},
+        "text_encoder": {"type": "t5", "from_pretrained": "debug/tiny-t5"},
+    }
+    cfg64 = RunConfig.model_validate({**base, "scheduler": {"type": "iddpm", "schedule_dtype": "float64"}})
+    cfg32 = RunConfig.model_validate({**base, "scheduler": {"type": "iddpm"}})
+    assert build_sampling_scheduler(cfg64).betas.dtype == np.float64
+    assert build_sampling_scheduler(cfg32).betas.dtype == np.float32
+    with pytest.raises(ValueError, match="schedule_dtype"):
+        RunConfig.model_validate({**base, "scheduler": {"type": "iddpm", "schedule_dtype": "float16"}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from opensora_core.config import load_config
 from opensora_core.models import build_model
+from opensora_core.testing.faults import NAN_STEPS_ENV, PAUSE_AFTER_STEP_ENV, Faults
 from opensora_core.train import checkpoint as ckpt
 from opensora_core.train import train
 from opensora_core.train.components import model_build_kwargs
@@ -154,6 +156,20 @@ def test_start_from_scratch_keeps_weights_and_optimizer_resets_counters(trained,
     assert steps == {6.0}  # 4 loaded optimizer steps + 2 new ones
 
 
+def test_faults_from_env():
+    faults = Faults.from_env({NAN_STEPS_ENV: " 2, 3,", PAUSE_AFTER_STEP_ENV: "5"})
+    assert faults == Faults(frozenset({2, 3}), 5)
+    assert Faults.from_env({}) == Faults()
+    assert math.isnan(faults.poison_loss(1.0, step=2, rank=0))
+    assert faults.poison_loss(1.0, step=2, rank=1) == 1.0  # rank 0 only
+    assert faults.poison_loss(1.0, step=4, rank=0) == 1.0
+    faults.pause_if_due(4)  # not the pause step: returns at once
+    with pytest.raises(ValueError, match=NAN_STEPS_ENV):
+        Faults.from_env({NAN_STEPS_ENV: "two"})
+    with pytest.raises(ValueError, match=PAUSE_AFTER_STEP_ENV):
+        Faults.from_env({PAUSE_AFTER_STEP_ENV: "x"})
+
+
 def test_nan_steps_are_skipped_and_counted(tiny_config, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPENSORA_DEBUG_NAN_STEPS", "2,3")
     result = train(tiny_config(max_steps=5, max_bad_steps=3))
@@ -272,3 +288,60 @@ def test_load_latest_without_checkpoints_starts_a_new_run(tiny_config):
     assert result.global_step == 1 and Path(result.experiment_dir).name == "000-STDiT-XL-2"
     again = train(tiny_config(max_steps=2, load="latest"))
     assert again.global_step == 2 and again.experiment_dir == result.experiment_dir
+
+
+def test_stdit3_trains_with_rflow(tiny_config):
+    """Open-Sora 1.2's pair: rflow draws its own t (logit-normal + transform) and noise from the step generator;
+    the run is reproducible and the loss is finite (issue 16)."""
+    overrides = {
+        "model": {
+            "_delete_": True,
+            "type": "STDiT3-XL/2",
+            "depth": 1,
+            "hidden_size": 64,
+            "num_heads": 4,
+            "patch_size": (1, 4, 4),
+        },
+        "scheduler": {"_delete_": True, "type": "rflow", "sample_method": "logit-normal"},
+    }
+    first = train(tiny_config(max_steps=2, **overrides))
+    again = train(tiny_config(max_steps=2, **overrides))
+    assert first.global_step == again.global_step == 2
+    assert math.isfinite(first.final_metrics["loss"])
+    a = _tensors(Path(first.checkpoint_dir) / "model.safetensors")
+    b = _tensors(Path(again.checkpoint_dir) / "model.safetensors")
+    assert any(k.startswith("temporal_blocks.") for k in a)
+    _assert_bitwise(a, b)
+
+
+def test_v12_adam_eps_and_mask_kinds_reach_the_optimizer_and_model(
+    tiny_config, monkeypatch: pytest.MonkeyPatch
+):
+    """Open-Sora 1.2 keys do what the reference does: adam_eps is the optimizer's eps, and 1.2's mask kinds
+    (here only `intepolate`, the rest implicitly mask_no) shape the masks the model gets (issue 16)."""
+    from opensora_core.train import loop as loop_module
+
+    backends = []
+    original = loop_module.build_backend
+
+    def spy(*args, **kwargs):
+        backends.append(original(*args, **kwargs))
+        return backends[-1]
+
+    masks: list[torch.Tensor] = []
+    from opensora_core.schedulers.iddpm import IDDPM
+
+    original_tl = IDDPM.training_losses
+
+    def tl_spy(self, model, x_start, t, model_kwargs=None, noise=None, mask=None, **kw):
+        masks.append(mask)
+        return original_tl(self, model, x_start, t, model_kwargs=model_kwargs, noise=noise, mask=mask, **kw)
+
+    monkeypatch.setattr(loop_module, "build_backend", spy)
+    monkeypatch.setattr(IDDPM, "training_losses", tl_spy)
+    train(tiny_config(max_steps=2, adam_eps=1e-15, mask_ratios={"intepolate": 1.0}))
+    assert len(masks) == 2
+    assert backends[0].optimizer.param_groups[0]["eps"] == 1e-15
+    for mask in masks:  # every other latent frame conditions, phase 0 or 1 per sample
+        for row in mask.tolist():
+            assert row[0::2] != row[1::2] and len(set(row[0::2])) == 1 and len(set(row[1::2])) == 1

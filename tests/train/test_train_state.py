@@ -15,7 +15,8 @@ from opensora_core.parallel import init_distributed
 from opensora_core.train import checkpoint as ckpt
 from opensora_core.train.ema import EMA
 from opensora_core.train.loop import warmup_lr
-from opensora_core.train.rng import capture_rng_state, derive_seed, restore_rng_state
+from opensora_core.train.rng import capture_rng_state, restore_rng_state
+from opensora_core.utils.seeding import derive_seed
 
 
 @pytest.fixture
@@ -111,6 +112,14 @@ def test_derive_seed_is_stable_and_distinct():
     assert a == derive_seed(42, "step", 0, 7)
     assert 0 <= a < 2**63
     assert len({derive_seed(42, "step", r, s) for r in range(4) for s in range(50)}) == 200
+
+
+def test_derive_seed_values_are_pinned():
+    # Training's keyed draws (and so every resumed run and the demo's trained weights) depend on these
+    # exact values: changing the hash changes every seeded output.
+    assert derive_seed(42, "step", 0, 7) == 7898696582736961743
+    assert derive_seed(42, "sample", 0, "3") == 2092238761789267723
+    assert derive_seed(1, 1) != derive_seed(1, "1")  # parts are hashed by repr
 
 
 def test_warmup_is_linear_then_constant():

@@ -24,8 +24,8 @@ def test_committed_yaml_is_not_stale():
 
 
 def test_stale_check_detects_a_changed_file(tmp_path):
-    for preset in PRESETS.values():
-        (tmp_path / preset.filename).write_text((WORKFLOWS_DIR / preset.filename).read_text())
+    for name in [p.filename for p in PRESETS.values()] + ["curate.yaml"]:
+        (tmp_path / name).write_text((WORKFLOWS_DIR / name).read_text())
     assert stale_files(tmp_path) == []
     path = tmp_path / "train_512.yaml"
     path.write_text(path.read_text().replace("16x512x512.py", "16x256x256.py"))
@@ -71,7 +71,7 @@ def test_passthrough_secrets_pvc_tolerations_and_gpus():
     s3 = next(
         s
         for s in train["secretAsEnv"]
-        if s["secretNameParameter"]["componentInputParameter"] == "s3_secret_name"
+        if s["secretNameParameter"]["componentInputParameter"] == "train_s3_secret_name"
     )
     assert {m["envVar"] for m in s3["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     mlflow = next(s for s in train["secretAsEnv"] if s["optional"])
@@ -167,3 +167,16 @@ def test_training_reads_the_train_split_and_evaluation_the_held_out_split():
     assert tasks["prepare-data"]["inputs"]["parameters"]["eval_fraction"] == {
         "componentInputParameter": "eval_fraction"
     }
+
+
+def test_caching_on_for_prepare_and_evaluate_off_for_train_and_policy_env_for_train():
+    spec, executors = _load(WORKFLOWS_DIR / "train_512.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+    cached = {name: bool(task.get("cachingOptions", {}).get("enableCache")) for name, task in tasks.items()}
+    assert cached == {"prepare-data": True, "train": False, "evaluate": True, "register": False}
+    env = {e["envVar"] for entry in executors["exec-train"]["configMapAsEnv"] for e in entry["keyToEnv"]}
+    assert {"OPENSORA_ALLOWED_NAMESPACES", "OPENSORA_ALLOWED_PVCS", "OPENSORA_ALLOWED_SECRETS"} <= env
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"queue_name", "priority_class", "shm_size", "nccl_env", "affinity", "grace_period_s"} <= set(
+        inputs
+    )

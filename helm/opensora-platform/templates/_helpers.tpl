@@ -263,40 +263,76 @@ ever appears in a manifest, an argument list or a ConfigMap.
 {{- end -}}
 
 {{/*
-S3 key-pair Secret: objectStorage.existingSecret, else the generated Secret, whose fixed name
-(pipelines.s3SecretName) is the pipeline's default `s3_secret_name`.
+The admin S3 key pair (bucket hook, `helm test`, the SeaweedFS Admin identity): objectStorage.existingSecret,
+else the Secret generated as "<fullname>-s3-admin". No pipeline step or training pod gets it.
 */}}
 {{- define "opensora.s3.secretName" -}}
-{{- default .Values.pipelines.s3SecretName .Values.objectStorage.existingSecret -}}
+{{- default (printf "%s-s3-admin" (include "opensora.fullname" . | trunc 50 | trimSuffix "-")) .Values.objectStorage.existingSecret -}}
 {{- end -}}
 
-{{/* Fails unless the generated S3 Secret has the key names pipeline steps read (AWS_ACCESS_KEY_ID, ...). */}}
+{{/*
+The least-privilege S3 identities: a YAML list of {name, secret, idKey, secretKey, actions, generated}.
+SeaweedFS enforces the actions (bucket or bucket/prefix scoped); with provider "external" the chart only names
+the Secrets (admin and mlflow use objectStorage.existingSecret, the steps pipelines.s3Secrets) and your S3
+service's policies must grant the same. One source of truth for the SeaweedFS config, the generated Secrets,
+the Secret each pod mounts and the tests.
+*/}}
+{{- define "opensora.s3.identities" -}}
+{{- $b := .Values.objectStorage.buckets -}}
+{{- $evalPrefix := printf "%s/%s/*" $b.checkpoints (trimAll "/" .Values.objectStorage.evalPrefix) -}}
+{{- $seaweed := eq .Values.objectStorage.provider "seaweedfs" -}}
+{{- $existing := .Values.objectStorage.existingSecret -}}
+{{- $full := include "opensora.fullname" . | trunc 50 | trimSuffix "-" -}}
+{{- $out := list -}}
+{{- $out = append $out (dict "name" "admin" "secret" (include "opensora.s3.secretName" .) "idKey" .Values.objectStorage.accessKeyIdKey "secretKey" .Values.objectStorage.secretAccessKeyKey "generated" (and $seaweed (not $existing)) "actions" (list "Admin" "Read" "List" "Tagging" "Write")) -}}
+{{- $mlflowSecret := ternary (printf "%s-s3-mlflow" $full) $existing $seaweed -}}
+{{- $out = append $out (dict "name" "mlflow" "secret" $mlflowSecret "idKey" (ternary "AWS_ACCESS_KEY_ID" .Values.objectStorage.accessKeyIdKey $seaweed) "secretKey" (ternary "AWS_SECRET_ACCESS_KEY" .Values.objectStorage.secretAccessKeyKey $seaweed) "generated" $seaweed "actions" (list (printf "Read:%s" $b.mlflowArtifacts) (printf "List:%s" $b.mlflowArtifacts) (printf "Write:%s" $b.mlflowArtifacts) (printf "Tagging:%s" $b.mlflowArtifacts))) -}}
+{{- $steps := dict
+    "prepare" (list (printf "Read:%s" $b.datasets) (printf "List:%s" $b.datasets) (printf "Write:%s" $b.datasets) (printf "Tagging:%s" $b.datasets))
+    "train" (list (printf "Read:%s" $b.datasets) (printf "List:%s" $b.datasets) (printf "Read:%s" $b.checkpoints) (printf "List:%s" $b.checkpoints) (printf "Write:%s" $b.checkpoints) (printf "Tagging:%s" $b.checkpoints))
+    "evaluate" (list (printf "Read:%s" $b.checkpoints) (printf "List:%s" $b.checkpoints) (printf "Write:%s" $evalPrefix) (printf "Tagging:%s" $evalPrefix)) -}}
+{{- range $name := list "prepare" "train" "evaluate" -}}
+{{- $out = append $out (dict "name" $name "secret" (get $.Values.pipelines.s3Secrets $name) "idKey" "AWS_ACCESS_KEY_ID" "secretKey" "AWS_SECRET_ACCESS_KEY" "generated" $seaweed "actions" (get $steps $name)) -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* One identity of opensora.s3.identities by name (dict "ctx" . "name" "mlflow"). */}}
+{{- define "opensora.s3.identity" -}}
+{{- $name := .name -}}
+{{- range include "opensora.s3.identities" .ctx | fromYamlArray -}}
+{{- if eq .name $name -}}{{- toYaml . -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fails unless the generated admin Secret has the key names the bucket hook and `helm test` read. */}}
 {{- define "opensora.s3.validateGeneratedKeys" -}}
 {{- if and (eq .Values.objectStorage.provider "seaweedfs") (not .Values.objectStorage.existingSecret) -}}
 {{- if or (ne .Values.objectStorage.accessKeyIdKey "AWS_ACCESS_KEY_ID") (ne .Values.objectStorage.secretAccessKeyKey "AWS_SECRET_ACCESS_KEY") -}}
-{{- fail "the generated S3 Secret is read by pipeline steps as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: keep objectStorage.accessKeyIdKey and secretAccessKeyKey at those names, or set objectStorage.existingSecret" -}}
+{{- fail "the generated S3 Secrets hold AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: keep objectStorage.accessKeyIdKey and secretAccessKeyKey at those names, or set objectStorage.existingSecret" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 
-{{/* S3 client environment: endpoint and region as values, the key pair from the Secret. */}}
+{{/* S3 client environment of one identity (dict "ctx" . "identity" "admin"): endpoint, region, its key pair. */}}
 {{- define "opensora.s3.env" -}}
+{{- $id := include "opensora.s3.identity" (dict "ctx" .ctx "name" .identity) | fromYaml -}}
 - name: S3_ENDPOINT_URL
-  value: {{ include "opensora.s3.endpoint" . | quote }}
+  value: {{ include "opensora.s3.endpoint" .ctx | quote }}
 - name: MLFLOW_S3_ENDPOINT_URL
-  value: {{ include "opensora.s3.endpoint" . | quote }}
+  value: {{ include "opensora.s3.endpoint" .ctx | quote }}
 - name: AWS_REGION
-  value: {{ .Values.objectStorage.region | quote }}
+  value: {{ .ctx.Values.objectStorage.region | quote }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ include "opensora.s3.secretName" . }}
-      key: {{ .Values.objectStorage.accessKeyIdKey }}
+      name: {{ $id.secret }}
+      key: {{ $id.idKey }}
 - name: AWS_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "opensora.s3.secretName" . }}
-      key: {{ .Values.objectStorage.secretAccessKeyKey }}
+      name: {{ $id.secret }}
+      key: {{ $id.secretKey }}
 {{- end -}}
 
 {{/* Comma-separated bucket list. */}}
@@ -336,9 +372,11 @@ depends on a random value or on `lookup`, and an upgrade never changes a stored 
 {{- if and .Values.mlflow.auth.enabled (not .Values.pipelines.mlflowCredentials.existingSecret) -}}
 {{- $list = append $list (dict "name" (include "opensora.mlflow.pipelineSecretName" .) "component" "pipelines" "data" (dict "MLFLOW_TRACKING_USERNAME" (dict "value" .Values.pipelines.mlflowCredentials.username) "MLFLOW_TRACKING_PASSWORD" (dict "random" 32))) -}}
 {{- end -}}
-{{- if and (eq .Values.objectStorage.provider "seaweedfs") (not .Values.objectStorage.existingSecret) -}}
 {{- include "opensora.s3.validateGeneratedKeys" . -}}
-{{- $list = append $list (dict "name" (include "opensora.s3.secretName" .) "component" "seaweedfs" "data" (dict .Values.objectStorage.accessKeyIdKey (dict "random" 20) .Values.objectStorage.secretAccessKeyKey (dict "random" 40))) -}}
+{{- range include "opensora.s3.identities" . | fromYamlArray -}}
+{{- if .generated -}}
+{{- $list = append $list (dict "name" .secret "component" "seaweedfs" "data" (dict .idKey (dict "random" 20) .secretKey (dict "random" 40))) -}}
+{{- end -}}
 {{- end -}}
 {{- $out := list -}}
 {{- range $list -}}

@@ -14,7 +14,8 @@ Module-level functions use a process-wide default :class:`Storage` configured fr
 
 Public functions (each also a :class:`Storage` method; ``uri`` is a local path, ``file:///abs`` or ``s3://``):
 
-- ``parse_uri(uri) -> StorageURI`` and ``join(base, *parts) -> str`` (pure; validate and reject traversal)
+- ``parse_uri(uri) -> StorageURI`` and ``join(base, *parts) -> str`` (pure; validate and reject traversal);
+  ``is_remote(uri) -> bool`` (any ``scheme://`` but ``file://``), ``local_path(uri) -> Path`` (``~`` expanded)
 - ``exists(uri) -> bool``, ``stat(uri) -> ObjectInfo``, ``list_uri(uri, recursive=True) -> list[str]``
 - ``open_read(uri, offset=0, length=None) -> BinaryIO`` (a stream; ranged when offset/length are given),
   ``read_bytes(uri, offset=0, length=None) -> bytes``, ``write_bytes(uri, data) -> UploadResult``
@@ -73,7 +74,7 @@ from .local import atomic_write_file
 from .objects import ObjectInfo, UploadResult
 from .retry import RetryPolicy, call_with_retries, is_transient_error
 from .s3 import MinioBackend, S3Backend, S3Response
-from .uri import StorageURI, join, parse_uri
+from .uri import StorageURI, is_remote, join, local_path, parse_uri
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +107,11 @@ __all__ = [
     "download_file",
     "ensure_bucket",
     "exists",
+    "is_remote",
     "is_transient_error",
     "join",
     "list_uri",
+    "local_path",
     "logger",
     "open_read",
     "parse_uri",

@@ -139,6 +139,21 @@ def parse_uri(uri: str | os.PathLike[str] | StorageURI) -> StorageURI:
     )
 
 
+def is_remote(uri: str | os.PathLike[str]) -> bool:
+    """True for a location off the local filesystem: ``s3://``, ``http(s)://`` or any ``scheme://`` except
+    ``file://``. Plain paths and ``file:///abs`` are local. Only the scheme is looked at (no validation)."""
+    m = _SCHEME_RE.match(os.fspath(uri))
+    return m is not None and m.group(1).lower() != "file"
+
+
+def local_path(uri: str | os.PathLike[str]) -> Path:
+    """The filesystem path of a local location (a plain path or ``file:///abs``), ``~`` expanded.
+
+    Raises :class:`InvalidURIError` for remote locations and for malformed ``file://`` URIs.
+    """
+    return parse_uri(uri).local_path.expanduser()
+
+
 def join(base: str | os.PathLike[str], *parts: str) -> str:
     """Append relative ``parts`` (each may hold ``/``) to ``base``; the result is a canonical URI string.
 

@@ -7,15 +7,16 @@ import json
 import pandas as pd
 import pytest
 
-from opensora_core.io.registry import (
+from opensora_core.config import load_config
+from opensora_core.model_registry import (
     CANDIDATE_ALIAS,
     CHAMPION_ALIAS,
     check_gate,
-    config_sha256,
     register_checkpoint,
     safe_tags,
     scrub_uri,
 )
+from opensora_core.train.reporting import run_tags
 from tests.eval.tiny_checkpoint import make_tiny_checkpoint
 
 SECRET = "s3cr3t-value-never-logged"
@@ -48,17 +49,6 @@ def test_scrub_and_safe_tags():
         {"aws_secret_access_key": "x", "api_token": "y", "uri": "http://a:b@h/p", "n": None, "k": 1}
     )
     assert tags == {"uri": "http://h/p", "k": "1"}
-
-
-def test_config_hash_ignores_output_locations():
-    a = {"model": {"type": "STDiT-XL/2"}, "outputs": "/a", "dataset": {"type": "x", "data_path": "/a.csv"}}
-    b = {
-        "dataset": {"data_path": "/b.csv", "type": "x"},
-        "outputs": "s3://b",
-        "model": {"type": "STDiT-XL/2"},
-    }
-    assert config_sha256(a) == config_sha256(b)
-    assert config_sha256(a) != config_sha256({**a, "lr": 1.0})
 
 
 # ------------------------------------------------------------------------------------ integration
@@ -101,6 +91,8 @@ def test_registry_aliases_gate_idempotency_lineage(mlflow_server, checkpoints, m
     assert tags["opensora.text_encoder"] == "debug/tiny-t5"
     assert tags["opensora.gate_passed"] == "false"
     assert tags["opensora.global_step"] == "7"
+    # the training run of this checkpoint's config carries the same config hash
+    assert tags["opensora.config_sha256"] == run_tags(load_config(first / "config.json"), {})["config_hash"]
 
     # 2. the same checkpoint again, gate now passing: same version reused, champion set
     r2 = register_checkpoint(
@@ -163,3 +155,35 @@ def test_bad_arguments(checkpoints):
         register_checkpoint(str(checkpoints[0]), "bad name!", tracking_uri="sqlite:///x.db")
     with pytest.raises(ValueError, match="lineage keys"):
         register_checkpoint(str(checkpoints[0]), "m", tracking_uri="sqlite:///x.db", lineage={"secret": "x"})
+
+
+@pytest.mark.integration
+def test_promotion_refuses_versions_not_registered_by_the_pipeline(mlflow_server, checkpoints):
+    """Issue 14: a version someone registered with the checkpoint's hash tag but other weights (or without the
+    pipeline's lineage tag) is reused by hash, but never gets an alias: loading it would run its code."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from opensora_core.model_registry import ProvenanceError, sha256_of
+
+    first, second = checkpoints
+    client = MlflowClient(mlflow_server.uri)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    # Register the second checkpoint honestly, then a forged version: first's hash tag, second's weights.
+    honest = register_checkpoint(str(second), "forged-test", tracking_uri=mlflow_server.uri, lineage=LINEAGE)
+    forged_sha = sha256_of(first / "ema.safetensors")
+    source = client.get_model_version("forged-test", honest.version).source
+    forged = mlflow.register_model(
+        source,
+        "forged-test",
+        tags={"opensora.checkpoint_sha256": forged_sha, "opensora.pipeline_run_id": "run-1"},
+    )
+    with pytest.raises(ProvenanceError, match="does not hash to the checkpoint"):
+        register_checkpoint(str(first), "forged-test", tracking_uri=mlflow_server.uri, lineage=LINEAGE)
+    assert client.get_model_version("forged-test", forged.version).aliases == []
+    # A version without the lineage tag: refused when the pipeline requires lineage, accepted otherwise.
+    client.delete_model_version_tag("forged-test", honest.version, "opensora.pipeline_run_id")
+    with pytest.raises(ProvenanceError, match="pipeline_run_id"):
+        register_checkpoint(str(second), "forged-test", tracking_uri=mlflow_server.uri, require_lineage=True)
+    kept = register_checkpoint(str(second), "forged-test", tracking_uri=mlflow_server.uri)
+    assert kept.reused and kept.aliases == [CANDIDATE_ALIAS]

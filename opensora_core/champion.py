@@ -1,6 +1,6 @@
 """Gate a fresh evaluation against the registered ``champion`` of the same model name.
 
-    from opensora_core.eval.champion import gate_against_champion
+    from opensora_core.champion import gate_against_champion
     outcome = gate_against_champion("outputs/eval/run1", "opensora-stdit-256", tracking_uri="http://mlflow:5000",
                                     gate={"margins": {"val_loss": 0.02}}, run_id=eval_run_id)
     outcome.decision.passed, outcome.champion_report, outcome.html

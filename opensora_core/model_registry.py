@@ -1,6 +1,6 @@
 """MLflow model registry: log a trained checkpoint as a pyfunc model, register it with lineage, set aliases.
 
-    from opensora_core.io.registry import register_checkpoint
+    from opensora_core.model_registry import register_checkpoint
     result = register_checkpoint(
         "s3://ckpts/run1/000-STDiT-XL-2/epoch3-global_step4000", "opensora-stdit",
         tracking_uri="http://mlflow:5000", run_id=eval_run_id,
@@ -38,7 +38,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,7 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from opensora_core.io.tracking import is_secret_key
+from opensora_core.config.hints import is_secret_key
+from opensora_core.config.identity import config_hash, git_commit
 
 logger = logging.getLogger(__name__)
 
@@ -118,33 +118,6 @@ def sha256_of(uri: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def config_sha256(config: Mapping[str, Any]) -> str:
-    """Hash of a resolved config dict, independent of key order and of where the run wrote its outputs."""
-    cleaned = {k: v for k, v in config.items() if k not in ("outputs", "load", "save_dir")}
-    dataset = cleaned.get("dataset")
-    if isinstance(dataset, Mapping):
-        cleaned["dataset"] = {k: v for k, v in dataset.items() if k != "data_path"}
-    text = json.dumps(cleaned, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
-    """The source commit: ``$OPENSORA_GIT_COMMIT`` (set in images), else ``git rev-parse HEAD`` of the checkout
-    holding ``path`` (default: this package), else None."""
-    env = os.environ.get("OPENSORA_GIT_COMMIT", "").strip()
-    if env:
-        return env
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
 def scrub_uri(value: str) -> str:
@@ -346,6 +319,44 @@ def _find_version(client: Any, name: str, sha: str) -> Any:
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
+class ProvenanceError(RuntimeError):
+    """A model version's tags or artifacts are not what the pipeline registered: it is not promoted."""
+
+
+def check_provenance(
+    client: Any, tracking_uri: str, name: str, version: str, sha: str, *, require_lineage: bool
+) -> None:
+    """Raise :class:`ProvenanceError` unless version ``version`` of ``name`` holds the checkpoint hashed ``sha``.
+
+    Loading a registered model runs its Python code (MLflow pyfunc), so an alias is only moved to a version whose
+    ``opensora.checkpoint_sha256`` tag is ``sha``, whose logged weights file hashes to ``sha`` (downloaded and
+    checked here) and, with ``require_lineage``, which carries the ``opensora.pipeline_run_id`` lineage tag.
+    """
+    import mlflow
+
+    tags = client.get_model_version(name, version).tags
+    where = f"model {name} version {version}"
+    if require_lineage and not tags.get(f"{TAG_PREFIX}pipeline_run_id"):
+        raise ProvenanceError(
+            f"{where} has no {TAG_PREFIX}pipeline_run_id tag: not registered by the pipeline"
+        )
+    if tags.get(f"{TAG_PREFIX}checkpoint_sha256") != sha:
+        raise ProvenanceError(f"{where}: tag {TAG_PREFIX}checkpoint_sha256 is not the checkpoint's {sha}")
+    with tempfile.TemporaryDirectory(prefix="opensora-provenance-") as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=client.get_model_version_download_uri(name, version),
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+            )
+        )
+        found = sorted(local.rglob(WEIGHTS_FILE))
+        if len(found) != 1 or sha256_of(found[0]) != sha:
+            raise ProvenanceError(
+                f"{where}: its {WEIGHTS_FILE} artifact does not hash to the checkpoint's {sha}"
+            )
+
+
 def register_checkpoint(
     checkpoint: str,
     model_name: str,
@@ -360,6 +371,7 @@ def register_checkpoint(
     aliases: Sequence[str] = (CANDIDATE_ALIAS,),
     decision: Any = None,
     description: str | None = None,
+    require_lineage: bool = False,
 ) -> RegistrationResult:
     """Log ``checkpoint`` as a pyfunc model and register it as a version of ``model_name`` (module docstring).
 
@@ -369,7 +381,9 @@ def register_checkpoint(
     pipeline_run_id. ``aliases`` are always set; ``champion`` is added when the gate passes. ``decision``: a
     gate outcome decided elsewhere (``.passed``, ``.details``; e.g. ``opensora_core.eval.gate.GateDecision``
     against the champion), used instead of checking ``gate``. ``description``: the version's description
-    (markdown; the model card).
+    (markdown; the model card). Before any alias moves, :func:`check_provenance` checks the version
+    (``require_lineage``: it must carry the pipeline's lineage tag; the register step sets it), so a reused
+    version someone else registered is never promoted.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -415,7 +429,7 @@ def register_checkpoint(
                     f"{TAG_PREFIX}checkpoint_uri": checkpoint,
                     f"{TAG_PREFIX}checkpoint_sha256": sha,
                     f"{TAG_PREFIX}weights": weights,
-                    f"{TAG_PREFIX}config_sha256": config_sha256(config),
+                    f"{TAG_PREFIX}config_sha256": config_hash(config),
                     f"{TAG_PREFIX}model_type": (config.get("model") or {}).get("type"),
                     f"{TAG_PREFIX}global_step": states.get("global_step"),
                     f"{TAG_PREFIX}train_run_id": states.get("mlflow_run_id"),
@@ -444,7 +458,7 @@ def register_checkpoint(
                     name="model",
                     loader_module=__name__,
                     data_path=str(data),
-                    code_paths=[str(Path(__file__).resolve().parents[1])],
+                    code_paths=[str(Path(__file__).resolve().parent)],
                     pip_requirements=_requirements(),
                     signature=_signature(),
                     metadata={"opensora": card},
@@ -463,6 +477,7 @@ def register_checkpoint(
     for key, value in metrics.items():
         if math.isfinite(value) and not is_secret_key(key):
             client.set_model_version_tag(model_name, version, f"{TAG_PREFIX}metric.{key}", f"{value:.6g}")
+    check_provenance(client, uri, model_name, version, sha, require_lineage=require_lineage)
     set_aliases = list(dict.fromkeys(aliases))
     if gate_result.passed:
         set_aliases.append(CHAMPION_ALIAS)

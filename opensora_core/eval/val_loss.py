@@ -105,7 +105,7 @@ def clip_noise(shape: tuple[int, ...], seed: int, key: str, device: Any = "cpu",
     """The fixed noise of one clip: ``randn(shape)`` from a generator keyed by ``(seed, key)``."""
     import torch
 
-    from opensora_core.train.rng import derive_seed
+    from opensora_core.utils.seeding import derive_seed
 
     gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, "val-noise", key))
     return torch.randn(shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
@@ -186,7 +186,7 @@ def _batches(cfg: Any, comps: Any, batch_size: int, seed: int, device: Any) -> I
     import torch
 
     from opensora_core.train.components import KeyedDataset, build_dataset
-    from opensora_core.train.rng import derive_seed
+    from opensora_core.utils.seeding import derive_seed
 
     dataset = build_dataset(cfg)
     keyed = KeyedDataset(dataset, seed)

@@ -43,7 +43,7 @@ def test_prepare_data_counts_quarantine_and_hash(tmp_path):
     # the held-out clips (by a hash of the path) and the training clips partition the table
     train = pd.read_csv(out.train_metadata_uri)
     held = pd.read_csv(out.eval_metadata_uri)
-    assert out.train_metadata_uri == str(raw / "meta.train.csv") and len(held) >= 1
+    assert out.train_metadata_uri == str(table.with_name("meta.train.csv")) and len(held) >= 1
     assert sorted(set(train["path"]) | set(held["path"])) == sorted(pd.read_csv(out.metadata_uri)["path"])
     assert set(train["path"]).isdisjoint(held["path"])
     assert summary["num_eval"] == len(held)

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow lint bench workflows images clean
+.PHONY: venv demo test test-slow lint bench workflows images clean gpu-wheels gpu-check
 
 venv: $(STAMP)
 
@@ -38,7 +38,22 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/*.py; do case $$b in */gpu_*|*/_*) continue;; esac; $(PY) $$b || exit 1; done
+
+# The GPU check (benchmarks/README.md): wheels the GPU machine lacks into .whl/ (git-ignored), then one call there
+# runs `pytest -m gpu`, gpu_step.py and gpu_sample.py (8 minutes) writing JSON lines + a summary to $OUT or
+# benchmarks/results/. GPU_CHECK_TINY=1 runs the same on the CPU with tiny sizes. No venv needed on the GPU.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_PLATFORMS := $(foreach n,2_17 2_24 2_27 2_28 2_31 2_34 2_35,--platform manylinux_$(n)_x86_64) --platform manylinux2014_x86_64
+gpu-wheels:
+	mkdir -p .whl
+	$(GPU_PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d .whl -r benchmarks/gpu_wheels.txt
+	$(GPU_PY) -m pip wheel -q --no-deps -w .whl colossalai==0.5.0
+	du -sh .whl
+
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py $(if $(filter 1,$(GPU_CHECK_TINY)),--tiny)
 
 # Recompile workflows/*.yaml from workflows/train.py (a test fails when a committed YAML is stale).
 workflows: $(STAMP)

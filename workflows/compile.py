@@ -1,4 +1,5 @@
-"""Compile the pipeline presets to ``workflows/<preset>.yaml``: ``python -m workflows.compile [--check]``.
+"""Compile the pipeline presets to ``workflows/<preset>.yaml`` and the curation pipeline to
+``workflows/curate.yaml``: ``python -m workflows.compile [--check]``.
 
 ``--check`` compiles into memory and exits 1 (listing the files) when a committed YAML differs, so CI catches
 a pipeline change that was not recompiled (``make workflows`` fixes it).
@@ -34,6 +35,17 @@ def compile_preset(name: str, path: str | Path) -> Path:
     return path
 
 
+def compile_curate(path: str | Path) -> Path:
+    """Compile the curation pipeline (``workflows.curate``) to ``path``."""
+    from kfp import compiler
+
+    from workflows.curate import curate_pipeline
+
+    path = Path(path)
+    compiler.Compiler().compile(curate_pipeline, str(path), pipeline_display_name="Open-Sora data curation")
+    return path
+
+
 def stale_files(out_dir: str | Path = WORKFLOWS_DIR) -> list[str]:
     """Names of committed YAMLs that differ from a fresh compile (or are missing)."""
     from workflows.train import PRESETS
@@ -45,6 +57,12 @@ def stale_files(out_dir: str | Path = WORKFLOWS_DIR) -> list[str]:
             committed = Path(out_dir) / preset.filename
             if not committed.is_file() or committed.read_text() != fresh:
                 stale.append(preset.filename)
+        from workflows.curate import FILENAME
+
+        committed = Path(out_dir) / FILENAME
+        fresh = compile_curate(Path(tmp) / FILENAME).read_text()
+        if not committed.is_file() or committed.read_text() != fresh:
+            stale.append(FILENAME)
     return stale
 
 
@@ -66,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, preset in PRESETS.items():
         path = compile_preset(name, Path(args.out_dir) / preset.filename)
         print(f"wrote {path}")
+    from workflows.curate import FILENAME
+
+    print(f"wrote {compile_curate(Path(args.out_dir) / FILENAME)}")
     return 0
 
 

@@ -66,13 +66,23 @@ SAMPLE_FLAGS: tuple[Flag, ...] = (
     Flag("--prompt-as-path", "prompt_as_path", "name files after prompts", kind="bool"),
     Flag("--num-sampling-steps", "scheduler.num_sampling_steps", "sampling steps", type=int),
     Flag("--cfg-scale", "scheduler.cfg_scale", "classifier-free guidance scale", type=float),
-    Flag("--num-frames", "num_frames", "frames to generate", type=int),
+    Flag(
+        "--num-frames", "num_frames", "frames to generate: a count or an Open-Sora 1.2 name (2s, 4s, 2x, ...)"
+    ),
     Flag("--fps", "fps", "frame rate", type=int),
+    Flag("--save-fps", "save_fps", "frame rate written into the saved videos", type=int),
     Flag(
         "--image-size", "image_size", "height and width in pixels", kind="pair", type=int, metavar=("H", "W")
     ),
+    Flag("--resolution", "resolution", "Open-Sora 1.2 size name (144p, 240p, 360p, 480p, 720p, ...)"),
+    Flag("--aspect-ratio", "aspect_ratio", "Open-Sora 1.2 H:W name (9:16, 16:9, 1:1, ...)"),
+    Flag("--aes", "aes", 'append "aesthetic score: X." to prompts (Open-Sora 1.2)', type=float),
+    Flag("--flow", "flow", 'append "motion score: X." to prompts (Open-Sora 1.2)', type=float),
+    Flag("--camera-motion", "camera_motion", 'append "camera motion: X." to prompts (Open-Sora 1.2)'),
     Flag("--loop", "loop", "generation loops (long videos)", type=int),
     Flag("--condition-frame-length", "condition_frame_length", "frames carried between loops", type=int),
+    Flag("--condition-frame-edit", "condition_frame_edit", "edit ratio of the carried frames", type=float),
+    Flag("--align", "align", "snap mask-strategy starts to multiples of N latent frames (1.2)", type=int),
     Flag("--reference-path", "reference_path", "per-prompt references; 'None' = none", kind="list"),
     Flag("--mask-strategy", "mask_strategy", "per-prompt mask strategies; 'None' = none", kind="list"),
 )
@@ -150,6 +160,11 @@ def overrides_from_args(args: argparse.Namespace, training: bool) -> dict[str, A
         out[flag.key] = tuple(value) if flag.kind == "pair" else value
     if not training and "prompt_path" in out and "prompt" not in out:
         out["prompt"] = None  # prompts in the file would take priority and silently win over --prompt-path
+    if not training and "image_size" in out:  # an explicit size replaces the file's size names
+        out.setdefault("resolution", None)
+        out.setdefault("aspect_ratio", None)
+    elif not training and ("resolution" in out or "aspect_ratio" in out):
+        out["image_size"] = None  # size names replace the file's image_size (it is recomputed from them)
     out.update(overrides_to_dict(getattr(args, "cfg_options", None)))
     return out
 

@@ -44,22 +44,13 @@ from opensora_core.models.text_encoder_registry import TEXT_ENCODERS, text_encod
 from opensora_core.models.vae_registry import vae_caps
 from opensora_core.parallel.registry import BACKENDS, backend_caps
 from opensora_core.schedulers.registry import SCHEDULERS, scheduler_caps
+from opensora_core.video_sizes import ASPECT_RATIO_NAMES, ASPECT_RATIOS, image_size_of, num_frames_of
 
-# Resolution names of Open-Sora 1.1's aspect-ratio tables (opensora/datasets/aspect.py), smallest first.
-ASPECT_TABLE_NAMES: tuple[str, ...] = (
-    "144p",
-    "256",
-    "240p",
-    "360p",
-    "512",
-    "480p",
-    "720p",
-    "1024",
-    "1080p",
-    "4k",
-)
+# Resolution names of the aspect-ratio tables (Open-Sora 1.1's, then 1.2's 2k / 2048 / 2880).
+ASPECT_TABLE_NAMES: tuple[str, ...] = tuple(ASPECT_RATIOS)
 
-# Mask kinds of Open-Sora 1.1's MaskGenerator (`mask_ratios` keys).
+# Mask kinds of Open-Sora's MaskGenerator (`mask_ratios` keys): 1.1's nine, then 1.2's `random` (each frame
+# conditioning with one probability drawn per sample) and `intepolate` (sic: every other frame).
 MASK_RATIO_NAMES: tuple[str, ...] = (
     "mask_no",
     "mask_quarter_random",
@@ -70,10 +61,14 @@ MASK_RATIO_NAMES: tuple[str, ...] = (
     "mask_image_head",
     "mask_image_tail",
     "mask_image_head_tail",
+    "random",
+    "intepolate",
 )
 # Later Open-Sora spellings of the same kinds, accepted and mapped to the 1.1 names.
 MASK_RATIO_ALIASES: dict[str, str] = {"identity": "mask_no"} | {
-    name.removeprefix("mask_"): name for name in MASK_RATIO_NAMES if name != "mask_no"
+    name.removeprefix("mask_"): name
+    for name in MASK_RATIO_NAMES
+    if name.startswith("mask_") and name != "mask_no"
 }
 
 # Training backends (`plugin`) and Open-Sora's `multi_resolution` spellings, from the component tables.
@@ -84,7 +79,14 @@ MULTI_RESOLUTIONS: tuple[str, ...] = tuple(
 _RATIO_TOLERANCE = 1e-6
 
 
-def _validate_bucket_config(value: Any) -> dict[str, dict[int, tuple[float, int | None]]] | None:
+KeepProb = float | tuple[float, float]  # keep_prob, or 1.2's (keep_prob, frame_prob) on video frame keys
+
+
+def _is_prob(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value <= 1
+
+
+def _validate_bucket_config(value: Any) -> dict[str, dict[int, tuple[KeepProb, int | None]]] | None:
     """Check an Open-Sora `bucket_config` = {res: {num_frames: (keep_prob, batch_size)}} and normalise it."""
     if value is None:
         return None
@@ -93,7 +95,7 @@ def _validate_bucket_config(value: Any) -> dict[str, dict[int, tuple[float, int 
             f"bucket_config must be a dict {{resolution: {{num_frames: (keep_prob, batch_size)}}}}, got {value!r}"
         )
     problems: list[str] = []
-    out: dict[str, dict[int, tuple[float, int | None]]] = {}
+    out: dict[str, dict[int, tuple[KeepProb, int | None]]] = {}
     for res, frames in value.items():
         where = f"bucket_config[{res!r}]"
         if res not in ASPECT_TABLE_NAMES:
@@ -119,31 +121,41 @@ def _validate_bucket_config(value: Any) -> dict[str, dict[int, tuple[float, int 
                 problems.append(f"{at}: must be a pair (keep_prob, batch_size), got {entry!r}")
                 continue
             keep_prob, batch_size = entry
-            if (
-                isinstance(keep_prob, bool)
-                or not isinstance(keep_prob, int | float)
-                or not 0 <= keep_prob <= 1
-            ):
+            pair = isinstance(keep_prob, list | tuple)
+            if pair and (t == 1 or len(keep_prob) != 2 or not all(_is_prob(p) for p in keep_prob)):
+                problems.append(
+                    f"{at}: keep_prob {keep_prob!r} must be a number in [0, 1] or, for video frame keys "
+                    "(not 1), a pair (keep_prob, frame_prob) of numbers in [0, 1] (Open-Sora 1.2)"
+                )
+                continue
+            if not pair and not _is_prob(keep_prob):
                 problems.append(f"{at}: keep_prob must be a number in [0, 1], got {keep_prob!r}")
                 continue
+            keep_prob = (float(keep_prob[0]), float(keep_prob[1])) if pair else float(keep_prob)
+            keep = keep_prob[0] if pair else keep_prob
             if batch_size is None:
-                if keep_prob > 0:
+                if keep > 0:
                     problems.append(
-                        f"{at}: keep_prob {keep_prob} > 0 needs a batch size; use (0.0, None) to disable "
-                        f"the bucket or give a batch size like ({keep_prob}, 4)"
+                        f"{at}: keep_prob {keep} > 0 needs a batch size; use (0.0, None) to disable "
+                        f"the bucket or give a batch size like ({keep}, 4)"
                     )
                     continue
             elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
                 problems.append(f"{at}: batch_size must be a positive int or None, got {batch_size!r}")
                 continue
-            out[res][t] = (float(keep_prob), batch_size)
+            out[res][t] = (keep_prob, batch_size)
     if problems:
         raise ValueError("\n".join(problems))
     return out
 
 
-def _validate_mask_ratios(value: Any) -> dict[str, float] | None:
-    """Check `mask_ratios` = {mask kind: probability}: known kinds, values in [0, 1], sum 1."""
+def normalize_mask_ratios(value: Any) -> dict[str, float] | None:
+    """Check `mask_ratios` = {mask kind: probability} and return it with canonical names.
+
+    Known kinds, values in [0, 1]. Without `mask_no` / `identity` the rest of the probability goes to
+    `mask_no`, appended last (Open-Sora 1.2: its configs list only the conditioning kinds); with it the
+    probabilities must sum to 1.
+    """
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -165,8 +177,12 @@ def _validate_mask_ratios(value: Any) -> dict[str, float] | None:
             problems.append(f"mask_ratios[{name!r}]: given twice (as {canonical!r} too)")
             continue
         out[canonical] = float(ratio)
-    if not problems and out and not math.isclose(sum(out.values()), 1.0, abs_tol=_RATIO_TOLERANCE):
-        problems.append(f"mask_ratios: the probabilities sum to {sum(out.values()):.6g}, they must sum to 1")
+    total = sum(out.values())
+    if not problems and "mask_no" not in out and total <= 1.0 + _RATIO_TOLERANCE:
+        out["mask_no"] = max(0.0, 1.0 - total)
+    elif not problems and out and not math.isclose(total, 1.0, abs_tol=_RATIO_TOLERANCE):
+        extra = "" if "mask_no" in out else "; without mask_no they may sum to less, the rest is mask_no"
+        problems.append(f"mask_ratios: the probabilities sum to {total:.6g}, they must sum to 1{extra}")
     if problems:
         raise ValueError("\n".join(problems))
     return out
@@ -226,12 +242,28 @@ class RunConfig(Section):
     """A resolved run configuration (training or sampling); every Open-Sora v1.0/v1.1 config key is a field."""
 
     # ---- video size (sampling; Open-Sora 1.0 training)
-    num_frames: PosInt | None = Field(None, description="Frames to generate (1 = image).")
+    num_frames: PosInt | None = Field(
+        None,
+        description='Frames to generate (1 = image); Open-Sora 1.2 names "2s"/"4s"/... = 51/102/... frames.',
+    )
     fps: PosInt = Field(24, description="Frame rate of generated videos (1.0 configs: 24 // 3 = 8).")
     frame_interval: PosInt = Field(
         1, description="Frame stride; 1.1 sampling saves at fps // frame_interval."
     )
-    image_size: Size2 | None = Field(None, description="(H, W) in pixels.")
+    image_size: Size2 | None = Field(
+        None, description="(H, W) in pixels (or give resolution and aspect_ratio, Open-Sora 1.2)."
+    )
+    resolution: Literal[ASPECT_TABLE_NAMES] | None = Field(
+        None,
+        description='Open-Sora 1.2 sampling size name ("480p"); with aspect_ratio it sets image_size when that '
+        "is not given.",
+    )
+    aspect_ratio: Literal[tuple(ASPECT_RATIO_NAMES)] | None = Field(
+        None, description='Open-Sora 1.2 "H:W" name ("9:16") of the resolution\'s table entry.'
+    )
+    save_fps: PosInt | None = Field(
+        None, description="Frame rate written into saved videos (default fps // frame_interval)."
+    )
     multi_resolution: Bool | Literal[MULTI_RESOLUTIONS] = Field(
         False,
         description='Pass size info to the model: "STDiT2" (height/width/num_frames/ar/fps) or "PixArtMS" '
@@ -263,6 +295,23 @@ class RunConfig(Section):
     condition_frame_length: NonNegInt | None = Field(
         None, description="Frames of the previous loop used as the condition of the next."
     )
+    condition_frame_edit: Prob = Field(
+        0.0, description="Edit ratio of the frames carried between loops (0 = keep them as generated)."
+    )
+    align: PosInt | None = Field(
+        None,
+        description="Open-Sora 1.2: snap mask-strategy ref_start / target_start to the nearest multiple of align "
+        "latent frames.",
+    )
+    aes: NonNegFloat | None = Field(
+        None, description='Open-Sora 1.2: append "aesthetic score: X." to every prompt (1.2 sample.py: 6.5).'
+    )
+    flow: NonNegFloat | None = Field(
+        None, description='Open-Sora 1.2: append "motion score: X." (optical-flow score) to every prompt.'
+    )
+    camera_motion: str | None = Field(
+        None, description='Open-Sora 1.2: append "camera motion: X." to every prompt (e.g. "pan right").'
+    )
     reference_path: list[str | None] | None = Field(
         None, description='Per prompt: ";"-separated reference images/videos (None = no reference).'
     )
@@ -276,13 +325,16 @@ class RunConfig(Section):
     dataset: DatasetConfig | None = Field(None, description="Training data; `type` selects the dataset.")
     num_workers: NonNegInt = Field(4, description="DataLoader worker processes.")
     num_bucket_build_workers: PosInt = Field(1, description="Processes used to assign samples to buckets.")
-    bucket_config: dict[str, dict[int, tuple[float, int | None]]] | None = Field(
+    bucket_config: dict[str, dict[int, tuple[KeepProb, int | None]]] | None = Field(
         None,
-        description="{resolution: {num_frames: (keep_prob, batch_size)}}; (0.0, None) disables a bucket. "
+        description="{resolution: {num_frames: (keep_prob, batch_size)}}; (0.0, None) disables a bucket; "
+        "Open-Sora 1.2: keep_prob may be (keep_prob, frame_prob) for video frame keys. "
         "Resolutions: " + ", ".join(ASPECT_TABLE_NAMES) + ".",
     )
     mask_ratios: dict[str, float] | None = Field(
-        None, description="{mask kind: probability} for frame-conditioning masks in training; sums to 1."
+        None,
+        description="{mask kind: probability} for frame-conditioning masks in training; without mask_no the "
+        "rest of the probability is mask_no. Kinds: " + ", ".join(MASK_RATIO_NAMES) + ".",
     )
 
     # ---- training
@@ -293,6 +345,7 @@ class RunConfig(Section):
     grad_checkpoint: Bool = Field(False, description="Activation checkpointing per block.")
     grad_clip: PosFloat | None = Field(1.0, description="Max global grad norm (None = no clipping).")
     lr: PosFloat = Field(2e-5, description="AdamW learning rate (no schedule in Open-Sora).")
+    adam_eps: PosFloat = Field(1e-8, description="AdamW epsilon (Open-Sora 1.2 training: 1e-15).")
     weight_decay: NonNegFloat = Field(0.0, description="Ours: AdamW weight decay (Open-Sora: 0).")
     warmup_steps: NonNegInt = Field(0, description="Ours: linear LR warm-up steps (0 = none, as Open-Sora).")
     ema_decay: Prob | None = Field(
@@ -341,6 +394,25 @@ class RunConfig(Section):
     def _wrap_single_string(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named_size(cls, data: Any) -> Any:
+        """Open-Sora 1.2's resolution + aspect_ratio give image_size when it is not set (as its inference)."""
+        if not isinstance(data, dict) or data.get("image_size") is not None:
+            return data
+        res, ar = data.get("resolution"), data.get("aspect_ratio")
+        if isinstance(res, str) and isinstance(ar, str) and res in ASPECT_RATIOS and ar in ASPECT_RATIO_NAMES:
+            try:
+                return {**data, "image_size": image_size_of(res, ar)}
+            except ValueError:
+                return data  # reported by _size_problems
+        return data
+
+    @field_validator("num_frames", mode="before")
+    @classmethod
+    def _named_num_frames(cls, v: Any) -> Any:
+        return num_frames_of(v) if isinstance(v, str) else v
+
     @field_validator("multi_resolution", mode="before")
     @classmethod
     def _legacy_multi_resolution(cls, v: Any) -> Any:
@@ -359,7 +431,7 @@ class RunConfig(Section):
     @field_validator("mask_ratios", mode="before")
     @classmethod
     def _mask_ratios(cls, v: Any) -> Any:
-        return _validate_mask_ratios(v)
+        return normalize_mask_ratios(v)
 
     @field_validator("mask_strategy")
     @classmethod
@@ -391,10 +463,28 @@ class RunConfig(Section):
             raise ValueError("\n".join(problems))
         return self
 
+    def _named_size_problems(self) -> list[str]:
+        res, ar = self.resolution, self.aspect_ratio
+        if res is None and ar is None:
+            return []
+        if res is None or ar is None:
+            given, missing = ("resolution", "aspect_ratio") if ar is None else ("aspect_ratio", "resolution")
+            return [f"{given} is set but {missing} is not; Open-Sora 1.2 names need both (or set image_size)"]
+        try:
+            named = image_size_of(res, ar)
+        except ValueError as e:
+            return [f"resolution / aspect_ratio: {e}"]
+        if self.image_size is not None and tuple(self.image_size) != named:
+            return [
+                f"image_size {tuple(self.image_size)} contradicts resolution={res!r}, aspect_ratio={ar!r} "
+                f"({named}); set only one of them"
+            ]
+        return []
+
     def _size_problems(self) -> list[str]:
         m = self.model
         caps = model_caps(m.type)
-        problems = []
+        problems = self._named_size_problems()
         hidden, heads = m.effective("hidden_size"), m.effective("num_heads")
         if hidden % heads:
             problems.append(f"model.hidden_size ({hidden}) must be divisible by model.num_heads ({heads})")

@@ -1,8 +1,10 @@
-"""Multi-resolution buckets of Open-Sora v1.1 (``opensora/datasets/bucket.py`` @ v1.1.0 behaviour).
+"""Multi-resolution buckets of Open-Sora v1.1 and v1.2 (``opensora/datasets/bucket.py`` behaviour).
 
 A ``bucket_config`` maps a resolution name of :data:`~opensora_core.data.aspect.ASPECT_RATIOS` to
 ``{num_frames: (keep_prob, batch_size)}`` (batch size per GPU; ``(0.0, None)`` disables a bucket).
-A bucket key is ``(resolution, num_frames, ratio_key)``.
+Open-Sora 1.2 also writes ``keep_prob`` as a pair ``(keep_prob, frame_prob)`` for video frame keys: the
+frame key is only considered with probability ``frame_prob``, otherwise the sample tries the next smaller
+frame key of the same resolution. A bucket key is ``(resolution, num_frames, ratio_key)``.
 
 Assignment rule (reproduced exactly, see ``OPEN_SORA_REFERENCE.md`` §5):
 
@@ -11,8 +13,11 @@ Assignment rule (reproduced exactly, see ``OPEN_SORA_REFERENCE.md`` §5):
 * a resolution is a candidate when ``H * W >= 0.8 * pixels(resolution)``;
 * an image (``T == 1``) can only go to frame key 1; a video takes the largest key ``t != 1`` with
   ``T > t * frame_interval`` (strict);
+* with a pair ``(keep_prob, frame_prob)`` (1.2) the frame key is skipped when the first draw
+  ``np.random.default_rng(seed + bucket_id).random()`` exceeds ``frame_prob``; the keep draw below is then the
+  second draw of that same generator;
 * the sample is kept with probability ``keep_prob``: the draw is
-  ``np.random.default_rng(seed + bucket_id).random() < keep_prob`` (videos with ``keep_prob == 1`` skip the draw);
+  ``np.random.default_rng(seed + bucket_id).random() < keep_prob`` (videos with ``keep_prob >= 1`` skip the draw);
   a sample that is not kept falls through to the next smaller resolution;
 * the ratio key is the closest H/W ratio of that resolution's table.
 
@@ -39,6 +44,7 @@ from opensora_core.data.video_io import _available_cpus
 logger = logging.getLogger(__name__)
 
 BucketKey = tuple[str, int, str]
+KeepProb = float | tuple[float, float]  # keep_prob, or (keep_prob, frame_prob) on video frame keys (1.2)
 
 PIXEL_APPROX = 0.8  # a resolution is a candidate when H*W >= 0.8 * its pixel count
 
@@ -65,13 +71,41 @@ MIN_ROWS_PER_WORKER = 200_000  # one process assigns ~0.5-1M rows/s; smaller chu
 _AR_SLOTS = 64  # > the largest ratio table (40 keys): bucket code = bucket_id * _AR_SLOTS + ratio index
 
 
-def _parse_bucket_config(bucket_config: Mapping[str, Any]) -> dict[str, dict[int, tuple[float, int | None]]]:
-    """Validate a bucket_config and normalise frame keys to int and values to (float, int | None)."""
+def _parse_keep_prob(value: Any, where: str, t: int) -> KeepProb:
+    """``keep_prob`` as a float, or the 1.2 pair ``(keep_prob, frame_prob)`` as two floats in [0, 1]."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if t == 1 or len(value) != 2:
+            raise ValueError(
+                f"{where}: keep_prob {tuple(value)!r} must be a number"
+                + (
+                    " (images, frame key 1, take no frame_prob)"
+                    if t == 1
+                    else " or a pair (keep_prob, frame_prob)"
+                )
+            )
+        pair = tuple(_parse_keep_prob(v, where, 1) for v in value)
+        if not all(0.0 <= v <= 1.0 for v in pair):  # type: ignore[operator]
+            raise ValueError(f"{where}: (keep_prob, frame_prob) must both be in [0, 1], got {tuple(value)!r}")
+        return pair  # type: ignore[return-value]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0.0:
+        raise ValueError(f"{where}: keep_prob must be >= 0 (a number), got {value!r}")
+    return float(value)
+
+
+def keep_part(prob: KeepProb) -> float:
+    """The keep probability of a bucket entry (the first number of a 1.2 pair)."""
+    return prob[0] if isinstance(prob, tuple) else prob
+
+
+def _parse_bucket_config(
+    bucket_config: Mapping[str, Any],
+) -> dict[str, dict[int, tuple[KeepProb, int | None]]]:
+    """Validate a bucket_config and normalise frame keys to int and values to (keep_prob, int | None)."""
     if not isinstance(bucket_config, Mapping) or not bucket_config:
         raise ValueError(
             "bucket_config must be a non-empty dict {resolution: {num_frames: (keep_prob, batch_size)}}"
         )
-    parsed: dict[str, dict[int, tuple[float, int | None]]] = {}
+    parsed: dict[str, dict[int, tuple[KeepProb, int | None]]] = {}
     for res, frames in bucket_config.items():
         if res not in ASPECT_RATIOS:
             hint = difflib.get_close_matches(str(res), list(ASPECT_RATIOS), n=1)
@@ -83,7 +117,7 @@ def _parse_bucket_config(bucket_config: Mapping[str, Any]) -> dict[str, dict[int
             raise ValueError(
                 f"bucket_config[{res!r}] must be a non-empty dict {{num_frames: (keep_prob, batch_size)}}"
             )
-        entries: dict[int, tuple[float, int | None]] = {}
+        entries: dict[int, tuple[KeepProb, int | None]] = {}
         for t_key, value in frames.items():
             try:
                 t = int(t_key)
@@ -96,18 +130,16 @@ def _parse_bucket_config(bucket_config: Mapping[str, Any]) -> dict[str, dict[int
                     f"bucket_config[{res!r}][{t}] must be (keep_prob, batch_size), got {value!r}; "
                     "use (0.0, None) to disable a bucket"
                 )
-            prob, bs = float(value[0]), value[1]
-            if not prob >= 0.0:
-                raise ValueError(f"bucket_config[{res!r}][{t}]: keep_prob must be >= 0, got {value[0]!r}")
+            prob, bs = _parse_keep_prob(value[0], f"bucket_config[{res!r}][{t}]", t), value[1]
             if bs is not None:
                 if isinstance(bs, bool) or int(bs) != bs or int(bs) < 1:
                     raise ValueError(
                         f"bucket_config[{res!r}][{t}]: batch_size must be a positive int, got {bs!r}"
                     )
                 bs = int(bs)
-            elif prob > 0:
+            elif keep_part(prob) > 0:
                 raise ValueError(
-                    f"bucket_config[{res!r}][{t}]: batch_size is None but keep_prob is {prob}; "
+                    f"bucket_config[{res!r}][{t}]: batch_size is None but keep_prob is {keep_part(prob)}; "
                     "give a batch size or disable the bucket with (0.0, None)"
                 )
             if t in entries:
@@ -190,7 +222,7 @@ class Bucket:
         parsed = _parse_bucket_config(bucket_config)
         # sorted() is stable: equal pixel counts (none in the tables) would keep the config order
         self.resolutions: list[str] = sorted(parsed, key=lambda r: ASPECT_RATIOS[r][0], reverse=True)
-        self.bucket_probs: dict[str, dict[int, float]] = {}
+        self.bucket_probs: dict[str, dict[int, KeepProb]] = {}
         self.bucket_bs: dict[str, dict[int, int | None]] = {}
         self.bucket_id: dict[str, dict[int, int]] = {}
         self.hw_criteria: dict[str, int] = {}
@@ -237,9 +269,29 @@ class Bucket:
         key, _reason = self._assign_one(int(T), int(H), int(W), int(frame_interval), seed)
         return key
 
+    @staticmethod
+    def _rng(seed: int | None, bucket_id: int) -> np.random.Generator:
+        return np.random.default_rng() if seed is None else np.random.default_rng(seed + bucket_id)
+
     def _draw(self, seed: int | None, bucket_id: int) -> float:
-        rng = np.random.default_rng() if seed is None else np.random.default_rng(seed + bucket_id)
-        return float(rng.random())
+        return float(self._rng(seed, bucket_id).random())
+
+    def _video_try(self, res: str, T: int, frame_interval: int, seed: int | None) -> tuple[int | None, bool]:
+        """One resolution's try for a video: (chosen frame key or None, whether any frame key fits T).
+
+        Frame keys are walked from the largest; a 1.2 pair's frame_prob draw may skip a fitting key.
+        """
+        fits = [t for t in self.bucket_probs[res] if t != 1 and t * frame_interval < T]
+        for t in fits:
+            prob = self.bucket_probs[res][t]
+            rng = self._rng(seed, self.bucket_id[res][t])
+            if isinstance(prob, tuple) and rng.random() > prob[1]:
+                continue
+            keep = keep_part(prob)
+            if keep >= 1 or rng.random() < keep:
+                return t, True
+            return None, True
+        return None, bool(fits)
 
     def _assign_one(
         self, T: int, H: int, W: int, frame_interval: int, seed: int | None
@@ -261,12 +313,9 @@ class Bucket:
                 if self._draw(seed, self.bucket_id[res][1]) < probs[1]:
                     return (res, 1, get_closest_ratio(H, W, self.ar_criteria[res][1])), REASON_ASSIGNED
                 continue
-            chosen = next((t for t in probs if t != 1 and t * frame_interval < T), None)
-            if chosen is None:
-                continue
-            any_frame_fit = True
-            prob = probs[chosen]
-            if prob == 1 or self._draw(seed, self.bucket_id[res][chosen]) < prob:
+            chosen, fits = self._video_try(res, T, frame_interval, seed)
+            any_frame_fit = any_frame_fit or fits
+            if chosen is not None:
                 return (res, chosen, get_closest_ratio(H, W, self.ar_criteria[res][chosen])), REASON_ASSIGNED
         if not any_pixel_fit:
             return None, REASON_TOO_SMALL
@@ -286,8 +335,8 @@ class Bucket:
         h, w = self.ar_criteria[res][t][ar]
         return self.t_criteria[res][t], h, w
 
-    def get_prob(self, bucket_key: Sequence[Any]) -> float:
-        """keep_prob of the ``(res, t)`` part of a bucket key."""
+    def get_prob(self, bucket_key: Sequence[Any]) -> KeepProb:
+        """keep_prob (or the 1.2 pair ``(keep_prob, frame_prob)``) of the ``(res, t)`` part of a bucket key."""
         return self.bucket_probs[bucket_key[0]][bucket_key[1]]
 
     def get_batch_size(self, bucket_key: Sequence[Any]) -> int | None:
@@ -411,7 +460,8 @@ class Bucket:
         )
 
     def _attempts(self, first_fit: int, t_class: int, image: bool, thresholds: np.ndarray, fi: int) -> list:
-        """The (res index, t, keep_prob) tries of every row with these properties, in the reference order.
+        """The tries ``(res index, [(t, prob), ...])`` of every row with these properties, in the reference
+        order: per resolution the frame keys the row fits, largest first (images: key 1 only).
 
         ``first_fit``: index of the largest resolution the row's pixels fit (0.8 rule); ``t_class``: how many
         ``t * frame_interval`` thresholds lie strictly below the row's T.
@@ -421,12 +471,48 @@ class Bucket:
             probs = self.bucket_probs[self.resolutions[r]]
             if image:
                 if 1 in probs:
-                    tries.append((r, 1, probs[1]))
+                    tries.append((r, [(1, probs[1])]))
                 continue
             fitting = [t for t in probs if t != 1 and np.searchsorted(thresholds, t * fi) < t_class]
             if fitting:
-                tries.append((r, fitting[0], probs[fitting[0]]))
+                tries.append((r, [(t, probs[t]) for t in fitting]))
         return tries
+
+    def _try_resolution(
+        self, r: int, options: list, rows: np.ndarray, seeds: np.ndarray | None
+    ) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
+        """Vectorised :meth:`_video_try` (and the image draw) of ``rows`` at resolution index ``r``.
+
+        Returns the kept rows per frame key and the rows that go on to the next resolution.
+        """
+        res = self.resolutions[r]
+        kept_by_t: list[tuple[np.ndarray, int]] = []
+        rejected: list[np.ndarray] = []
+        undecided = rows
+        for t, prob in options:
+            if undecided.size == 0:
+                break
+            bid = np.uint64(self.bucket_id[res][t])
+            keep = keep_part(prob)
+            if isinstance(prob, tuple):  # the frame_prob draw is the generator's first double
+                if seeds is None:
+                    first = np.random.default_rng().random(undecided.size)
+                else:
+                    first = uniform_draw(seeds[undecided] + bid, 0)
+                taken, undecided = undecided[first <= prob[1]], undecided[first > prob[1]]
+            else:
+                taken, undecided = undecided, undecided[:0]
+            if keep >= 1:
+                hit = np.ones(taken.size, dtype=bool)
+            elif keep <= 0:
+                hit = np.zeros(taken.size, dtype=bool)
+            elif seeds is None:
+                hit = np.random.default_rng().random(taken.size) < keep
+            else:
+                hit = uniform_draw(seeds[taken] + bid, 1 if isinstance(prob, tuple) else 0) < keep
+            kept_by_t.append((taken[hit], t))
+            rejected.append(taken[~hit])
+        return kept_by_t, np.concatenate([undecided, *rejected])
 
     def _assign_arrays(
         self, T: np.ndarray, H: np.ndarray, W: np.ndarray, frame_interval: int, seeds: np.ndarray | None
@@ -471,20 +557,13 @@ class Bucket:
             if not tries:
                 reason[rows] = REASON_NO_IMAGE_BUCKET if is_image else REASON_TOO_SHORT
                 continue
-            for r, t, prob in tries:
-                if rows.size == 0 or prob <= 0:
-                    continue
-                if prob >= 1:  # videos skip the draw at 1; a draw in [0, 1) is always < prob anyway
-                    kept, rows = rows, rows[:0]
-                else:
-                    if seeds is None:
-                        draws = np.random.default_rng().random(rows.size)
-                    else:
-                        draws = first_uniform(seeds[rows] + np.uint64(self.bucket_id[self.resolutions[r]][t]))
-                    hit = draws < prob
-                    kept, rows = rows[hit], rows[~hit]
-                res_index[kept] = r
-                chosen_t[kept] = t
+            for r, options in tries:
+                if rows.size == 0:
+                    break
+                kept_by_t, rows = self._try_resolution(r, options, rows, seeds)
+                for kept, t in kept_by_t:
+                    res_index[kept] = r
+                    chosen_t[kept] = t
             reason[rows] = REASON_KEEP_PROB
         for r, res in enumerate(self.resolutions):  # ratio key of each assigned row
             kept = np.flatnonzero(res_index == r)
@@ -605,6 +684,12 @@ def _mul128_pcg(a: list[np.ndarray]) -> list[np.ndarray]:
 
 def first_uniform(seeds: np.ndarray) -> np.ndarray:
     """``np.random.default_rng(s).random()`` for every ``s`` in ``seeds`` (uint64), vectorised and bit-exact."""
+    return uniform_draw(seeds, 0)
+
+
+def uniform_draw(seeds: np.ndarray, index: int) -> np.ndarray:
+    """Draw number ``index`` (0 = first) of ``g = np.random.default_rng(s)``'s ``g.random()`` calls, for every
+    ``s`` in ``seeds`` (uint64); vectorised and bit-exact."""
     seeds = np.asarray(seeds, dtype=np.uint64)
     out = np.empty(seeds.shape, dtype=np.float64)
     if seeds.size == 0:
@@ -617,12 +702,12 @@ def first_uniform(seeds: np.ndarray) -> np.ndarray:
             continue
         words = [lo[sel], hi[sel]] if two else [lo[sel]]
         state = [w.astype(np.uint64) for w in _generate_state(_mix_entropy(words))]
-        out[sel] = _pcg64_first_double(state)
+        out[sel] = _pcg64_double(state, index)
     return out
 
 
-def _pcg64_first_double(w: list[np.ndarray]) -> np.ndarray:
-    """PCG64 seeded from generate_state words -> first next_double()."""
+def _pcg64_double(w: list[np.ndarray], index: int) -> np.ndarray:
+    """PCG64 seeded from generate_state words -> next_double() number ``index`` (0 = first)."""
     mask, one = np.uint64(_M32), np.uint64(1)
     # uint64 words u0=(w0,w1) .. u3=(w6,w7); initstate = u0<<64 | u1, initseq = u2<<64 | u3 (limbs low first)
     initstate = [w[2], w[3], w[0], w[1]]
@@ -632,7 +717,8 @@ def _pcg64_first_double(w: list[np.ndarray]) -> np.ndarray:
         inc.append(((initseq[k] << one) & mask) | (initseq[k - 1] >> np.uint64(31)))
     state = _add128(inc, initstate)  # state=0 -> step gives inc; then += initstate
     state = _add128(_mul128_pcg(state), inc)  # second step of seeding
-    state = _add128(_mul128_pcg(state), inc)  # step of the first draw
+    for _ in range(index + 1):  # one step per draw
+        state = _add128(_mul128_pcg(state), inc)
     high = (state[3] << np.uint64(32)) | state[2]
     low = (state[1] << np.uint64(32)) | state[0]
     x = high ^ low

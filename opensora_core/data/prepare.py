@@ -624,12 +624,13 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool) -> Any:
+def _progress(total: int, enabled: bool, desc: str = "probing", unit: str = "file") -> Any:
+    """A tqdm bar on an interactive stderr (none in pods and CI logs), or a no-op."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="file", desc="probing", disable=not sys.stderr.isatty())
+    return tqdm(total=total, unit=unit, desc=desc, disable=not sys.stderr.isatty())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

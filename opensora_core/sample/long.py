@@ -18,7 +18,12 @@ scheduler mask value ``edit_ratio`` (0 = keep the reference, 1 = regenerate; eve
 
 Loops: each loop ``i > 0`` also conditions on its own previous clip, as the reference does: the decoded clip
 is re-encoded and its last ``condition_frame_length`` (cfl) frames are copied to the first cfl frames of the
-new clip with edit ratio 0 (an implicit tuple ``i,<prev>,-cfl,0,cfl,0`` applied after the user's tuples).
+new clip with edit ratio ``condition_frame_edit`` (default 0; an implicit tuple ``i,<prev>,-cfl,0,cfl,edit``
+applied after the user's tuples). Open-Sora 1.2's ``align`` snaps every tuple's starts (the implicit one too)
+to multiples of ``align`` latent frames (:func:`snap_to_multiple`).
+
+Open-Sora 1.2 conditioning text: ``aes`` / ``flow`` / ``camera_motion`` append "aesthetic score: X." etc. to
+every loop's caption (:func:`append_scores`), before encoding.
 The final video is clip 0 followed by every later clip without its first cfl frames:
 ``loop * (num_frames - cfl) + cfl`` frames (:func:`stitch_loops`).
 
@@ -51,6 +56,7 @@ __all__ = [
     "MaskTuple",
     "PromptSpec",
     "SampleInputError",
+    "append_scores",
     "apply_mask_tuples",
     "build_prompt_specs",
     "check_reference_files",
@@ -58,6 +64,7 @@ __all__ = [
     "parse_loop_prompt",
     "parse_mask_strategy",
     "reference_frame_count",
+    "snap_to_multiple",
     "split_json_suffix",
     "stitch_loops",
     "total_frames",
@@ -87,11 +94,14 @@ class MaskTuple:
     edit_ratio: float
     text: str = ""  # the tuple as written, for error messages
 
-    def resolve(self, ref_frames: int, target_frames: int) -> tuple[int, int, int]:
+    def resolve(self, ref_frames: int, target_frames: int, align: int | None = None) -> tuple[int, int, int]:
         """Absolute ``(ref_start, target_start, length)`` for a reference of ``ref_frames`` frames copied into
-        a clip of ``target_frames`` frames. Raises ValueError when the frames do not exist."""
+        a clip of ``target_frames`` frames; with ``align`` (Open-Sora 1.2) both starts snap to a multiple of
+        it (:func:`snap_to_multiple`). Raises ValueError when the frames do not exist."""
         rs = self.ref_start + ref_frames if self.ref_start < 0 else self.ref_start
         ts = self.target_start + target_frames if self.target_start < 0 else self.target_start
+        if align is not None:
+            rs, ts = snap_to_multiple(rs, align, ref_frames), snap_to_multiple(ts, align, target_frames)
         if not 0 <= rs < ref_frames:
             raise ValueError(
                 f"ref_start {self.ref_start} is outside the reference's {ref_frames} frame(s) "
@@ -112,6 +122,29 @@ class MaskTuple:
                 f"length {self.length} at clip frame {ts} runs past the clip's {target_frames} frames"
             )
         return rs, ts, self.length
+
+
+def snap_to_multiple(value: int, align: int, limit: int) -> int:
+    """Open-Sora 1.2's ``align``: ``value`` rounded down to a multiple of ``align``, or up when the remainder
+    is more than half of it and the next multiple stays below the last full multiple under ``limit``."""
+    steps = value // align
+    if value % align > align / 2 and steps < limit // align - 1:
+        steps += 1
+    return steps * align
+
+
+def append_scores(
+    text: str, aes: float | None = None, flow: float | None = None, camera_motion: str | None = None
+) -> str:
+    """Open-Sora 1.2's conditioning suffixes: ``"... aesthetic score: 6.5. motion score: 4.0. camera motion:
+    pan right."`` (scores with one decimal); a kind the text already names is not added again."""
+    if aes is not None and "aesthetic score:" not in text:
+        text = f"{text} aesthetic score: {aes:.1f}."
+    if flow is not None and "motion score:" not in text:
+        text = f"{text} motion score: {flow:.1f}."
+    if camera_motion is not None and "camera motion:" not in text:
+        text = f"{text} camera motion: {camera_motion}."
+    return text
 
 
 def parse_mask_strategy(text: str | None) -> list[MaskTuple]:
@@ -320,7 +353,7 @@ def reference_frame_count(path: str) -> int:
     return probe_video(local, count_packets=True).num_frames
 
 
-def check_reference_files(specs: Sequence[PromptSpec], num_frames: int) -> None:
+def check_reference_files(specs: Sequence[PromptSpec], num_frames: int, align: int | None = None) -> None:
     """Fail early: every local reference exists and is readable, and every mask tuple fits its reference
     (frame ranges, negative starts resolved) and a clip of ``num_frames`` frames. Remote references
     (``s3://``, ``http(s)://``) are checked when they are loaded."""
@@ -349,7 +382,7 @@ def check_reference_files(specs: Sequence[PromptSpec], num_frames: int) -> None:
             if path not in counts:
                 continue
             try:
-                tup.resolve(counts[path], num_frames)
+                tup.resolve(counts[path], num_frames, align)
             except ValueError as exc:
                 raise SampleInputError(
                     f"{spec.label}: mask strategy tuple {tup.text!r} on reference {tup.ref_id} ({path}): {exc}"
@@ -409,8 +442,10 @@ def apply_mask_tuples(
     tuples: Sequence[MaskTuple],
     references: Sequence[torch.Tensor],
     where: str = "",
+    align: int | None = None,
 ) -> None:
-    """Apply ``tuples`` in order, in place, to one sample: ``z [C, T, h, w]`` and ``frame_mask [T]``.
+    """Apply ``tuples`` in order, in place, to one sample: ``z [C, T, h, w]`` and ``frame_mask [T]``
+    (``align``: snap starts as Open-Sora 1.2, see :meth:`MaskTuple.resolve`).
 
     ``references[ref_id]`` are latents ``[C, T_ref, h, w]``. Raises SampleInputError when a tuple's frames do
     not exist or a reference has another latent shape.
@@ -423,7 +458,7 @@ def apply_mask_tuples(
                 f"{tuple(z.shape)} (C, T, H, W)"
             )
         try:
-            rs, ts, length = tup.resolve(ref.shape[1], z.shape[1])
+            rs, ts, length = tup.resolve(ref.shape[1], z.shape[1], align)
         except ValueError as exc:
             raise SampleInputError(f"{where}mask strategy tuple {tup.text!r}: {exc}") from None
         z[:, ts : ts + length] = ref[:, rs : rs + length].to(z.dtype)

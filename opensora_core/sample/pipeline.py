@@ -389,13 +389,14 @@ class _Runner:
                 where = f"{item.spec.label}, loop {loop_i}: "
                 tuples = [t for t in item.spec.mask_tuples if t.loop_id == loop_i]
                 if tuples:
-                    apply_mask_tuples(z[b], frame_mask[b], tuples, self.reference_latents(item), where)
+                    refs = self.reference_latents(item)
+                    apply_mask_tuples(z[b], frame_mask[b], tuples, refs, where, cfg.align)
                 if loop_i > 0:
-                    cfl = int(cfg.condition_frame_length or 0)
+                    cfl, edit = int(cfg.condition_frame_length or 0), cfg.condition_frame_edit
                     carry = MaskTuple(
-                        loop_i, 0, -cfl, 0, cfl, 0.0, f"{loop_i},<previous clip>,-{cfl},0,{cfl}"
+                        loop_i, 0, -cfl, 0, cfl, edit, f"{loop_i},<previous clip>,-{cfl},0,{cfl},{edit}"
                     )
-                    apply_mask_tuples(z[b], frame_mask[b], [carry], [previous[b]], where)
+                    apply_mask_tuples(z[b], frame_mask[b], [carry], [previous[b]], where, cfg.align)
             extra: dict[str, Any] = {"generator": gens} if self.per_sample_noise else {}
             latents = self.scheduler.sample(
                 model,

@@ -20,6 +20,7 @@ from opensora_core.models.registry import MODELS, model_caps
 from opensora_core.sample.long import (
     PromptSpec,
     SampleInputError,
+    append_scores,
     build_prompt_specs,
     check_reference_files,
     total_frames,
@@ -160,8 +161,10 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
         cfg.loop,
         indices,
     )
+    for spec in specs:  # Open-Sora 1.2: every loop's caption carries the aes / flow / camera-motion text
+        spec.loop_texts = [append_scores(t, cfg.aes, cfg.flow, cfg.camera_motion) for t in spec.loop_texts]
     _check_support(cfg, specs)
-    check_reference_files(specs, cfg.num_frames)
+    check_reference_files(specs, cfg.num_frames, cfg.align)
     save_dir = storage.local_path(cfg.save_dir)
     frames = total_frames(cfg.num_frames, cfg.loop, cfg.condition_frame_length)
     items: list[SampleItem] = []
@@ -175,4 +178,5 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
             skip = path in seen or (cfg.prompt_as_path and path.exists())
             seen.add(path)
             items.append(SampleItem(spec, k, path, skip))
-    return RunPlan(specs, items, frames, save_fps(cfg.fps, cfg.frame_interval), save_dir, previews)
+    fps = cfg.save_fps or save_fps(cfg.fps, cfg.frame_interval)
+    return RunPlan(specs, items, frames, fps, save_dir, previews)

@@ -175,6 +175,7 @@ class Trainer:
             self.mesh,
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
+            adam_eps=cfg.adam_eps,
             dtype=cfg.dtype,
             grad_clip=cfg.grad_clip,
         )

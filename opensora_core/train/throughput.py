@@ -74,17 +74,33 @@ def count_forward_flops(model: nn.Module, args: Sequence[Any], kwargs: Mapping[s
     return int(counter.get_total_flops())
 
 
-def measured_matmul_flops(dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.3) -> float:
-    """FLOP/s of an ``n x n`` matmul in ``dtype`` on the CPU (the achievable GEMM rate of this process)."""
+def measured_matmul_flops(
+    dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.3, device: str | torch.device = "cpu"
+) -> float:
+    """FLOP/s of an ``n x n`` matmul in ``dtype`` on ``device`` (the achievable GEMM rate of this process).
+
+    On CUDA each timing waits for the queued products (``torch.cuda.synchronize``); use a large ``n`` there
+    (8192 reaches the tensor-core rate of an H100/H200).
+    """
+    device = torch.device(device)
     g = torch.Generator().manual_seed(0)  # leaves the global generator alone
-    a = torch.randn(n, n, generator=g).to(dtype)
-    b = torch.randn(n, n, generator=g).to(dtype)
-    torch.mm(a, b)  # warm-up
-    iters = 0
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):  # warm-up (clocks, kernel selection)
+        torch.mm(a, b)
+    sync()
+    iters, batch = 0, 1 if device.type == "cpu" else 10
     start = time.perf_counter()
     while True:
-        torch.mm(a, b)
-        iters += 1
+        for _ in range(batch):
+            torch.mm(a, b)
+        sync()
+        iters += batch
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return 2.0 * n**3 * iters / elapsed

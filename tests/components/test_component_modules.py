@@ -11,13 +11,24 @@ from pathlib import Path
 import pytest
 from kfp import compiler
 
+from components.curate_shard.component import curate_shard
 from components.evaluate.component import evaluate
+from components.merge_shards.component import merge_shards
+from components.plan_shards.component import plan_shards
 from components.prepare_data.component import prepare_data
 from components.register.component import register
 from components.train.component import train
 from launchers.images import RUNTIME_IMAGE
 
-COMPONENTS = {"prepare_data": prepare_data, "train": train, "evaluate": evaluate, "register": register}
+COMPONENTS = {
+    "prepare_data": prepare_data,
+    "train": train,
+    "evaluate": evaluate,
+    "register": register,
+    "plan_shards": plan_shards,
+    "curate_shard": curate_shard,
+    "merge_shards": merge_shards,
+}
 
 
 @pytest.mark.parametrize("name", sorted(COMPONENTS))
@@ -45,6 +56,8 @@ def test_importing_components_stays_light():
         import sys
         import components.prepare_data.component, components.train.component
         import components.evaluate.component, components.register.component, workflows.train
+        import components.plan_shards.component, components.curate_shard.component
+        import components.merge_shards.component, workflows.curate
         heavy = [m for m in ("torch", "mlflow", "transformers", "diffusers") if m in sys.modules]
         print(",".join(heavy))
         """

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
-from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
+from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model, TaskConfig
 
 from components.evaluate.component import evaluate
 from components.prepare_data.component import prepare_data
@@ -50,9 +50,18 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
 
     # 1. prepare_data
     prepared = prepare_data.python_func(
-        raw_data_uri=f"{bucket}/raw", metadata=Dataset(uri=str(tmp_path / "metadata.json")), workers=2
+        raw_data_uri=f"{bucket}/raw",
+        metadata=Dataset(uri=str(tmp_path / "metadata.json")),
+        prepared_root_uri=f"{bucket}/prepared",
+        run_id="s3-run",
+        workers=2,
     )
-    assert prepared.metadata_uri == f"{bucket}/raw/meta.csv" and storage.exists(prepared.metadata_uri)
+    table = f"{bucket}/prepared/s3-run/meta.csv"  # run-scoped, never inside the raw input
+    assert (
+        prepared.metadata_uri == table
+        and storage.exists(table)
+        and not storage.exists(f"{bucket}/raw/meta.csv")
+    )
     assert (prepared.num_kept, prepared.num_quarantined) == (CLIPS, 0)
     rows = list(csv.DictReader(io.StringIO(storage.read_bytes(prepared.metadata_uri).decode())))
     assert len(rows) == CLIPS and all(r["path"].startswith(f"{bucket}/raw/") for r in rows)
@@ -62,7 +71,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
     ensure_experiment(tracking_uri, "s3-pipeline", f"{bucket}/mlflow")
     trained = train.python_func(
         config=str(DEMO_CONFIG),
-        metadata_uri=prepared.metadata_uri,
+        metadata_uri=prepared.train_metadata_uri,
         outputs_uri=f"{bucket}/ckpt",
         checkpoint=Model(uri=str(tmp_path / "checkpoint.json")),
         task_config=TaskConfig(),
@@ -87,6 +96,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         output_uri=f"{bucket}/eval",
         eval_metrics=Metrics(uri=str(tmp_path / "metrics.json")),
         report=Artifact(uri=str(tmp_path / "report.json")),
+        comparison=HTML(uri=str(tmp_path / "comparison.html")),
         prompts=PROMPTS,
         num_sampling_steps=2,
         batch_size=2,
@@ -94,6 +104,10 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         experiment="s3-pipeline",
         run_id="s3-run",
         train_run_id=trained.mlflow_run_id,
+        val_table=prepared.eval_metadata_uri,
+        num_eval_timesteps=2,
+        model_name="opensora-s3-steps",
+        gate={"thresholds": {"colour_accuracy": 1.01}},  # unreachable: candidate only
     )
     assert evaluated.output_uri == f"{bucket}/eval/s3-run"
     outputs = set(storage.list_uri(evaluated.output_uri))
@@ -101,6 +115,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         for i in range(len(PROMPTS)):
             assert f"{evaluated.output_uri}/{variant}/sample_{i}.mp4" in outputs
         assert f"{evaluated.output_uri}/preview/{variant}.png" in outputs
+    assert f"{evaluated.output_uri}/comparison.html" in outputs and "val_loss" in evaluated.metrics
     assert json.loads((tmp_path / "report.json").read_text())["global_step"] == 2
 
     # 4. register the s3:// checkpoint with its lineage
@@ -109,7 +124,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         model_name="opensora-s3-steps",
         registration=Artifact(uri=str(tmp_path / "registration.json")),
         metrics=evaluated.metrics,
-        gate={"colour_accuracy": 1.01},  # unreachable: candidate only
+        gate_decision=evaluated.gate_decision,
         tracking_uri=tracking_uri,
         experiment="s3-pipeline",
         eval_run_id=evaluated.mlflow_run_id,
@@ -121,7 +136,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
     client = MlflowClient(tracking_uri)
     mv = client.get_model_version("opensora-s3-steps", "1")
     assert mv.aliases == ["candidate"]
-    assert mv.tags["opensora.dataset_uri"] == f"{bucket}/raw/meta.csv"
+    assert mv.tags["opensora.dataset_uri"] == table
     assert mv.tags["opensora.dataset_sha256"] == prepared.dataset_sha256
     assert mv.run_id == evaluated.mlflow_run_id
     assert mv.tags["opensora.checkpoint_uri"] == ckpt and mv.tags["opensora.global_step"] == "2"

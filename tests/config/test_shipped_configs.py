@@ -8,11 +8,19 @@ from pathlib import Path
 import pytest
 
 from opensora_core.config import ASPECT_TABLE_NAMES, ConfigError, RunConfig, load_config
+from opensora_core.config.sections import VAE_TYPES
 from tests.conftest import REPO_ROOT, shared_path
 
 CONFIG_DIR = REPO_ROOT / "configs"
-SHIPPED = sorted(CONFIG_DIR.rglob("*.py"))
-INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name.endswith("_sample.py")]
+# Open-Sora 1.2 configs name the 1.2 VAE; until its type is in the VAE table they are tested (loading with the
+# VAE section replaced) in test_opensora_v12_configs.py only.
+V12_VAE_READY = "OpenSoraVAE_V1_2" in VAE_TYPES
+SHIPPED = sorted(
+    p
+    for p in CONFIG_DIR.rglob("*.py")
+    if V12_VAE_READY or "opensora-v1-2" not in p.relative_to(CONFIG_DIR).parts
+)
+INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name.startswith("tiny_sample") or p.name.endswith("_sample.py")]
 TRAIN = [p for p in SHIPPED if p not in INFERENCE]
 
 REQUIRED = [
@@ -73,7 +81,10 @@ def test_shipped_config_loads_and_round_trips(path: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("path", INFERENCE, ids=_rel)
 def test_inference_configs_are_ready_to_sample(path: Path):
-    load_config(path).check_ready(training=False)
+    cfg = load_config(path)
+    if cfg.prompt is None and cfg.prompt_path is None:  # upstream 1.2: prompts come from --prompt
+        cfg = load_config(path, overrides={"prompt": ["a beach at dawn"]})
+    cfg.check_ready(training=False)
 
 
 @pytest.mark.parametrize("path", TRAIN, ids=_rel)
@@ -91,7 +102,8 @@ def test_train_configs_without_data_path_are_not_ready():
 
 def test_aspect_table_names_match_the_reference():
     tables = json.loads(shared_path("reference", "aspect_ratios.json").read_text())["ASPECT_RATIOS"]
-    assert set(ASPECT_TABLE_NAMES) == set(tables)
+    assert set(ASPECT_TABLE_NAMES) - set(tables) == {"2k", "2048", "2880"}  # Open-Sora 1.2's additions
+    assert set(tables) <= set(ASPECT_TABLE_NAMES)
 
 
 @pytest.mark.parametrize(("name", "expected"), [("stage2.py", 729), ("stage3.py", 848)])

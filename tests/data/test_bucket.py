@@ -7,8 +7,13 @@ import pytest
 
 from opensora_core.data import bucket as bucket_module
 from opensora_core.data.aspect import ASPECT_RATIOS
-from opensora_core.data.bucket import Bucket, first_uniform
-from tests.data.bucket_configs import FRAME_INTERVAL, STAGE2_BUCKET_CONFIG, STAGE3_BUCKET_CONFIG
+from opensora_core.data.bucket import Bucket, first_uniform, uniform_draw
+from tests.data.bucket_configs import (
+    FRAME_INTERVAL,
+    STAGE2_BUCKET_CONFIG,
+    STAGE3_BUCKET_CONFIG,
+    V12_STAGE2_BUCKET_CONFIG,
+)
 
 
 def oracle_bucket_id(config: dict, T: int, H: int, W: int, fi: int, seed: int):
@@ -214,3 +219,73 @@ def test_string_frame_keys_from_json_configs() -> None:
     b = Bucket({"240p": {"16": [1.0, 4], "1": [0.5, 8]}})
     assert list(b.bucket_probs["240p"]) == [16, 1]
     assert b.get_bucket_id(20, 240, 426, 1, 0) == ("240p", 16, "0.56")
+
+
+def oracle_bucket_id_v12(config: dict, T: int, H: int, W: int, fi: int, seed: int):
+    """Open-Sora 1.2's rule, stated plainly: a (keep_prob, frame_prob) pair first draws frame_prob (skipping
+    the frame key when the draw exceeds it), then the keep draw is the same generator's second number."""
+    names = sorted(config, key=lambda r: -ASPECT_RATIOS[r][0])
+    ids = {}
+    for r in names:
+        for t in sorted(config[r], reverse=True):
+            ids[(r, t)] = len(ids)
+    for r in names:
+        if 0.8 * ASPECT_RATIOS[r][0] > H * W:
+            continue
+        if T == 1:
+            if 1 in config[r] and np.random.default_rng(seed + ids[(r, 1)]).random() < config[r][1][0]:
+                return r, 1, min(ASPECT_RATIOS[r][1], key=lambda k: abs(float(k) - H / W))
+            continue
+        chosen = None
+        for t in sorted(config[r], reverse=True):
+            g = np.random.default_rng(seed + ids[(r, t)])
+            prob = config[r][t][0]
+            if isinstance(prob, tuple) and g.random() > prob[1]:
+                continue
+            if t * fi < T and t != 1:
+                chosen = t
+                break
+        if chosen is None:
+            continue
+        keep = prob[0] if isinstance(prob, tuple) else prob
+        if keep >= 1 or g.random() < keep:
+            return r, chosen, min(ASPECT_RATIOS[r][1], key=lambda k: abs(float(k) - H / W))
+    return None
+
+
+def test_second_uniform_is_bit_exact_with_numpy() -> None:
+    seeds = np.r_[np.arange(0, 200), np.array([2**32 + 5, 2**63 - 1])].astype(np.uint64)
+    for index in (1, 2):
+        expected = np.array([np.random.default_rng(int(s)).random(index + 1)[index] for s in seeds])
+        np.testing.assert_array_equal(uniform_draw(seeds, index), expected)
+
+
+@pytest.mark.parametrize("fi", [1, 3])
+def test_v12_pair_keep_probs_match_the_v12_oracle(fi: int) -> None:
+    bucket = Bucket(V12_STAGE2_BUCKET_CONFIG)
+    assert bucket.get_prob(("144p", 102, "0.56")) == (1.0, 0.33)
+    rng = np.random.default_rng(11)
+    n = 3000
+    T = rng.choice([1, 1, 40, 52, 103, 150, 205, 300, 409, 1300], n)
+    H = rng.integers(100, 2400, n)
+    W = rng.integers(100, 2400, n)
+    seeds = 42 + np.arange(n) * bucket.num_bucket
+    codes = bucket.codes(bucket.assign(T, H, W, fi, seeds))
+    for i in range(n):
+        want = oracle_bucket_id_v12(
+            V12_STAGE2_BUCKET_CONFIG, int(T[i]), int(H[i]), int(W[i]), fi, int(seeds[i])
+        )
+        assert bucket.get_bucket_id(int(T[i]), int(H[i]), int(W[i]), fi, int(seeds[i])) == want, i
+        assert (None if codes[i] < 0 else bucket.key_of_code(int(codes[i]))) == want, i
+    # a 144p 409-frame video takes 408 frames only when its frame_prob draw (0.1) passes, else 204 (0.1),
+    # else 102 (0.33), else 51 (a plain 1.0)
+    taken = [bucket.get_bucket_id(409 * fi, 144, 256, fi, seed)[1] for seed in range(400)]
+    assert set(taken) == {408, 204, 102, 51}
+    assert 0.05 < taken.count(408) / 400 < 0.15
+
+
+def test_v12_pair_on_the_image_key_is_rejected() -> None:
+    with pytest.raises(ValueError, match="images, frame key 1"):
+        Bucket({"240p": {1: ((1.0, 0.5), 4)}})
+    with pytest.raises(ValueError, match="must both be in"):
+        Bucket({"240p": {51: ((1.0, 1.5), 4)}})

@@ -22,7 +22,22 @@ STAGE_MASK_RATIOS = {
 }
 
 
-@pytest.mark.parametrize("name", MASK_NAMES)
+V11_MASK_NAMES = [n for n in MASK_NAMES if n not in ("random", "intepolate")]
+V12_STAGE1_MASK_RATIOS = {  # configs/opensora-v1-2/train/stage1.py: no identity, the rest (0.8) is mask_no
+    "random": 0.05,
+    "intepolate": 0.005,
+    "quarter_random": 0.005,
+    "quarter_head": 0.005,
+    "quarter_tail": 0.005,
+    "quarter_head_tail": 0.005,
+    "image_random": 0.025,
+    "image_head": 0.05,
+    "image_tail": 0.025,
+    "image_head_tail": 0.025,
+}
+
+
+@pytest.mark.parametrize("name", V11_MASK_NAMES)
 def test_each_mask_type(name: str) -> None:
     gen = MaskGenerator({n: float(n == name) for n in MASK_NAMES}, rng=random.Random(0))
     for _ in range(50):
@@ -60,3 +75,33 @@ def test_ratios_and_batch_masks() -> None:
         MaskGenerator({"mask_no": 0.5})
     with pytest.raises(ValueError, match="unknown mask"):
         MaskGenerator({"mask_everything": 1.0})
+
+
+def test_v12_kinds_and_implicit_identity() -> None:
+    gen = MaskGenerator(V12_STAGE1_MASK_RATIOS, rng=random.Random(2))
+    assert list(gen.mask_ratios)[-1] == "mask_no"  # appended last, as the reference's identity
+    assert gen.mask_ratios["mask_no"] == pytest.approx(0.8)
+    assert gen.mask_ratios["mask_quarter_head"] == 0.005
+    inter = MaskGenerator({"intepolate": 1.0}, rng=random.Random(0))
+    seen = set()
+    for _ in range(40):
+        m = inter.get_mask(9).tolist()
+        seen.add(m[0])
+        start = 0 if not m[0] else 1
+        assert m == [(i - start) % 2 == 1 for i in range(9)]  # every other frame conditions
+    assert seen == {True, False}  # both phases occur
+    rnd = MaskGenerator({"random": 1.0}, rng=random.Random(0))
+    fractions = []
+    for _ in range(300):
+        m = rnd.get_mask(40)
+        assert m.any()  # never all conditioning
+        fractions.append(1 - m.float().mean().item())
+    # conditioning fraction ~ U(0.1, 0.9): mean 0.5, spread over most of the range
+    assert 0.45 < sum(fractions) / len(fractions) < 0.55
+    assert min(fractions) < 0.2 and max(fractions) > 0.8
+    # the same rng seed gives the same masks (a training step's masks depend on its key only)
+    a = MaskGenerator({"random": 1.0}, rng=random.Random(5)).get_mask(16)
+    b = MaskGenerator({"random": 1.0}, rng=random.Random(5)).get_mask(16)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="sum to 1"):
+        MaskGenerator({"random": 0.9, "intepolate": 0.2})

@@ -2,7 +2,8 @@
 
 ``run_world(fn, world_size, *args)`` starts ``world_size`` processes, each with ``RANK``/``WORLD_SIZE``/
 ``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` set (as torchrun would) and one intra-op thread, initialises the
-default gloo group through :func:`opensora_core.parallel.dist.init_distributed`, calls ``fn(env, *args)`` and
+default group (gloo, or ``backend="nccl"`` on a GPU) through :func:`opensora_core.parallel.dist.init_distributed`,
+calls ``fn(env, *args)`` and
 collects each rank's return value (through files, so any picklable value works). A failing rank fails the call
 with its traceback.
 """
@@ -28,7 +29,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, fn: Callable[..., Any], world_size: int, port: int, out_dir: str, args: tuple) -> None:
+def _entry(
+    rank: int, fn: Callable[..., Any], world_size: int, port: int, out_dir: str, args: tuple, backend: str
+) -> None:
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world_size),
@@ -40,7 +43,7 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, port: int, out_di
     torch.set_num_threads(1)
     from opensora_core.parallel.dist import init_distributed
 
-    env = init_distributed(backend="gloo", timeout_minutes=2)
+    env = init_distributed(backend=backend, timeout_minutes=2)
     try:
         result = fn(env, *args)
         Path(out_dir, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
@@ -48,12 +51,13 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, port: int, out_di
         env.close()
 
 
-def run_world(fn: Callable[..., Any], world_size: int, *args: Any) -> list[Any]:
-    """``[fn(env_rank0, *args), fn(env_rank1, *args), ...]`` computed on ``world_size`` gloo processes."""
+def run_world(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "gloo") -> list[Any]:
+    """``[fn(env_rank0, *args), fn(env_rank1, *args), ...]`` computed on ``world_size`` processes joined by a
+    ``backend`` ("gloo" or "nccl") process group."""
     with tempfile.TemporaryDirectory() as out_dir:
         mp.start_processes(
             _entry,
-            args=(fn, world_size, free_port(), out_dir, args),
+            args=(fn, world_size, free_port(), out_dir, args, backend),
             nprocs=world_size,
             join=True,
             start_method="spawn",

@@ -2,7 +2,9 @@
 
 The global batch of every step is fixed by (seed, step); data-parallel rank ``d`` of ``dp`` takes rows
 ``d::dp`` of it, and the ranks of one sequence-parallel group take the same rows, noise and timesteps, so any
-dp x sp layout trains on exactly the same samples as one process with the whole batch.
+dp x sp layout trains on exactly the same samples as one process with the whole batch. ``device`` ("cpu" or
+"cuda") is where the model and the batch live (the batch is drawn on the CPU and moved, so it does not depend on
+the device).
 """
 
 from __future__ import annotations
@@ -32,18 +34,20 @@ def global_batch(
 
 
 def local_rows(
-    mesh: Mesh, step: int, kind: str = "stdit"
+    mesh: Mesh, step: int, kind: str = "stdit", device: str = "cpu"
 ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """This data-parallel rank's share of the global batch (the same on every rank of an sp group)."""
     inputs, t, noise = global_batch(step, kind)
     rows = slice(mesh.dp_rank, None, mesh.dp_size)
-    return {k: v[rows] for k, v in inputs.items()}, t[rows], noise[rows]
+    return {k: v[rows].to(device) for k, v in inputs.items()}, t[rows].to(device), noise[rows].to(device)
 
 
-def diffusion_step(backend: Any, mesh: Mesh, step: int, kind: str = "stdit") -> tuple[float, float]:
+def diffusion_step(
+    backend: Any, mesh: Mesh, step: int, kind: str = "stdit", device: str = "cpu"
+) -> tuple[float, float]:
     """One IDDPM training step; returns (this rank's loss, pre-clip grad norm)."""
     scheduler = build_scheduler("iddpm", timestep_respacing="")
-    inputs, t, noise = local_rows(mesh, step, kind)
+    inputs, t, noise = local_rows(mesh, step, kind, device)
     x = inputs.pop("x")
     inputs.pop("timestep")  # the diffusion timesteps t replace the batch's own
     with backend.autocast():
@@ -58,29 +62,37 @@ def train(
     steps: int = 3,
     kind: str = "stdit",
     grad_clip: float | None = 1.0,
+    device: str = "cpu",
+    dtype: str = "fp32",
     **model_kw: Any,
 ) -> tuple[Any, list[tuple[float, float]]]:
-    """Build a tiny model (+ sequence parallelism when ``mesh.sp_size > 1``) and train ``steps`` steps."""
-    model = build_tiny(kind, **model_kw)
+    """Build a tiny model (+ sequence parallelism when ``mesh.sp_size > 1``) on ``device`` and train ``steps``
+    steps in compute precision ``dtype``."""
+    model = build_tiny(kind, **model_kw).to(device)
     apply_sequence_parallel(model, mesh.sp_group)
-    backend = build_backend(plugin, model, mesh, lr=1e-3, grad_clip=grad_clip)
-    history = [diffusion_step(backend, mesh, s, kind) for s in range(steps)]
+    backend = build_backend(plugin, model, mesh, lr=1e-3, grad_clip=grad_clip, dtype=dtype)
+    history = [diffusion_step(backend, mesh, s, kind, device) for s in range(steps)]
     return backend, history
 
 
 def resume_third_step(
-    plugin: str, mesh: Mesh, directory: Any, grad_clip: float | None = 1.0
+    plugin: str,
+    mesh: Mesh,
+    directory: Any,
+    grad_clip: float | None = 1.0,
+    device: str = "cpu",
+    dtype: str = "fp32",
 ) -> tuple[Any, list[Any]]:
     """Train 2 steps, save the weights and ``save_optimizer(directory)``, rebuild a fresh backend from them,
     ``load_optimizer`` and take step 3; returns (the resumed backend, the files ``save_optimizer`` returned)."""
-    two, _ = train(plugin, mesh, steps=2, grad_clip=grad_clip)
+    two, _ = train(plugin, mesh, steps=2, grad_clip=grad_clip, device=device, dtype=dtype)
     weights = two.model_state_dict()
     files = two.save_optimizer(directory)
     model = build_tiny("stdit")
     model.load_state_dict(weights)
-    resumed = build_backend(plugin, model, mesh, lr=1e-3, grad_clip=grad_clip)
+    resumed = build_backend(plugin, model.to(device), mesh, lr=1e-3, grad_clip=grad_clip, dtype=dtype)
     resumed.load_optimizer(directory)
-    diffusion_step(resumed, mesh, 2)
+    diffusion_step(resumed, mesh, 2, device=device)
     return resumed, files
 
 

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = "configs/debug/tiny_sample.py"
 
 
-def run_cli(save_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "opensora_core.sample", TINY, "--save-dir", str(save_dir)]
+def run_cli(save_dir: Path, *args: str, config: str = TINY) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "opensora_core.sample", config, "--save-dir", str(save_dir)]
     cmd += ["--num-sampling-steps", "2", "--no-progress", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only contend on a busy machine
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)

@@ -312,3 +312,36 @@ def test_stdit3_trains_with_rflow(tiny_config):
     b = _tensors(Path(again.checkpoint_dir) / "model.safetensors")
     assert any(k.startswith("temporal_blocks.") for k in a)
     _assert_bitwise(a, b)
+
+
+def test_v12_adam_eps_and_mask_kinds_reach_the_optimizer_and_model(
+    tiny_config, monkeypatch: pytest.MonkeyPatch
+):
+    """Open-Sora 1.2 keys do what the reference does: adam_eps is the optimizer's eps, and 1.2's mask kinds
+    (here only `intepolate`, the rest implicitly mask_no) shape the masks the model gets (issue 16)."""
+    from opensora_core.train import loop as loop_module
+
+    backends = []
+    original = loop_module.build_backend
+
+    def spy(*args, **kwargs):
+        backends.append(original(*args, **kwargs))
+        return backends[-1]
+
+    masks: list[torch.Tensor] = []
+    from opensora_core.schedulers.iddpm import IDDPM
+
+    original_tl = IDDPM.training_losses
+
+    def tl_spy(self, model, x_start, t, model_kwargs=None, noise=None, mask=None, **kw):
+        masks.append(mask)
+        return original_tl(self, model, x_start, t, model_kwargs=model_kwargs, noise=noise, mask=mask, **kw)
+
+    monkeypatch.setattr(loop_module, "build_backend", spy)
+    monkeypatch.setattr(IDDPM, "training_losses", tl_spy)
+    train(tiny_config(max_steps=2, adam_eps=1e-15, mask_ratios={"intepolate": 1.0}))
+    assert len(masks) == 2
+    assert backends[0].optimizer.param_groups[0]["eps"] == 1e-15
+    for mask in masks:  # every other latent frame conditions, phase 0 or 1 per sample
+        for row in mask.tolist():
+            assert row[0::2] != row[1::2] and len(set(row[0::2])) == 1 and len(set(row[1::2])) == 1

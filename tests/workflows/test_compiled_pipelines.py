@@ -24,8 +24,8 @@ def test_committed_yaml_is_not_stale():
 
 
 def test_stale_check_detects_a_changed_file(tmp_path):
-    for preset in PRESETS.values():
-        (tmp_path / preset.filename).write_text((WORKFLOWS_DIR / preset.filename).read_text())
+    for name in [p.filename for p in PRESETS.values()] + ["curate.yaml"]:
+        (tmp_path / name).write_text((WORKFLOWS_DIR / name).read_text())
     assert stale_files(tmp_path) == []
     path = tmp_path / "train_512.yaml"
     path.write_text(path.read_text().replace("16x512x512.py", "16x256x256.py"))
@@ -152,6 +152,21 @@ def test_presets_load_for_training_and_evaluation(tmp_path):
         sampling = sampling.model_copy(update={"prompt": ["a red square moving left"]})
         sampling.check_ready(training=False)
         assert sampling.dataset.data_path == "s3://d/meta.csv" and sampling.num_frames == 16
+
+
+def test_training_reads_the_train_split_and_evaluation_the_held_out_split():
+    spec, _ = _load(WORKFLOWS_DIR / "train_256.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+
+    def source(task: str, param: str) -> tuple[str, str]:
+        ref = tasks[task]["inputs"]["parameters"][param]["taskOutputParameter"]
+        return ref["producerTask"], ref["outputParameterKey"]
+
+    assert source("train", "metadata_uri") == ("prepare-data", "train_metadata_uri")
+    assert source("evaluate", "val_table") == ("prepare-data", "eval_metadata_uri")
+    assert tasks["prepare-data"]["inputs"]["parameters"]["eval_fraction"] == {
+        "componentInputParameter": "eval_fraction"
+    }
 
 
 def test_caching_on_for_prepare_and_evaluate_off_for_train_and_policy_env_for_train():

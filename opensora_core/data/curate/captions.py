@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from opensora_core.data.curate.common import StageReport, read_stage_input, write_stage
+from opensora_core.data.curate.common import StageReport, kept_rows, read_stage_input, write_stage
 from opensora_core.data.prepare import _exists, _load_captions, _read_text
 
 
@@ -64,5 +64,5 @@ def caption(
     df["text"] = texts
     df["text_len"] = [len(t.split()) for t in texts]
     dropped = [(str(p), r) for p, r in zip(df["path"], rules, strict=True) if r]
-    kept = df[[r is None for r in rules]]
+    kept = kept_rows(df, rules)
     return write_stage("caption", src, out, kept, len(df), dropped, t0, overwrite, {"max_words": max_words})

@@ -7,6 +7,7 @@ python -m opensora_core.data.prepare filter scored.csv -o kept.csv --config filt
 python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv]
 python -m opensora_core.data.prepare dedup captioned.csv -o train.csv
 python -m opensora_core.data.prepare report train.csv --out-dir report/ [--bucket-config buckets.json]
+python -m opensora_core.data.prepare curate RAW --root curated/ --shards 8 --workers 4 [--config curate.json]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from opensora_core.data.prepare import OutputExistsError
 
-STAGES = ("split-scenes", "score", "filter", "caption", "dedup", "report")
+STAGES = ("split-scenes", "score", "filter", "caption", "dedup", "report", "curate")
 
 
 def _json_or_file(text: str) -> Any:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("input", help="input table (.csv/.parquet, local or s3://)")
-        if name != "report":
+        if name not in ("report", "curate"):
             p.add_argument(
                 "--output", "-o", required=True, help="output table (.csv/.parquet, local or s3://)"
             )
@@ -75,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--bucket-config", type=_json_or_file, help="bucket_config as JSON or a JSON file")
     p.add_argument("--frame-interval", type=int, default=1)
+    p = stage("curate", "every stage, sharded: plan -> shards (worker processes) -> merge + report")
+    p.add_argument(
+        "--root", required=True, help="dataset root for shards, train.csv and report/ (re-runs reuse it)"
+    )
+    p.add_argument(
+        "--config", type=_json_or_file, help="CurateConfig as JSON or a JSON file (default: defaults)"
+    )
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--tracking-uri", help="log the dataset run to this MLflow tracking URI")
+    p.add_argument("--experiment", default="opensora-data")
     return parser
 
 
@@ -112,7 +124,16 @@ def run_stage(args: argparse.Namespace) -> Any:
         return dedup.dedup(
             args.input, args.output, not args.exact_only, args.max_distance, overwrite=args.overwrite
         )
-    return report.dataset_report(args.input, args.out_dir, args.bucket_config, args.frame_interval)
+    if args.stage == "report":
+        return report.dataset_report(args.input, args.out_dir, args.bucket_config, args.frame_interval)
+    from opensora_core.data.curate.merge import run_curation
+
+    result = run_curation(args.input, args.root, args.config, args.shards, args.workers)
+    if args.tracking_uri:
+        from opensora_core.io.dataset_run import log_dataset_run
+
+        result["mlflow_run_id"] = log_dataset_run(result, args.tracking_uri, args.experiment)
+    return {k: v for k, v in result.items() if k not in ("dropped", "dataset")}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -124,5 +145,5 @@ def main(argv: Sequence[str]) -> int:
     except (OutputExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(result if args.stage != "report" else json.dumps(result, indent=2))
+    print(result if args.stage not in ("report", "curate") else json.dumps(result, indent=2, default=str))
     return 0

@@ -12,6 +12,8 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ from opensora_core.data.prepare import (
     OutputExistsError,
     _exists,
     _join,
+    _progress,
     _read_bytes,
     _read_table,
     _write_bytes,
@@ -151,6 +154,37 @@ def sample_frames(path: str, indices: np.ndarray, max_side: int | None = None) -
     scale = max_side / max(h, w)
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
     return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def map_items(
+    fn: Callable[..., Any],
+    items: Sequence[tuple[Any, ...]],
+    workers: int = 1,
+    desc: str = "",
+    unit: str = "file",
+    progress: bool = True,
+) -> list[Any]:
+    """``[fn(*item) for item in items]`` (same order) with ``workers`` processes and a progress bar on an
+    interactive terminal."""
+    bar = _progress(len(items), progress, desc, unit)
+    results: list[Any] = [None] * len(items)
+    if workers > 1 and len(items) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(fn, *item): i for i, item in enumerate(items)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update(1)
+    else:
+        for i, item in enumerate(items):
+            results[i] = fn(*item)
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def kept_rows(df: pd.DataFrame, rules: Sequence[str | None]) -> pd.DataFrame:
+    """The rows of ``df`` whose rule is ``None`` (columns kept also when none is left)."""
+    return df.iloc[[i for i, rule in enumerate(rules) if rule is None]]
 
 
 def dropped_of(paths: list[str], rules: list[str | None]) -> list[tuple[str, str]]:

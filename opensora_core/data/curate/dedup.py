@@ -18,6 +18,8 @@ import numpy as np
 
 from opensora_core.data.curate.common import (
     StageReport,
+    kept_rows,
+    map_items,
     read_stage_input,
     sample_frames,
     sample_indices,
@@ -64,6 +66,7 @@ def dedup(
     max_distance: int = 6,
     num_frames: int = 3,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> StageReport:
     """Drop exact and (with ``near``) near duplicates of ``input``; write ``output`` with a ``sha256`` column."""
     t0 = time.perf_counter()
@@ -71,7 +74,9 @@ def dedup(
     df = read_stage_input(src, ("path", "num_frames"))
     rows: list[dict[str, Any]] = df.to_dict("records")
     rules: list[str | None] = [None] * len(rows)
-    digests = [file_sha256(str(r["path"])) for r in rows]
+    digests = map_items(
+        file_sha256, [(str(r["path"]),) for r in rows], desc="hashing files", progress=progress
+    )
     first: dict[str, int] = {}
     for i, d in enumerate(digests):
         if d in first:
@@ -97,7 +102,7 @@ def dedup(
                 )
     df["sha256"] = digests
     dropped = [(str(r["path"]), rule) for r, rule in zip(rows, rules, strict=True) if rule]
-    table = df[[r is None for r in rules]]
+    table = kept_rows(df, rules)
     return write_stage(
         "dedup", src, out, table, len(df), dropped, t0, overwrite, {"max_distance": max_distance}
     )

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from opensora_core.data.curate.common import StageReport, read_stage_input, write_stage
+from opensora_core.data.curate.common import StageReport, kept_rows, read_stage_input, write_stage
 
 
 class Range(BaseModel):
@@ -93,7 +93,7 @@ def filter_table(
         )
     rules = [why_dropped(r, cfg) for r in df.to_dict("records")]
     dropped = [(str(p), r) for p, r in zip(df["path"], rules, strict=True) if r]
-    table: pd.DataFrame = df[[r is None for r in rules]]
+    table: pd.DataFrame = kept_rows(df, rules)
     return write_stage(
         "filter", src, out, table, len(df), dropped, t0, overwrite, {"config": cfg.model_dump()}
     )

@@ -8,6 +8,7 @@ reasons rows fit none, from :meth:`opensora_core.data.bucket.Bucket.assign` with
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections import Counter
@@ -36,6 +37,8 @@ def bucket_counts(df: pd.DataFrame, bucket_config: dict[str, Any], frame_interva
     from opensora_core.data.bucket import Bucket
 
     bucket = Bucket(bucket_config)
+    if df.empty:
+        return {"buckets": {}, "no_bucket": {}}
     got = bucket.assign(
         df["num_frames"].to_numpy(),
         df["height"].to_numpy(),
@@ -91,3 +94,65 @@ def dataset_report(
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     return report
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(curation: dict[str, Any], max_dropped: int = 500) -> str:
+    """A self-contained HTML page of a curation report (:func:`opensora_core.data.curate.merge.merge_shards`):
+    counts per stage, drops per rule, clips per bucket, the histograms inlined as ``data:image/png`` URIs and
+    the first ``max_dropped`` dropped rows."""
+    import base64
+
+    dataset = curation["dataset"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Dataset report</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}img{margin:4px}</style></head><body>",
+        f"<h1>Dataset report</h1><p>{html.escape(str(curation['table']))}: <b>{curation['rows']}</b> clips from "
+        f"{curation['num_shards']} shard(s)</p>",
+        "<h2>Stages</h2>",
+        _table(
+            ["stage", "rows in", "rows out", "dropped", "shards (cached)", "seconds", "drops per rule"],
+            [
+                [
+                    s["stage"],
+                    s["num_in"],
+                    s["num_out"],
+                    s["num_in"] - s["num_out"],
+                    f"{s['shards']} ({s['cached_shards']})",
+                    f"{s['seconds']:.1f}",
+                    "; ".join(f"{k}: {v}" for k, v in s["drops"].items()),
+                ]
+                for s in curation["stages"]
+            ],
+        ),  # fmt: skip
+    ]
+    buckets = dataset.get("bucket_config")
+    if buckets is not None:
+        parts.append("<h2>Clips per bucket</h2>")
+        parts.append(
+            _table(
+                ["bucket (resolution/frames/ratio)", "clips"], [[k, v] for k, v in buckets["buckets"].items()]
+            )
+        )
+        if buckets["no_bucket"]:
+            parts.append(
+                _table(["fits no bucket because", "clips"], [[k, v] for k, v in buckets["no_bucket"].items()])
+            )
+    parts.append("<h2>Histograms</h2>")
+    for plot in dataset["plots"]:
+        with open(plot, "rb") as f:
+            data = base64.b64encode(f.read()).decode()
+        parts.append(f"<img alt='{html.escape(os.path.basename(plot))}' src='data:image/png;base64,{data}'>")
+    dropped = curation["dropped"]
+    parts.append(f"<h2>Dropped rows ({len(dropped)})</h2>")
+    parts.append(_table(["path", "stage", "rule"], dropped[:max_dropped]))
+    if len(dropped) > max_dropped:
+        parts.append(f"<p>... {len(dropped) - max_dropped} more in curation.json</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -4,18 +4,20 @@ A clip is cut by stream copy (no quality loss, no decode) when it starts on a ke
 or at the end of the file, and by re-encoding (libx264) otherwise. ``skip_edge_frames`` trims every scene at
 both ends (fades and cut artefacts), scenes shorter than ``min_clip_seconds`` are dropped (reported), and
 scenes longer than ``max_clip_seconds`` are cut into equal pieces of at most that length. Clips are written to
-``clip_dir`` (local or ``s3://``) as ``{source stem}_scene{k:03d}.mp4`` and listed in a table with Open-Sora's
+``clip_dir`` (local or ``s3://``) as ``{source stem}_scene{k:03d}.mp4`` (sources of the table sharing a stem, e.g.
+``a/x.mp4`` and ``b/x.mp4``, get ``{stem}-{sha1(path)[:8]}`` so no clip replaces another) and listed in a table with Open-Sora's
 columns plus ``source_path``, ``start_frame``, ``end_frame`` (end exclusive, in source frames) and ``cut``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from opensora_core.data.curate.common import StageReport, read_stage_input, write_stage
+from opensora_core.data.curate.common import StageReport, map_items, read_stage_input, write_stage
 from opensora_core.data.prepare import _storage, fetch_to_local, is_uri
 
 CLIP_COLUMNS = ["source_path", "start_frame", "end_frame", "cut"]
@@ -168,7 +170,7 @@ def _reencode(local: str, dest: str, start: int, end: int, index: PacketIndex, c
             out.mux(packet)
 
 
-def _split_one(row: dict[str, Any], clip_dir: str, cfg: SceneSplitConfig) -> dict[str, Any]:
+def _split_one(row: dict[str, Any], clip_dir: str, cfg: SceneSplitConfig, stem: str) -> dict[str, Any]:
     """Worker: detect, plan and cut one source video -> ``{"rows": [...], "dropped": [...]}``."""
     path = str(row["path"])
     try:
@@ -177,7 +179,6 @@ def _split_one(row: dict[str, Any], clip_dir: str, cfg: SceneSplitConfig) -> dic
             scenes = detect_scenes(local, cfg.threshold)
             clips, dropped = plan_clips(scenes, index.fps, cfg)
             rows = []
-            stem = PurePosixPath(path).stem
             with tempfile.TemporaryDirectory(prefix="opensora-clips-") as tmp:
                 for k, (start, end) in enumerate(clips):
                     name = f"{stem}_scene{k:03d}.mp4"
@@ -189,6 +190,16 @@ def _split_one(row: dict[str, Any], clip_dir: str, cfg: SceneSplitConfig) -> dic
     except Exception as exc:  # one bad source must not stop the run
         return {"rows": [], "dropped": [(path, f"scene split failed: {type(exc).__name__}: {exc}")]}
     return {"rows": rows, "dropped": [(f"{path}[{s}:{e}]", rule) for (s, e), rule in dropped]}
+
+
+def _clip_stems(paths: list[str]) -> list[str]:
+    """Clip name stems: the source's stem, plus ``-{sha1(path)[:8]}`` where several sources share it."""
+    stems = [PurePosixPath(p).stem for p in paths]
+    repeated = {s for s, n in Counter(stems).items() if n > 1}
+    return [
+        f"{s}-{hashlib.sha1(p.encode()).hexdigest()[:8]}" if s in repeated else s
+        for s, p in zip(stems, paths, strict=True)
+    ]
 
 
 def _place(local_clip: str, clip_dir: str, name: str) -> str:
@@ -229,6 +240,7 @@ def split_scenes(
     config: SceneSplitConfig | None = None,
     workers: int = 1,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> StageReport:
     """Cut every video of the table ``input`` into scene clips in ``clip_dir``; write the clip table ``output``.
 
@@ -246,14 +258,14 @@ def split_scenes(
     records = df.to_dict("records")
     videos = [r for r in records if not is_image_path(str(r["path"]))]
     images = [r for r in records if is_image_path(str(r["path"]))]
-    if workers > 1 and len(videos) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_split_one, videos, [clips] * len(videos), [cfg] * len(videos)))
-    else:
-        results = [_split_one(r, clips, cfg) for r in videos]
+    stems = _clip_stems([str(r["path"]) for r in videos])
+    items = [(r, clips, cfg, stem) for r, stem in zip(videos, stems, strict=True)]
+    results = map_items(_split_one, items, workers, "splitting scenes", "video", progress)
     rows = [r for res in results for r in res["rows"]]
     dropped = [d for res in results for d in res["dropped"]]
-    table = pd.DataFrame(rows + images)
+    table = (
+        pd.DataFrame(rows + images) if rows or images else pd.DataFrame(columns=[*df.columns, *CLIP_COLUMNS])
+    )
     cuts = table["cut"].value_counts().to_dict() if "cut" in table else {}
     return write_stage(
         "split-scenes",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from torch import nn
 
 from opensora_core.data.curate.common import (
     StageReport,
+    map_items,
     read_stage_input,
     sample_frames,
     sample_indices,
@@ -143,6 +143,7 @@ def score(
     num_frames: int = 3,
     workers: int = 1,
     overwrite: bool = False,
+    progress: bool = True,
 ) -> StageReport:
     """Add score columns (``motion``; ``aesthetic`` when both ``aesthetic_clip`` and ``aesthetic_head`` are given)
     to the table ``input``; rows that cannot be scored are dropped with the reason."""
@@ -155,16 +156,13 @@ def score(
     df = read_stage_input(src, ("path", "num_frames"))
     aesthetic = (aesthetic_clip, aesthetic_head) if aesthetic_clip else None
     rows = df.to_dict("records")
-    args = ([motion] * len(rows), [aesthetic] * len(rows), [num_frames] * len(rows))
-    if workers > 1 and len(rows) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_score_one, rows, *args))
-    else:
-        results = [_score_one(r, motion, aesthetic, num_frames) for r in rows]
+    items = [(r, motion, aesthetic, num_frames) for r in rows]
+    results = map_items(_score_one, items, workers, "scoring", "clip", progress)
     dropped = [(str(r["path"]), res["error"]) for r, res in zip(rows, results, strict=True) if "error" in res]
     keep = [i for i, res in enumerate(results) if "error" not in res]
     table = df.iloc[keep].copy()
+    enabled = {"motion": motion, "aesthetic": aesthetic is not None}
     for column in ("motion", "aesthetic"):
-        if keep and column in results[keep[0]]:
-            table[column] = [results[i][column] for i in keep]
+        if enabled[column]:  # also on an empty table: later stages and filters look for the column
+            table[column] = [float(results[i][column]) for i in keep]
     return write_stage("score", src, out, table, len(df), dropped, t0, overwrite)

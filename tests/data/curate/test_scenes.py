@@ -72,3 +72,20 @@ def test_split_scenes_cuts_clips(tmp_path: Path, stream_copy: bool, keyint: int,
         first = read_frames(row["path"], [0])[0].astype(int)
         err = np.abs(first - source[row["start_frame"]].astype(int)).mean()
         assert err < 12, err  # the clip starts on the source frame it claims (lossy codec: small error)
+
+
+def test_sources_sharing_a_stem_get_distinct_clips(tmp_path: Path) -> None:
+    for k, folder in enumerate(("a", "b")):
+        (tmp_path / "raw" / folder).mkdir(parents=True)
+        make_scene_video(tmp_path / "raw" / folder / "x.mp4", [12, 12], seed=k)
+        (tmp_path / "raw" / folder / "x.txt").write_text(f"from {folder}")
+    prepare(tmp_path / "raw", tmp_path / "meta.csv", progress=False)
+    report = split_scenes(
+        tmp_path / "meta.csv", tmp_path / "clips.csv", tmp_path / "clips", SceneSplitConfig(min_clip_seconds=0.5),
+        workers=2,
+    )  # fmt: skip
+    df = pd.read_csv(tmp_path / "clips.csv")
+    assert report.num_out == 4 and df["path"].nunique() == 4
+    assert len(list((tmp_path / "clips").glob("x-*_scene00[01].mp4"))) == 4
+    for text, group in df.groupby("text"):
+        assert group["source_path"].str.contains(f"/{text[-1]}/x.mp4").all()

@@ -133,7 +133,7 @@ def _sampling_overrides(
         out["scheduler.type"] = "iddpm"
     if num_sampling_steps is not None:
         out["scheduler.num_sampling_steps"] = num_sampling_steps
-        if cfg.scheduler.type != "dpm-solver":
+        if "timestep_respacing" in type(cfg.scheduler).model_fields:  # IDDPM; not rflow, not dpm-solver
             out["scheduler.timestep_respacing"] = None  # a training respacing would conflict with the steps
     if cfg_scale is not None:
         out["scheduler.cfg_scale"] = cfg_scale

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opensora_core.checkpoint import CONFIG_JSON, EMA_FILE
 from opensora_core.eval.gate import GateDecision, decide
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ def champion_checkpoint(tracking_uri: str, model_name: str, version: str, into: 
     data = cards[0].parent
     ckpt = into / "checkpoint"
     ckpt.mkdir(parents=True)
-    shutil.copy2(data / "config.json", ckpt / "config.json")
-    shutil.copy2(data / "weights.safetensors", ckpt / "ema.safetensors")
+    shutil.copy2(data / CONFIG_JSON, ckpt / CONFIG_JSON)
+    shutil.copy2(data / "weights.safetensors", ckpt / EMA_FILE)
     return ckpt
 
 

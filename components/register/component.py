@@ -46,6 +46,7 @@ def register(
     from collections import namedtuple
 
     from opensora_core.champion import still_champion
+    from opensora_core.checkpoint import CONFIG_JSON
     from opensora_core.eval.gate import GateDecision
     from opensora_core.eval.model_card import model_card
     from opensora_core.io import storage
@@ -63,7 +64,7 @@ def register(
         gate_decision or {"passed": False, "details": ["no gate decision given"]}
     )
     decision = still_champion(decision, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""), model_name)
-    config = json.loads(storage.read_bytes(storage.join(checkpoint_uri, "config.json")))
+    config = json.loads(storage.read_bytes(storage.join(checkpoint_uri, CONFIG_JSON)))
     result = register_checkpoint(
         checkpoint_uri,
         model_name,

@@ -362,15 +362,16 @@ def _table_sha256(uri: str) -> str:
 
 def _val_loss(folder: Path, variant: str, table: str, num_eval_timesteps: int, seed: int, device: Any) -> Any:
     """Validation loss of one weight variant of the checkpoint in ``folder``."""
+    from opensora_core import checkpoint as ckpt
     from opensora_core.eval.val_loss import checkpoint_val_loss
 
-    weights = folder / _WEIGHT_FILES[variant] if variant in _WEIGHT_FILES else None
+    weights = folder / ckpt.WEIGHT_FILES[variant] if variant in ckpt.WEIGHT_FILES else None
     if variant == "untrained":
         import torch
 
         torch.manual_seed(seed)
     return checkpoint_val_loss(
-        folder / "config.json",
+        folder / ckpt.CONFIG_JSON,
         weights,
         table,
         num_eval_timesteps=num_eval_timesteps,

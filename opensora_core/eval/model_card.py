@@ -50,9 +50,10 @@ def resolve_model_name(model_name: str, checkpoint: str) -> str:
         return model_name.strip()
     import json
 
+    from opensora_core.checkpoint import CONFIG_JSON
     from opensora_core.io import storage
 
-    return default_model_name(json.loads(storage.read_bytes(storage.join(checkpoint, "config.json"))))
+    return default_model_name(json.loads(storage.read_bytes(storage.join(checkpoint, CONFIG_JSON))))
 
 
 def _metric_rows(metrics: Mapping[str, float]) -> list[str]:

@@ -356,6 +356,8 @@ def register_checkpoint(
     lineage: Mapping[str, Any] | None = None,
     weights: str = "ema",
     aliases: Sequence[str] = (CANDIDATE_ALIAS,),
+    decision: Any = None,
+    description: str | None = None,
     require_lineage: bool = False,
 ) -> RegistrationResult:
     """Log ``checkpoint`` as a pyfunc model and register it as a version of ``model_name`` (module docstring).
@@ -363,9 +365,12 @@ def register_checkpoint(
     ``run_id``: the MLflow run to log the model into (the evaluation run, so the version links to its
     metrics); None creates a run in ``experiment``. ``metrics`` feed the gate and are recorded with the version;
     ``lineage`` keys: dataset_uri, dataset_sha256, git_commit (default: :func:`git_commit`), image,
-    pipeline_run_id. ``aliases`` are always set; ``champion`` is added when the gate passes. Before any alias
-    moves, :func:`check_provenance` checks the version (``require_lineage``: it must carry the pipeline's
-    lineage tag; the register step sets it), so a reused version someone else registered is never promoted.
+    pipeline_run_id. ``aliases`` are always set; ``champion`` is added when the gate passes. ``decision``: a
+    gate outcome decided elsewhere (``.passed``, ``.details``; e.g. ``opensora_core.eval.gate.GateDecision``
+    against the champion), used instead of checking ``gate``. ``description``: the version's description
+    (markdown; the model card). Before any alias moves, :func:`check_provenance` checks the version
+    (``require_lineage``: it must carry the pipeline's lineage tag; the register step sets it), so a reused
+    version someone else registered is never promoted.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -384,7 +389,10 @@ def register_checkpoint(
     if not uri:
         raise ValueError("no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI")
     client = MlflowClient(tracking_uri=uri)
-    gate_result = check_gate(metrics, gate)
+    if decision is not None:
+        gate_result = GateResult(bool(decision.passed), tuple(decision.details))
+    else:
+        gate_result = check_gate(metrics, gate)
     sha = sha256_of(storage.join(checkpoint, WEIGHT_FILES[weights]))
 
     existing = _find_version(client, model_name, sha)
@@ -451,6 +459,8 @@ def register_checkpoint(
 
     for key, value in gate_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
+    if description is not None:
+        client.update_model_version(model_name, version, description=description)
     for key, value in metrics.items():
         if math.isfinite(value) and not is_secret_key(key):
             client.set_model_version_tag(model_name, version, f"{TAG_PREFIX}metric.{key}", f"{value:.6g}")

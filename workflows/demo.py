@@ -30,8 +30,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "configs" / "debug" / "demo.py"
 DEMO_EXPERIMENT = "opensora-demo"
 DEMO_MODEL = "opensora-demo"
-# champion only when the trained model clearly beats the untrained one on caption colour
-DEMO_GATE = {"colour_accuracy": 0.5, "colour_accuracy_gain": 0.25}
+# champion only when the trained model passes the default gate (validation loss at least 10% below the untrained
+# model's on the held-out clips, every video valid) and clearly beats the untrained one on caption colour
+DEMO_GATE = {
+    "thresholds": {
+        "val_loss_improvement": 0.1,
+        "valid_fraction": 1.0,
+        "colour_accuracy": 0.5,
+        "colour_accuracy_gain": 0.25,
+    }
+}
 
 
 @dataclass
@@ -71,10 +79,14 @@ class DemoResult:
             f"   gain {100 * m.get('colour_accuracy_gain', float('nan')):+.1f} points",
             f"  motion direction  trained EMA {pct('direction_accuracy')}   untrained "
             f"{pct('untrained/direction_accuracy')}",
+            f"  validation loss   trained EMA {m.get('val_loss', float('nan')):.4f}   untrained "
+            f"{m.get('untrained/val_loss', float('nan')):.4f}   (held-out clips; "
+            f"{100 * m.get('val_loss_improvement', float('nan')):.1f}% lower)",
+            f"comparison page     {self.eval_output_uri}/comparison.html",
             f"videos              {self.eval_output_uri}/ema/  (untrained: {self.eval_output_uri}/untrained/)",
             f"preview grids       {self.eval_output_uri}/preview/ema.png, untrained.png",
             f"registered model    {DEMO_MODEL} version {self.model_version}, aliases {', '.join(self.aliases)}"
-            + ("" if self.champion else f"  (no champion: gate {DEMO_GATE} not passed)"),
+            + ("" if self.champion else f"  (no champion: gate {DEMO_GATE['thresholds']} not passed)"),
             f"browse the runs     {self.mlflow_ui_command()}",
             "=" * 78,
         ]
@@ -98,7 +110,7 @@ def demo_parameters(
     steps: int | None = None,
     eval_prompts: list[str] | None = None,
     eval_sampling_steps: int = 50,
-    gate: dict[str, float] | None = None,
+    gate: dict[str, Any] | None = None,
     extra_cfg_options: list[str] | None = None,
 ) -> dict[str, Any]:
     """Pipeline arguments of the local run (local launcher, local folders, sqlite MLflow)."""
@@ -147,7 +159,7 @@ def run_demo(
     clips: int = 128,
     eval_prompts: list[str] | None = None,
     eval_sampling_steps: int = 50,
-    gate: dict[str, float] | None = None,
+    gate: dict[str, Any] | None = None,
     extra_cfg_options: list[str] | None = None,
     fresh: bool = True,
 ) -> DemoResult:

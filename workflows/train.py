@@ -20,9 +20,14 @@ Parameters (all overridable per run; the compiled presets only change defaults):
 - images: ``runtime_image`` (prepare/train launcher/register), ``train_image`` (the training job and the
   evaluation step, which samples on a GPU);
 - tracking and registry: ``mlflow_tracking_uri`` (empty: from the platform ConfigMap), ``mlflow_experiment``,
-  ``model_name``, ``gate`` (``{"metric": minimum, "metric<=": maximum}`` for ``champion``), ``git_commit``;
+  ``model_name`` (empty: one registered model per family and clip size, ``opensora-stdit-256``, from the
+  checkpoint's config), ``gate`` (``{"thresholds": {"metric": min, "metric<=": max}, "margins": {"val_loss":
+  0.02}}``, empty: the defaults of ``opensora_core.eval.gate``: beat the untrained model's validation loss by
+  10% and, when a champion exists, be at most 2% worse than it, paired on the same held-out clips), ``git_commit``;
 - evaluation: ``eval_prompts`` (empty: the synthetic captions), ``eval_weights``, ``eval_overrides``,
-  ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``;
+  ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``,
+  ``eval_fraction`` (share of the clips held out of training, by a hash of the path) and ``eval_timesteps``
+  (timesteps of the validation loss on those clips);
 - cluster wiring (kfp-kubernetes): ``config_map_name`` (endpoints as env: MLFLOW_TRACKING_URI,
   S3_ENDPOINT_URL, ...), one S3 key pair per step (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env), each
   limited by the object store to what its step needs: ``prepare_s3_secret_name`` (datasets),
@@ -149,10 +154,11 @@ def train_pipeline(
     train_image: str = TRAIN_IMAGE,
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "opensora",
-    model_name: str = "opensora-stdit",
-    gate: dict = {"valid_fraction": 1.0},  # noqa: B006
+    model_name: str = "",
+    gate: dict = {},  # noqa: B006
     git_commit: str = "",
     prepare_workers: int = 8,
+    eval_fraction: float = 0.1,
     eval_prompts: list = DEFAULT_EVAL_PROMPTS,
     eval_weights: list = ["ema", "untrained"],  # noqa: B006
     eval_overrides: list = [],  # noqa: B006
@@ -161,6 +167,7 @@ def train_pipeline(
     eval_seed: int = 0,
     eval_batch_size: int = 4,
     eval_gpus: int = 1,
+    eval_timesteps: int = 10,
     config_map_name: str = "opensora-platform",
     prepare_s3_secret_name: str = "opensora-s3-prepare",
     train_s3_secret_name: str = "opensora-s3-train",
@@ -177,6 +184,7 @@ def train_pipeline(
         prepared_root_uri=prepared_data_uri,
         run_id=run_id,
         workers=prepare_workers,
+        eval_fraction=eval_fraction,
     )
     # cached: run_id is an input, so a cache hit only happens when a retry of the same run repeats the step
     # (new data under the same raw_data_uri in a later run is always probed again)
@@ -185,7 +193,7 @@ def train_pipeline(
 
     trained = train(
         config=config,
-        metadata_uri=prep.outputs["metadata_uri"],
+        metadata_uri=prep.outputs["train_metadata_uri"],  # the held-out clips never reach training
         outputs_uri=outputs_uri,
         cfg_options=cfg_options,
         launcher=launcher,
@@ -234,6 +242,11 @@ def train_pipeline(
         experiment=mlflow_experiment,
         run_id=run_id,
         train_run_id=trained.outputs["mlflow_run_id"],
+        val_table=prep.outputs["eval_metadata_uri"],
+        num_eval_timesteps=eval_timesteps,
+        model_name=model_name,
+        gate=gate,
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     # cached: the checkpoint, prompts, seed and sampling settings determine the videos and metrics
     evaluated.set_display_name("evaluate").set_container_image(train_image).set_caching_options(True)
@@ -244,9 +257,9 @@ def train_pipeline(
 
     registered = register(
         checkpoint_uri=trained.outputs["checkpoint_uri"],
-        model_name=model_name,
+        model_name=evaluated.outputs["model_name"],
         metrics=evaluated.outputs["metrics"],
-        gate=gate,
+        gate_decision=evaluated.outputs["gate_decision"],
         tracking_uri=mlflow_tracking_uri,
         experiment=mlflow_experiment,
         eval_run_id=evaluated.outputs["mlflow_run_id"],

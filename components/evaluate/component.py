@@ -1,14 +1,16 @@
-"""Pipeline step `evaluate`: sample the checkpoint on an evaluation prompt set, compute metrics, log to MLflow.
+"""Pipeline step `evaluate`: score the checkpoint, compare it with the registered champion, log to MLflow.
 
-The body only calls :func:`opensora_core.eval.evaluate` (sampling, metrics, preview grid, MLflow run). Videos
-and the preview PNG go to ``{output_uri}/{run_id}`` (local or ``s3://``) and to the MLflow run; KFP gets the
-scalar metrics (a ``Metrics`` artifact and a ``metrics`` dict output) and a small JSON report.
+The body only calls :func:`opensora_core.eval.evaluate` (sampling, validation loss on the held-out table,
+metrics, preview grid, MLflow run) and :func:`opensora_core.champion.gate_against_champion` (the gate
+decision against ``model_name@champion``, the side-by-side page). Videos and previews go to
+``{output_uri}/{run_id}`` (local or ``s3://``) and to the MLflow run; KFP gets the headline numbers (a
+``Metrics`` artifact and a ``metrics`` dict output), the side-by-side ``HTML`` and a small JSON report.
 """
 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Metrics, Output
+from kfp.dsl import HTML, Artifact, Metrics, Output
 
 from launchers.images import RUNTIME_IMAGE
 
@@ -19,6 +21,7 @@ def evaluate(
     output_uri: str,
     eval_metrics: Output[Metrics],
     report: Output[Artifact],
+    comparison: Output[HTML],
     prompts: list = None,
     weights: list = None,
     overrides: list = None,
@@ -30,20 +33,40 @@ def evaluate(
     experiment: str = "",
     run_id: str = "",
     train_run_id: str = "",
-) -> NamedTuple("EvalOutputs", [("metrics", dict), ("output_uri", str), ("mlflow_run_id", str)]):
+    val_table: str = "",
+    num_eval_timesteps: int = 10,
+    model_name: str = "",
+    gate: dict = None,
+    run_name: str = "",
+) -> NamedTuple(
+    "EvalOutputs",
+    [
+        ("metrics", dict),
+        ("output_uri", str),
+        ("mlflow_run_id", str),
+        ("gate_decision", dict),
+        ("model_name", str),
+    ],
+):
     """Evaluate ``checkpoint_uri`` (see opensora_core.eval.evaluate).
 
     ``prompts``: the evaluation prompt set (empty: every synthetic caption). ``weights``: variants to sample
     (default ``["ema", "untrained"]``: the trained EMA weights and the untrained model, same seed).
     ``overrides``: sampling config overrides (``KEY=VALUE``). ``num_sampling_steps`` 0 and ``cfg_scale`` < 0
     keep the config's values. MLflow logging is on when ``tracking_uri`` or ``$MLFLOW_TRACKING_URI`` is set.
+    ``val_table``: the held-out metadata table for the validation loss (empty: none). ``model_name``: the
+    registered model whose champion the gate compares with (empty: ``opensora-{family}-{size}`` of the
+    checkpoint's config); ``gate``: ``{"thresholds": {...}, "margins": {...}}`` (empty: the defaults).
+    ``run_name``: the pipeline run's name (the MLflow run is ``eval-{run_name}``).
     """
     import json
     import math
     import os
     from collections import namedtuple
 
+    from opensora_core.champion import gate_against_champion
     from opensora_core.eval import evaluate as run_evaluation
+    from opensora_core.eval.model_card import resolve_model_name
     from opensora_core.io import storage
 
     out_uri = storage.join(output_uri, run_id) if run_id else output_uri
@@ -51,7 +74,7 @@ def evaluate(
     tracking = None
     if uri:
         tracking = {"uri": uri, "experiment": experiment or "opensora"}
-        tracking["run_name"] = f"eval-{run_id}" if run_id else None
+        tracking["run_name"] = f"eval-{run_name or run_id}" if (run_name or run_id) else None
     tags = {"opensora.pipeline_run_id": run_id, "opensora.train_run_id": train_run_id}
     result = run_evaluation(
         checkpoint_uri,
@@ -65,11 +88,21 @@ def evaluate(
         batch_size=batch_size,
         tracking=tracking,
         tags={k: v for k, v in tags.items() if v},
+        val_table=val_table or None,
+        num_eval_timesteps=num_eval_timesteps,
     )
     print(result.summary(), flush=True)
+    name = resolve_model_name(model_name, checkpoint_uri)
+    outcome = gate_against_champion(
+        result.output_dir, name, tracking_uri=uri or None, gate=gate, run_id=result.mlflow_run_id
+    )
+    print(f"gate ({name}): {outcome.decision.summary()}", flush=True)
+    with open(comparison.path, "w", encoding="utf-8") as f, storage.open_read(outcome.html) as page:
+        f.write(page.read().decode("utf-8"))
     finite = {k: float(v) for k, v in result.metrics.items() if math.isfinite(v)}
-    for name, value in finite.items():
-        eval_metrics.log_metric(name.replace("/", "."), value)
+    for key, value in finite.items():
+        if "/t0" not in key and "/bucket/" not in key:  # headline numbers; the details are in MLflow
+            eval_metrics.log_metric(key.replace("/", "."), value)
     summary = {
         "checkpoint_uri": checkpoint_uri,
         "output_uri": result.output_dir,
@@ -78,9 +111,11 @@ def evaluate(
         "previews": result.previews,
         "report": result.report,
         "mlflow_run_id": result.mlflow_run_id,
+        "gate_decision": outcome.decision.as_dict(),
     }
     with open(report.path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     report.metadata.update({"output_uri": result.output_dir, "mlflow_run_id": result.mlflow_run_id or ""})
-    outputs = namedtuple("EvalOutputs", ["metrics", "output_uri", "mlflow_run_id"])
-    return outputs(finite, result.output_dir, result.mlflow_run_id or "")
+    fields = ["metrics", "output_uri", "mlflow_run_id", "gate_decision", "model_name"]
+    outputs = namedtuple("EvalOutputs", fields)
+    return outputs(finite, result.output_dir, result.mlflow_run_id or "", outcome.decision.as_dict(), name)

@@ -24,11 +24,14 @@ def prepare_data(
     workers: int = 4,
     allow_missing_captions: bool = False,
     min_clips: int = 1,
+    eval_fraction: float = 0.1,
     overwrite: bool = False,
 ) -> NamedTuple(
     "PrepareOutputs",
     [
         ("metadata_uri", str),
+        ("train_metadata_uri", str),
+        ("eval_metadata_uri", str),
         ("quarantine_uri", str),
         ("num_kept", int),
         ("num_quarantined", int),
@@ -41,11 +44,14 @@ def prepare_data(
     ``metadata_uri`` (empty: ``{prepared_root_uri}/{run_id}/meta.csv``): an existing table there is merged into
     or, when that would lose rows, refused unless ``overwrite`` (the old table is then kept as a backup).
     Fails when fewer than ``min_clips`` clips survive validation (the quarantine report names the reasons).
+    ``eval_fraction`` of the clips (chosen by a hash of the path, see opensora_core.data.split) go to the
+    held-out table ``meta.eval.csv`` that training never sees; the rest to ``meta.train.csv``.
     """
     import json
     from collections import namedtuple
 
     from opensora_core.data.prepare import prepare
+    from opensora_core.data.split import split_metadata
     from opensora_core.model_registry import sha256_of
 
     source = raw_data_uri.strip()
@@ -76,8 +82,14 @@ def prepare_data(
             f"see the quarantine report {report.quarantine}: {report.reasons}"
         )
     digest = sha256_of(report.output)
+    split = split_metadata(report.output, eval_fraction)
+    print(f"held out {split.num_eval} clips for evaluation: {split.eval_uri}", flush=True)
     summary = {
         "metadata_uri": report.output,
+        "train_metadata_uri": split.train_uri,
+        "eval_metadata_uri": split.eval_uri,
+        "num_train": split.num_train,
+        "num_eval": split.num_eval,
         "quarantine_uri": report.quarantine,
         "num_kept": report.num_kept,
         "num_quarantined": report.num_quarantined,
@@ -88,6 +100,23 @@ def prepare_data(
         json.dump(summary, f, indent=2)
     metadata.metadata.update({k: v for k, v in summary.items() if k != "quarantine_reasons"})
     outputs = namedtuple(
-        "PrepareOutputs", ["metadata_uri", "quarantine_uri", "num_kept", "num_quarantined", "dataset_sha256"]
+        "PrepareOutputs",
+        [
+            "metadata_uri",
+            "train_metadata_uri",
+            "eval_metadata_uri",
+            "quarantine_uri",
+            "num_kept",
+            "num_quarantined",
+            "dataset_sha256",
+        ],
     )
-    return outputs(report.output, report.quarantine, report.num_kept, report.num_quarantined, digest)
+    return outputs(
+        report.output,
+        split.train_uri,
+        split.eval_uri,
+        report.quarantine,
+        report.num_kept,
+        report.num_quarantined,
+        digest,
+    )

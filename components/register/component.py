@@ -2,7 +2,9 @@
 
 The body only calls :func:`opensora_core.model_registry.register_checkpoint`: lineage tags (dataset URI and
 hash, config hash, git commit, image, pipeline run id), alias ``candidate`` always, ``champion`` when the
-evaluation metrics pass ``gate``. Re-running with the same checkpoint reuses its version.
+evaluate step's ``gate_decision`` passed (and the champion it compared with is still the champion), the
+model card (:func:`opensora_core.eval.model_card.model_card`) as the version's description. Re-running with
+the same checkpoint reuses its version.
 """
 
 from typing import NamedTuple
@@ -19,7 +21,7 @@ def register(
     model_name: str,
     registration: Output[Artifact],
     metrics: dict = None,
-    gate: dict = None,
+    gate_decision: dict = None,
     tracking_uri: str = "",
     experiment: str = "opensora",
     eval_run_id: str = "",
@@ -35,13 +37,19 @@ def register(
 ):
     """Register ``checkpoint_uri`` as a version of ``model_name`` (see opensora_core.model_registry).
 
-    ``metrics`` (the evaluation's) are checked against ``gate`` (``{"metric": min, "metric<=": max}``; empty:
+    ``metrics``: the evaluation's (recorded with the version); ``gate_decision``: the evaluate step's (empty:
     never champion). ``eval_run_id``: the MLflow run the model is logged into (empty: a new run).
     ``tracking_uri`` empty means ``$MLFLOW_TRACKING_URI``.
     """
     import json
+    import os
     from collections import namedtuple
 
+    from opensora_core.champion import still_champion
+    from opensora_core.checkpoint import CONFIG_JSON
+    from opensora_core.eval.gate import GateDecision
+    from opensora_core.eval.model_card import model_card
+    from opensora_core.io import storage
     from opensora_core.model_registry import register_checkpoint
 
     lineage = {
@@ -51,6 +59,12 @@ def register(
         "pipeline_run_id": pipeline_run_id,
         "git_commit": git_commit,
     }
+    lineage = {k: v for k, v in lineage.items() if v}
+    decision = GateDecision.from_dict(
+        gate_decision or {"passed": False, "details": ["no gate decision given"]}
+    )
+    decision = still_champion(decision, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", ""), model_name)
+    config = json.loads(storage.read_bytes(storage.join(checkpoint_uri, CONFIG_JSON)))
     result = register_checkpoint(
         checkpoint_uri,
         model_name,
@@ -58,9 +72,10 @@ def register(
         experiment=experiment or "opensora",
         run_id=eval_run_id or None,
         metrics=dict(metrics or {}),
-        gate=dict(gate or {}),
-        lineage={k: v for k, v in lineage.items() if v},
+        lineage=lineage,
         weights=weights,
+        decision=decision,
+        description=model_card(checkpoint_uri, config, dict(metrics or {}), lineage, decision),
         require_lineage=bool(pipeline_run_id),  # in a pipeline run, only promote pipeline-registered versions
     )
     print(

@@ -16,6 +16,11 @@ weights. Variants:
 - ``model``: ``model.safetensors`` (the raw weights; metrics ``model/...``)
 - ``untrained``: the same architecture freshly initialised from the seed (step 0; metrics ``untrained/...``)
 
+With ``val_table`` (a held-out metadata table, e.g. ``meta.eval.csv`` of :mod:`opensora_core.data.split`) every
+variant is also scored by its validation loss (:mod:`opensora_core.eval.val_loss`): ``val_loss`` (the headline
+metric for real data), ``val_loss/t0091`` per timestep and ``val_loss/bucket/16x16x4`` per bucket, and with an
+``untrained`` variant ``val_loss_improvement`` = 1 - val_loss / untrained val_loss (0 for random weights).
+
 Metrics (:mod:`opensora_core.eval.metrics`): ``valid_fraction``, ``mean_intensity`` and ``temporal_change`` for
 every prompt set; when every prompt is a synthetic caption also ``colour_accuracy``, ``direction_accuracy``,
 ``joint_accuracy`` and ``no_shape_fraction``, and with an ``untrained`` variant the gains
@@ -23,12 +28,15 @@ every prompt set; when every prompt is a synthetic caption also ``colour_accurac
 (decoded back from the mp4 files), i.e. what a user sees.
 
 Outputs under ``output_dir`` (local or ``s3://``): ``{variant}/sample_{i}.mp4``, ``preview/{variant}.png`` (one
-row per prompt), ``report.json`` (metrics, per-prompt verdicts, settings). With ``tracking`` the same files and
+row per prompt), ``report.json`` (metrics, per-prompt verdicts, per-clip validation losses, settings and their
+hash ``eval_config_sha256``: two reports with the same hash were measured on the same prompts, seeds and
+held-out clips, so their per-prompt / per-clip values pair up). With ``tracking`` the same files and
 metrics go to one MLflow run (through :mod:`opensora_core.io.tracking`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -65,6 +73,7 @@ class EvalResult:
     report: str = ""
     global_step: int = 0
     mlflow_run_id: str | None = None
+    eval_config_sha256: str = ""
 
     def summary(self) -> str:
         """One line per metric, sorted."""
@@ -107,7 +116,7 @@ def _sampling_overrides(
         out["scheduler.type"] = "iddpm"
     if num_sampling_steps is not None:
         out["scheduler.num_sampling_steps"] = num_sampling_steps
-        if cfg.scheduler.type != "dpm-solver":
+        if "timestep_respacing" in type(cfg.scheduler).model_fields:  # IDDPM; not rflow, not dpm-solver
             out["scheduler.timestep_respacing"] = None  # a training respacing would conflict with the steps
     if cfg_scale is not None:
         out["scheduler.cfg_scale"] = cfg_scale
@@ -203,6 +212,8 @@ def evaluate(
     tags: Mapping[str, str] | None = None,
     device: str | None = None,
     progress: bool = False,
+    val_table: str | None = None,
+    num_eval_timesteps: int = 10,
 ) -> EvalResult:
     """Sample ``prompts`` with each of ``weights`` from ``checkpoint``, score and log them (module docstring).
 
@@ -210,7 +221,8 @@ def evaluate(
     ``overrides`` are config overrides applied after the evaluation's own (e.g. ``["image_size=(240, 426)",
     "num_frames=16", "multi_resolution='STDiT2'"]`` for bucketed training configs). ``tracking`` is
     ``dict(uri=..., experiment=..., run_name=...)`` for MLflow (None: no tracking); ``tags`` are added to the
-    MLflow run. Raises ValueError for an unknown weight variant or an empty prompt list.
+    MLflow run. ``val_table``: held-out metadata table for the validation loss at ``num_eval_timesteps``
+    timesteps (None: no validation loss). Raises ValueError for an unknown weight variant or an empty prompt list.
     """
     from opensora_core import checkpoint as ckpt
     from opensora_core.io import storage
@@ -239,6 +251,7 @@ def evaluate(
         local_videos: dict[str, list[Path]] = {}
         previews: dict[str, Path] = {}
         settings: dict[str, Any] = {}
+        val_losses: dict[str, Any] = {}
         for variant in weights:
             cfg = sampling_config(
                 folder / ckpt.CONFIG_JSON,
@@ -266,11 +279,24 @@ def evaluate(
             report_rows[variant] = rows
             local_videos[variant] = paths
             previews[variant] = write_preview_grid(videos, out / PREVIEW_DIR / f"{variant}.png")
+            if val_table:
+                val_losses[variant] = _val_loss(folder, variant, val_table, num_eval_timesteps, seed, device)
+                metrics.update(val_losses[variant].metrics(prefix))
+        if val_table:
+            settings.update(
+                prompts=prompts,
+                num_eval_timesteps=num_eval_timesteps,
+                val_table_sha256=_table_sha256(val_table),
+            )
+        if "untrained" in val_losses and headline != "untrained":
+            metrics["val_loss_improvement"] = 1.0 - metrics["val_loss"] / metrics["untrained/val_loss"]
         if "untrained" in weights and headline != "untrained":
             for name in ("colour_accuracy", "direction_accuracy", "joint_accuracy"):
                 if name in metrics and f"untrained/{name}" in metrics:
                     metrics[f"{name}_gain"] = metrics[name] - metrics[f"untrained/{name}"]
         metrics["num_prompts"] = float(len(prompts))
+        settings.setdefault("prompts", prompts)
+        config_hash = eval_config_sha256(settings)
 
         report = out / REPORT_FILE
         report.write_text(
@@ -280,8 +306,11 @@ def evaluate(
                     "global_step": global_step,
                     "headline_weights": headline,
                     "settings": settings,
+                    "eval_config_sha256": config_hash,
+                    "val_table": val_table,
                     "metrics": metrics,
                     "per_prompt": report_rows,
+                    "val_loss": {v: r.as_dict() for v, r in val_losses.items()},
                 },
                 indent=2,
             )
@@ -305,11 +334,50 @@ def evaluate(
             report=uri_of(report),
             global_step=global_step,
             mlflow_run_id=run_id,
+            eval_config_sha256=config_hash,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("evaluation of %s (step %d):\n%s", checkpoint, global_step, result.summary())
     return result
+
+
+def eval_config_sha256(settings: Mapping[str, Any]) -> str:
+    """Hash of what makes two evaluations comparable pair by pair: sampling settings, prompts, seed, held-out
+    table (its SHA-256) and timesteps; the model type is left out so different weights compare."""
+    comparable = {k: v for k, v in settings.items() if k != "model"}
+    text = json.dumps(comparable, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _table_sha256(uri: str) -> str:
+    from opensora_core.io import storage
+
+    digest = hashlib.sha256()
+    with storage.open_read(uri) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _val_loss(folder: Path, variant: str, table: str, num_eval_timesteps: int, seed: int, device: Any) -> Any:
+    """Validation loss of one weight variant of the checkpoint in ``folder``."""
+    from opensora_core import checkpoint as ckpt
+    from opensora_core.eval.val_loss import checkpoint_val_loss
+
+    weights = folder / ckpt.WEIGHT_FILES[variant] if variant in ckpt.WEIGHT_FILES else None
+    if variant == "untrained":
+        import torch
+
+        torch.manual_seed(seed)
+    return checkpoint_val_loss(
+        folder / ckpt.CONFIG_JSON,
+        weights,
+        table,
+        num_eval_timesteps=num_eval_timesteps,
+        seed=seed,
+        device=device,
+    )
 
 
 def _log_to_mlflow(

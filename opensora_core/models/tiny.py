@@ -8,6 +8,8 @@ Debug ids usable as ``from_pretrained``:
                             (both tokenizers: :mod:`opensora_core.testing.tokenizers`)
 ``debug/tiny-vae``          diffusers ``AutoencoderKL``, 4 latent channels, 8x spatial downsampling
 ``debug/tiny-vae-temporal`` diffusers ``AutoencoderKLTemporalDecoder``, same latent layout
+``debug/tiny-vae-v1-2``     Open-Sora 1.2 VAE (``OpenSoraVAE_V1_2``): ``debug/tiny-vae`` then a ``VAE_Temporal``
+                            of width 8 with the official 4x temporal compression (17 frames -> 5)
 ==========================  ===========================================================================
 
 Weights come from a fixed seed (the global RNG is left untouched), tokenizers from a fixed sentence list, so the
@@ -139,6 +141,31 @@ def _tiny_temporal_vae() -> nn.Module:
     return _seeded(build).eval()
 
 
+# VAE_Temporal arguments of debug/tiny-vae-v1-2: VAE_Temporal_SD's layout (4 channels, frames / 4), tiny widths.
+TINY_VAE_TEMPORAL: dict[str, Any] = dict(
+    in_out_channels=4,
+    latent_embed_dim=4,
+    embed_dim=4,
+    filters=8,
+    num_res_blocks=1,
+    channel_multipliers=(1, 2, 2),
+    temporal_downsample=(True, True),
+    num_groups=4,
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_vae_temporal() -> nn.Module:
+    from opensora_core.models.vae_temporal import VAE_Temporal
+
+    return _seeded(lambda: VAE_Temporal(**TINY_VAE_TEMPORAL), seed=TINY_SEED + 12).eval()
+
+
+def build_tiny_vae_v1_2() -> tuple[nn.Module, nn.Module]:
+    """``(spatial AutoencoderKL, VAE_Temporal)`` of ``debug/tiny-vae-v1-2`` (fresh copies)."""
+    return build_tiny_vae(), copy.deepcopy(_tiny_vae_temporal())
+
+
 def build_tiny_vae() -> nn.Module:
     """diffusers ``AutoencoderKL`` of ``debug/tiny-vae`` (a fresh copy)."""
     return copy.deepcopy(_tiny_vae())
@@ -160,6 +187,7 @@ def debug_vae_ids() -> dict[str, str]:
     return {
         "debug/tiny-vae": "VideoAutoencoderKL",
         "debug/tiny-vae-temporal": "VideoAutoencoderKLTemporalDecoder",
+        "debug/tiny-vae-v1-2": "OpenSoraVAE_V1_2",
     }
 
 
@@ -174,9 +202,14 @@ def load_debug_text_model(name: str, kind: str) -> tuple[nn.Module, Any]:
     return builders[name]()
 
 
-def load_debug_vae(name: str, kind: str) -> nn.Module:
-    """The diffusers module for a debug VAE id; ``kind`` is the VAE ``type`` asking for it."""
-    builders = {"debug/tiny-vae": build_tiny_vae, "debug/tiny-vae-temporal": build_tiny_temporal_vae}
+def load_debug_vae(name: str, kind: str) -> Any:
+    """The module(s) for a debug VAE id (a diffusers module; for the 1.2 VAE its two parts); ``kind`` is the VAE
+    ``type`` asking for it."""
+    builders: dict[str, Callable[[], Any]] = {
+        "debug/tiny-vae": build_tiny_vae,
+        "debug/tiny-vae-temporal": build_tiny_temporal_vae,
+        "debug/tiny-vae-v1-2": build_tiny_vae_v1_2,
+    }
     ids = debug_vae_ids()
     if name not in builders:
         raise ValueError(f"unknown debug VAE '{name}'; known debug ids: {sorted(ids)}")
@@ -217,6 +250,7 @@ __all__ = [
     "build_tiny_t5",
     "build_tiny_temporal_vae",
     "build_tiny_vae",
+    "build_tiny_vae_v1_2",
     "debug_text_model_ids",
     "debug_vae_ids",
     "load_debug_text_model",

@@ -9,7 +9,13 @@ Open-Sora 1.0/1.1 use the Stable Diffusion image VAE frame by frame (``VideoAuto
   memory (see ``benchmarks/vae_decode.py``) and never changes the result.
 
 Also available: ``VideoAutoencoderKLTemporalDecoder`` (the SVD temporal decoder; decode only) and ``identity``
-(latents are pixels; for pixel-space debugging and tiny demos).
+(latents are pixels; for pixel-space debugging and tiny demos). Open-Sora 1.2's video VAE (``OpenSoraVAE_V1_2``,
+``VideoAutoencoderPipeline``) is in :mod:`opensora_core.models.vae_v1_2`, its temporal VAE (``VAE_Temporal``,
+``VAE_Temporal_SD``) in :mod:`opensora_core.models.vae_temporal`; ``build_vae`` builds them all.
+
+The contract the sampler and trainer use: ``encode(x, generator=None) -> z``, ``decode(z, num_frames=None) -> x``
+(``num_frames``: the pixel frames wanted, needed where latent frames are compressed), ``get_latent_size``,
+``out_channels``.
 
 The VAE is frozen: modules are put in eval mode with gradients off and ``encode``/``decode`` run under
 ``torch.no_grad``.
@@ -35,6 +41,7 @@ from opensora_core.models.pretrained import (
 )
 from opensora_core.models.vae_registry import (
     SD_VAE_SCALING_FACTOR,
+    TEMPORAL_VAES,
     VAES,
     IdentityVAEConfig,
     VideoAutoencoderKLConfig,
@@ -43,6 +50,7 @@ from opensora_core.models.vae_registry import (
 from opensora_core.utils.modules import module_dtype
 
 VAEConfig = VideoAutoencoderKLConfig | VideoAutoencoderKLTemporalDecoderConfig | IdentityVAEConfig
+_BUILDABLE = {**VAES, **TEMPORAL_VAES}
 
 
 class VAEOperationError(RuntimeError):
@@ -59,6 +67,12 @@ def _check_video(x: torch.Tensor, channels: int, what: str) -> None:
         )
 
 
+def _check_frames(z: torch.Tensor, num_frames: int | None, what: str) -> None:
+    """Frame-wise VAEs keep T: ``decode(z, num_frames=)`` (the video-VAE contract) must ask for T frames."""
+    if num_frames is not None and num_frames != z.shape[2]:
+        raise ValueError(f"{what}: num_frames={num_frames} but the latents have {z.shape[2]} frames (frame-wise VAE)")
+
+
 def _frames(x: torch.Tensor) -> torch.Tensor:
     """[B, C, T, H, W] -> [B*T, C, H, W]."""
     b, c, t, h, w = x.shape
@@ -69,6 +83,14 @@ def _videos(frames: torch.Tensor, b: int, t: int) -> torch.Tensor:
     """[B*T, C, H, W] -> [B, C, T, H, W]."""
     _, c, h, w = frames.shape
     return frames.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``: float32 from ``generator`` (else the global RNG of ``like``'s
+    device), cast to ``like``'s device and dtype."""
+    device = generator.device if generator is not None else like.device
+    noise = torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32)
+    return noise.to(device=like.device, dtype=like.dtype)
 
 
 def _chunks(n: int, size: int | None) -> list[slice]:
@@ -105,7 +127,12 @@ def _load_diffusers(model_cls: Any, name: str, what: str, cfg: Any) -> nn.Module
 
 # -------------------------------------------------------------------------------------------------- VAEs
 class VideoAutoencoderKL(nn.Module):
-    """Frame-wise video wrapper around a diffusers ``AutoencoderKL`` (the SD image VAE)."""
+    """Frame-wise video wrapper around a diffusers ``AutoencoderKL`` (the SD image VAE).
+
+    ``chunked_noise``: draw the posterior noise chunk by chunk, in Open-Sora's order (a seeded run then
+    reproduces the reference, and the sample depends on ``micro_batch_size``); the 1.2 pipeline uses it.
+    ``decode_gradients`` (attribute, default False): let gradients flow through ``decode`` to its input.
+    """
 
     def __init__(
         self,
@@ -113,12 +140,15 @@ class VideoAutoencoderKL(nn.Module):
         micro_batch_size: int | None = None,
         scaling_factor: float = SD_VAE_SCALING_FACTOR,
         sample_posterior: bool = True,
+        chunked_noise: bool = False,
     ):
         super().__init__()
         self.module = module.eval().requires_grad_(False)
         self.micro_batch_size = micro_batch_size
         self.scaling_factor = float(scaling_factor)
         self.sample_posterior = sample_posterior
+        self.chunked_noise = chunked_noise
+        self.decode_gradients = False
         config = module.config
         self.in_channels = int(config.in_channels)
         self.out_channels = int(config.latent_channels)
@@ -136,34 +166,41 @@ class VideoAutoencoderKL(nn.Module):
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``[B, C, T, H, W]`` pixels in [-1, 1] -> scaled latents ``[B, 4, T, H/8, W/8]``.
 
-        The posterior noise is drawn once for the whole batch (from ``generator`` when given, else torch's
-        global RNG), so the result does not depend on ``micro_batch_size``.
+        The posterior noise comes from ``generator`` when given, else torch's global RNG on the VAE's device
+        (as diffusers draws it). It is drawn once for the whole batch, so the result does not depend on
+        ``micro_batch_size``, unless ``chunked_noise`` (then once per chunk, as the reference).
         """
         _check_video(x, self.in_channels, "VideoAutoencoderKL.encode")
         b, t = x.shape[0], x.shape[2]
         frames = _frames(x.to(module_dtype(self.module)))  # [B*T, C, H, W]
-        means, stds = [], []
+        parts, stds = [], []
         for part in _chunks(frames.shape[0], self.micro_batch_size):
             posterior = self.module.encode(frames[part]).latent_dist
-            means.append(posterior.mean)  # [mb, 4, h, w]
-            stds.append(posterior.std)
-        z = torch.cat(means)  # [B*T, 4, h, w]
-        if self.sample_posterior:
-            noise_device = generator.device if generator is not None else z.device
-            noise = torch.randn(z.shape, generator=generator, device=noise_device, dtype=torch.float32)
-            z = z + torch.cat(stds) * noise.to(device=z.device, dtype=z.dtype)
+            if self.sample_posterior and self.chunked_noise:
+                parts.append(posterior.mean + posterior.std * _noise(posterior.mean, generator))  # [mb, 4, h, w]
+            else:
+                parts.append(posterior.mean)  # [mb, 4, h, w]
+                stds.append(posterior.std)
+        z = torch.cat(parts)  # [B*T, 4, h, w]
+        if self.sample_posterior and not self.chunked_noise:
+            z = z + torch.cat(stds) * _noise(z, generator)
         return _videos(z * self.scaling_factor, b, t)
 
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``[B, 4, T, h, w]`` -> pixels ``[B, 3, T, 8h, 8w]``."""
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Scaled latents ``[B, 4, T, h, w]`` -> pixels ``[B, 3, T, 8h, 8w]`` (``num_frames``, if given, must be T).
+
+        Runs without autograd unless ``decode_gradients`` (the 1.2 pipeline's VAE training: the weights stay
+        frozen, but the loss on pixels reaches the temporal VAE through this decoder).
+        """
         _check_video(z, self.out_channels, "VideoAutoencoderKL.decode")
+        _check_frames(z, num_frames, "VideoAutoencoderKL.decode")
         b, t = z.shape[0], z.shape[2]
-        latents = _frames(z.to(module_dtype(self.module))) / self.scaling_factor  # [B*T, 4, h, w]
-        pixels = [
-            self.module.decode(latents[part]).sample
-            for part in _chunks(latents.shape[0], self.micro_batch_size)
-        ]
+        with torch.set_grad_enabled(self.decode_gradients and torch.is_grad_enabled()):
+            latents = _frames(z.to(module_dtype(self.module))) / self.scaling_factor  # [B*T, 4, h, w]
+            pixels = [
+                self.module.decode(latents[part]).sample
+                for part in _chunks(latents.shape[0], self.micro_batch_size)
+            ]
         return _videos(torch.cat(pixels), b, t)
 
     def get_latent_size(self, input_size: Sequence[int | None]) -> tuple[int | None, ...]:
@@ -208,9 +245,10 @@ class VideoAutoencoderKLTemporalDecoder(nn.Module):
         )
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``[B, 4, T, h, w]`` -> pixels ``[B, 3, T, 8h, 8w]``."""
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Scaled latents ``[B, 4, T, h, w]`` -> pixels ``[B, 3, T, 8h, 8w]`` (``num_frames``, if given, must be T)."""
         _check_video(z, self.out_channels, "VideoAutoencoderKLTemporalDecoder.decode")
+        _check_frames(z, num_frames, "VideoAutoencoderKLTemporalDecoder.decode")
         b, t = z.shape[0], z.shape[2]
         videos_per_chunk = None if self.micro_batch_size is None else max(1, self.micro_batch_size // t)
         latents = z.to(module_dtype(self.module)) / self.scaling_factor
@@ -242,9 +280,10 @@ class IdentityVAE(nn.Module):
         _check_video(x, self.in_channels, "IdentityVAE.encode")
         return x
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Return ``z`` unchanged (shape checked)."""
+    def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """Return ``z`` unchanged (shape checked; ``num_frames``, if given, must be T)."""
         _check_video(z, self.out_channels, "IdentityVAE.decode")
+        _check_frames(z, num_frames, "IdentityVAE.decode")
         return z
 
     def get_latent_size(self, input_size: Sequence[int | None]) -> tuple[int | None, ...]:
@@ -253,17 +292,26 @@ class IdentityVAE(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ factory
-def build_kl(cfg: VideoAutoencoderKLConfig) -> VideoAutoencoderKL:
-    """The SD image VAE of a validated config (the `VideoAutoencoderKL` entry of VAES)."""
+def load_kl_module(cfg: VideoAutoencoderKLConfig) -> nn.Module:
+    """The diffusers ``AutoencoderKL`` named by ``cfg.from_pretrained`` (debug id, folder or hub id)."""
     if is_debug_id(cfg.from_pretrained):
         from opensora_core.models import tiny
 
-        module = tiny.load_debug_vae(cfg.from_pretrained, cfg.type)
-    else:
-        from diffusers import AutoencoderKL
+        return tiny.load_debug_vae(cfg.from_pretrained, cfg.type)
+    from diffusers import AutoencoderKL
 
-        module = _load_diffusers(AutoencoderKL, cfg.from_pretrained, "VAE", cfg)
-    return VideoAutoencoderKL(module, cfg.micro_batch_size, cfg.scaling_factor, cfg.sample_posterior)
+    return _load_diffusers(AutoencoderKL, cfg.from_pretrained, "VAE", cfg)
+
+
+def build_kl(
+    cfg: VideoAutoencoderKLConfig, chunked_noise: bool = False, module: nn.Module | None = None
+) -> VideoAutoencoderKL:
+    """The SD image VAE of a validated config (the `VideoAutoencoderKL` entry of VAES); ``module``: a ready
+    diffusers ``AutoencoderKL`` to wrap instead of loading ``cfg.from_pretrained`` (the 1.2 pipeline passes
+    one when its own checkpoint overwrites every weight)."""
+    if module is None:
+        module = load_kl_module(cfg)
+    return VideoAutoencoderKL(module, cfg.micro_batch_size, cfg.scaling_factor, cfg.sample_posterior, chunked_noise)
 
 
 def build_temporal_decoder(cfg: VideoAutoencoderKLTemporalDecoderConfig) -> VideoAutoencoderKLTemporalDecoder:
@@ -286,23 +334,24 @@ def build_identity(cfg: IdentityVAEConfig) -> IdentityVAE:
     return IdentityVAE(cfg.in_channels, cfg.micro_batch_size)
 
 
-def parse_vae_config(cfg: dict[str, Any] | BaseModel) -> VAEConfig:
-    """Validate a ``vae`` config dict against its ``VAES`` entry (clear errors for unknown types/keys)."""
-    choices = {name: entry.config for name, entry in VAES.items()}
-    return parse_typed_config(cfg, choices, "vae")  # type: ignore[arg-type,return-value]
+def parse_vae_config(cfg: dict[str, Any] | BaseModel) -> BaseModel:
+    """Validate a ``vae`` config dict against its ``VAES`` / ``TEMPORAL_VAES`` entry (clear errors for unknown
+    types/keys)."""
+    choices = {name: entry.config for name, entry in _BUILDABLE.items()}
+    return parse_typed_config(cfg, choices, "vae")  # type: ignore[arg-type]
 
 
-def build_vae(
-    cfg: dict[str, Any] | BaseModel,
-) -> VideoAutoencoderKL | VideoAutoencoderKLTemporalDecoder | IdentityVAE:
+def build_vae(cfg: dict[str, Any] | BaseModel) -> nn.Module:
     """Build the VAE described by an Open-Sora ``vae`` config dict (on CPU, fp32; move it with ``.to``).
+
+    Every ``VAES`` type, and the temporal VAEs of ``TEMPORAL_VAES`` (whose ``encode`` returns a posterior).
 
     >>> vae = build_vae(dict(type="VideoAutoencoderKL", from_pretrained="debug/tiny-vae", micro_batch_size=4))
     >>> vae.get_latent_size((16, 256, 256))
     (16, 32, 32)
     """
     parsed = parse_vae_config(cfg)
-    return VAES[parsed.type].load_builder()(parsed)
+    return _BUILDABLE[parsed.type].load_builder()(parsed)  # type: ignore[attr-defined,no-any-return]
 
 
 __all__ = [
@@ -318,5 +367,6 @@ __all__ = [
     "build_kl",
     "build_temporal_decoder",
     "build_vae",
+    "load_kl_module",
     "parse_vae_config",
 ]

@@ -8,12 +8,12 @@ first build) and its :class:`VAECaps`. `opensora_core.config` builds `RunConfig.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from opensora_core.entry import Entry, lookup
-from opensora_core.fields import Bool, PosFloat, PosInt, Section
+from opensora_core.fields import Bool, Float, PosFloat, PosInt, Section
 
 # ------------------------------------------------------------------------------------------- configs
 
@@ -71,6 +71,107 @@ class IdentityVAEConfig(_VAEBase):
         return self.in_channels
 
 
+# Open-Sora 1.2: the temporal VAE (a stage of the pipeline below, not a run's `vae` on its own) ...
+class VAETemporalConfig(Section):
+    """Causal temporal VAE over SD latents, every size configurable (tiny variants for tests / CPU debugging)."""
+
+    type: Literal["VAE_Temporal"]
+    in_out_channels: PosInt = Field(4, description="Channels in and out (the spatial VAE's latent channels).")
+    latent_embed_dim: PosInt = Field(4, description="Channels between encoder/decoder and the quant convs.")
+    embed_dim: PosInt = Field(4, description="Latent channels (the posterior's).")
+    filters: PosInt = Field(128, description="Width of the first level.")
+    num_res_blocks: PosInt = Field(4, description="Residual blocks per level.")
+    channel_multipliers: tuple[PosInt, ...] = Field(
+        (1, 2, 2, 4), min_length=1, description="Width of each level, in multiples of `filters`."
+    )
+    temporal_downsample: tuple[Bool, ...] = Field(
+        (True, True, False),
+        description="Per level transition (len(channel_multipliers) - 1 entries): halve the frames there.",
+    )
+    num_groups: PosInt = Field(32, description="GroupNorm groups (must divide every level's width).")
+    activation_fn: Literal["swish", "relu"] = Field("swish", description="Activation of the blocks.")
+
+
+class VAETemporalSDConfig(Section):
+    """The Open-Sora 1.2 temporal VAE: 4 -> 4 channels, frames / 4 (VAE_Temporal with the sizes below)."""
+
+    ARCHITECTURE: ClassVar[dict[str, Any]] = dict(
+        in_out_channels=4,
+        latent_embed_dim=4,
+        embed_dim=4,
+        filters=128,
+        num_res_blocks=4,
+        channel_multipliers=(1, 2, 2, 4),
+        temporal_downsample=(False, True, True),
+    )
+
+    type: Literal["VAE_Temporal_SD"]
+    from_pretrained: str | None = Field(None, description="Checkpoint file/folder of the temporal VAE alone.")
+
+
+TemporalVAEConfig = Annotated[VAETemporalConfig | VAETemporalSDConfig, Field(discriminator="type")]
+
+
+# ... and the full 1.2 video VAE: the spatial VAE frame by frame, then the temporal VAE.
+OPENSORA_V1_2_SHIFT = (-0.10, 0.34, 0.27, 0.98)
+OPENSORA_V1_2_SCALE = (3.85, 2.32, 2.33, 3.06)
+OPENSORA_V1_2_SPATIAL = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers"
+
+
+class _PipelineBase(_VAEBase):
+    micro_frame_size: PosInt | None = Field(
+        17, description="Frames per temporal-VAE chunk (17 frames -> 5 latent frames); None = whole clip."
+    )
+    from_pretrained: str | None = Field(
+        None,
+        description="Weights of the whole VAE (hub id such as hpcai-tech/OpenSora-VAE-v1.2, folder or file); "
+        "None = the spatial VAE's own weights and a random temporal VAE.",
+    )
+    freeze_vae_2d: Literal[True] = Field(
+        True, description="The spatial VAE is frozen (training it, freeze_vae_2d=False, is not supported)."
+    )
+    cal_loss: Bool = Field(
+        False,
+        description="VAE-training mode of the reference: encode returns (z, posterior, x_z) unnormalised and "
+        "decode (x, x_z); the sampler and trainer need False.",
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        """As :meth:`Section.as_dict`, but a chunk size of None (= no chunks, not the default) is kept."""
+        out = super().as_dict()
+        for key in ("micro_frame_size", "micro_batch_size"):
+            if key in type(self).model_fields and getattr(self, key) is None:
+                out[key] = None
+        return out
+
+
+class VideoAutoencoderPipelineConfig(_PipelineBase):
+    """Spatial VAE (`vae_2d`) then temporal VAE (`vae_temporal`); latent = (z - shift) / scale."""
+
+    type: Literal["VideoAutoencoderPipeline"]
+    vae_2d: VideoAutoencoderKLConfig = Field(..., description="The frame-wise spatial VAE.")
+    vae_temporal: TemporalVAEConfig = Field(..., description="The temporal VAE on the spatial latents.")
+    micro_frame_size: PosInt | None = Field(
+        None, description="Frames per temporal-VAE chunk (17 in Open-Sora 1.2); None = whole clip."
+    )
+    shift: Float | tuple[Float, ...] = Field(0.0, description="Latent shift (one value or one per channel).")
+    scale: Float | tuple[Float, ...] = Field(1.0, description="Latent scale (one value or one per channel).")
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent the diffusion model sees (the temporal VAE's posterior)."""
+        t = self.vae_temporal
+        return t.embed_dim if isinstance(t, VAETemporalConfig) else int(t.ARCHITECTURE["embed_dim"])
+
+
+class OpenSoraVAEV12Config(_PipelineBase):
+    """Open-Sora 1.2 VAE: SD-XL VAE + VAE_Temporal_SD, official shift/scale (4 channels, 17 -> 5 frames, H/W / 8)."""
+
+    type: Literal["OpenSoraVAE_V1_2"]
+    micro_batch_size: PosInt | None = Field(4, description="Frames per spatial-VAE chunk (None = all at once).")
+    local_files_only: Bool = Field(False, description="Never download; use the local cache only.")
+
+
 # ------------------------------------------------------------------------------------------- the table
 
 
@@ -92,6 +193,23 @@ VAES: dict[str, Entry[VAECaps]] = {
     ),
     "identity": Entry(
         IdentityVAEConfig, "opensora_core.models.vae:build_identity", VAECaps(spatial_stride=1)
+    ),
+    "OpenSoraVAE_V1_2": Entry(
+        OpenSoraVAEV12Config, "opensora_core.models.vae_v1_2:build_opensora_vae_v1_2", VAECaps(spatial_stride=8)
+    ),
+    "VideoAutoencoderPipeline": Entry(
+        VideoAutoencoderPipelineConfig, "opensora_core.models.vae_v1_2:build_pipeline", VAECaps(spatial_stride=8)
+    ),
+}
+
+# Stages of VideoAutoencoderPipeline: `build_vae` builds them, but their `encode` returns a posterior (not a
+# latent tensor), so they are not a run's `vae` and RunConfig does not offer them.
+TEMPORAL_VAES: dict[str, Entry[VAECaps]] = {
+    "VAE_Temporal": Entry(
+        VAETemporalConfig, "opensora_core.models.vae_temporal:build_vae_temporal", VAECaps(spatial_stride=1)
+    ),
+    "VAE_Temporal_SD": Entry(
+        VAETemporalSDConfig, "opensora_core.models.vae_temporal:build_vae_temporal_sd", VAECaps(spatial_stride=1)
     ),
 }
 

@@ -403,7 +403,8 @@ class _Runner:
                 **extra,
                 **info,
             )
-            pixels = self.vae.decode(latents.to(self.vae_dtype))  # [B, 3, T, H, W]
+            # num_frames: VAEs that compress time (Open-Sora 1.2: 17 -> 5) need the pixel frame count back
+            pixels = self.vae.decode(latents.to(self.vae_dtype), num_frames=cfg.num_frames)  # [B, 3, T, H, W]
             if loop_i + 1 < cfg.loop:
                 previous = [
                     self.vae.encode(pixels[b : b + 1], generator=gens[b])[0] for b in range(n)

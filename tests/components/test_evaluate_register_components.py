@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from kfp.dsl import Artifact, Metrics
+from kfp.dsl import HTML, Artifact, Metrics
 
 from components.evaluate.component import evaluate
 from components.register.component import register
@@ -20,7 +20,10 @@ def checkpoint(tmp_path_factory):
 
 
 def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
+    from opensora_core.data.synthetic import generate
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    generate(tmp_path / "held", 2, size=16, num_frames=8, seed=0)
     metrics_art = Metrics(uri=str(tmp_path / "metrics.json"))
     report_art = Artifact(uri=str(tmp_path / "report.json"))
     out = evaluate.python_func(
@@ -28,9 +31,12 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
         output_uri=str(tmp_path / "eval"),
         eval_metrics=metrics_art,
         report=report_art,
+        comparison=HTML(uri=str(tmp_path / "comparison.html")),
         prompts=PROMPTS,
         num_sampling_steps=2,
         run_id="r1",
+        val_table=str(tmp_path / "held" / "meta.csv"),
+        num_eval_timesteps=2,
     )
     assert out.output_uri == str(tmp_path / "eval" / "r1") and out.mlflow_run_id == ""
     for variant in ("ema", "untrained"):
@@ -39,6 +45,14 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
     assert set(out.metrics) >= {"colour_accuracy", "untrained/colour_accuracy", "colour_accuracy_gain"}
     assert metrics_art.metadata["colour_accuracy"] == out.metrics["colour_accuracy"]
     assert json.loads((tmp_path / "report.json").read_text())["global_step"] == 7
+    assert out.metrics["val_loss_improvement"] == 0.0  # random weights: no better than the untrained model
+    assert {"val_loss", "val_loss/t0017", "val_loss/t0033", "val_loss/bucket/16x16x4"} <= set(out.metrics)
+    report = json.loads((tmp_path / "eval" / "r1" / "report.json").read_text())
+    assert len(report["val_loss"]["ema"]["per_sample"]) == 2 and len(report["eval_config_sha256"]) == 64
+    # no registry: absolute thresholds only, and random weights do not pass them
+    assert out.gate_decision["passed"] is False and out.model_name == "opensora-stdit-16"
+    assert "no champion yet" in (tmp_path / "comparison.html").read_text()
+    assert "val_loss/t0017" not in metrics_art.metadata  # KFP gets the headline numbers only
 
 
 @pytest.mark.integration
@@ -50,18 +64,22 @@ def test_evaluate_then_register_with_mlflow(checkpoint, tmp_path, mlflow_server)
         output_uri=str(tmp_path / "eval"),
         eval_metrics=Metrics(uri=str(tmp_path / "m.json")),
         report=Artifact(uri=str(tmp_path / "r.json")),
+        comparison=HTML(uri=str(tmp_path / "c.html")),
         prompts=PROMPTS,
         num_sampling_steps=2,
         tracking_uri=mlflow_server.uri,
         experiment="components",
         run_id="pipe-7",
+        model_name="opensora-component-test",
+        gate={"thresholds": {"valid_fraction": 0.0}},
     )
+    assert out.gate_decision["passed"] is True
     client = MlflowClient(mlflow_server.uri)
     run = client.get_run(out.mlflow_run_id)
     assert run.data.metrics["untrained/colour_accuracy"] == out.metrics["untrained/colour_accuracy"]
     assert run.data.tags["opensora.pipeline_run_id"] == "pipe-7"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"videos", "preview", "report.json"} <= artifacts
+    assert {"videos", "preview", "report.json", "comparison.html"} <= artifacts
     previews = {a.path for a in client.list_artifacts(run.info.run_id, "preview")}
     assert {"preview/ema.png", "preview/untrained.png"} <= previews
 
@@ -71,7 +89,7 @@ def test_evaluate_then_register_with_mlflow(checkpoint, tmp_path, mlflow_server)
         model_name="opensora-component-test",
         registration=registration,
         metrics=out.metrics,
-        gate={"valid_fraction": 0.0},
+        gate_decision=out.gate_decision,
         tracking_uri=mlflow_server.uri,
         experiment="components",
         eval_run_id=out.mlflow_run_id,

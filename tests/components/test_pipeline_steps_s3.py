@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
-from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
+from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model, TaskConfig
 
 from components.evaluate.component import evaluate
 from components.prepare_data.component import prepare_data
@@ -71,7 +71,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
     ensure_experiment(tracking_uri, "s3-pipeline", f"{bucket}/mlflow")
     trained = train.python_func(
         config=str(DEMO_CONFIG),
-        metadata_uri=prepared.metadata_uri,
+        metadata_uri=prepared.train_metadata_uri,
         outputs_uri=f"{bucket}/ckpt",
         checkpoint=Model(uri=str(tmp_path / "checkpoint.json")),
         task_config=TaskConfig(),
@@ -96,6 +96,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         output_uri=f"{bucket}/eval",
         eval_metrics=Metrics(uri=str(tmp_path / "metrics.json")),
         report=Artifact(uri=str(tmp_path / "report.json")),
+        comparison=HTML(uri=str(tmp_path / "comparison.html")),
         prompts=PROMPTS,
         num_sampling_steps=2,
         batch_size=2,
@@ -103,6 +104,10 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         experiment="s3-pipeline",
         run_id="s3-run",
         train_run_id=trained.mlflow_run_id,
+        val_table=prepared.eval_metadata_uri,
+        num_eval_timesteps=2,
+        model_name="opensora-s3-steps",
+        gate={"thresholds": {"colour_accuracy": 1.01}},  # unreachable: candidate only
     )
     assert evaluated.output_uri == f"{bucket}/eval/s3-run"
     outputs = set(storage.list_uri(evaluated.output_uri))
@@ -110,6 +115,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         for i in range(len(PROMPTS)):
             assert f"{evaluated.output_uri}/{variant}/sample_{i}.mp4" in outputs
         assert f"{evaluated.output_uri}/preview/{variant}.png" in outputs
+    assert f"{evaluated.output_uri}/comparison.html" in outputs and "val_loss" in evaluated.metrics
     assert json.loads((tmp_path / "report.json").read_text())["global_step"] == 2
 
     # 4. register the s3:// checkpoint with its lineage
@@ -118,7 +124,7 @@ def test_pipeline_steps_on_s3(s3_server, s3_bucket, tmp_path, monkeypatch):
         model_name="opensora-s3-steps",
         registration=Artifact(uri=str(tmp_path / "registration.json")),
         metrics=evaluated.metrics,
-        gate={"colour_accuracy": 1.01},  # unreachable: candidate only
+        gate_decision=evaluated.gate_decision,
         tracking_uri=tracking_uri,
         experiment="s3-pipeline",
         eval_run_id=evaluated.mlflow_run_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pandas as pd
 import pytest
 from kfp.dsl import Dataset
 
@@ -39,6 +40,13 @@ def test_prepare_data_counts_quarantine_and_hash(tmp_path):
     assert summary["quarantine_uri"] == out.quarantine_uri
     assert set(summary["quarantine_reasons"]) == {"zero-byte file", "missing caption"}
     assert artifact.metadata["num_kept"] == 6
+    # the held-out clips (by a hash of the path) and the training clips partition the table
+    train = pd.read_csv(out.train_metadata_uri)
+    held = pd.read_csv(out.eval_metadata_uri)
+    assert out.train_metadata_uri == str(table.with_name("meta.train.csv")) and len(held) >= 1
+    assert sorted(set(train["path"]) | set(held["path"])) == sorted(pd.read_csv(out.metadata_uri)["path"])
+    assert set(train["path"]).isdisjoint(held["path"])
+    assert summary["num_eval"] == len(held)
 
 
 def test_prepare_data_refuses_to_replace_a_hand_made_table(tmp_path):

@@ -20,7 +20,7 @@ SHIPPED = sorted(
     for p in CONFIG_DIR.rglob("*.py")
     if V12_VAE_READY or "opensora-v1-2" not in p.relative_to(CONFIG_DIR).parts
 )
-INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name.startswith("tiny_sample")]
+INFERENCE = [p for p in SHIPPED if "/inference/" in p.as_posix() or p.name.startswith("tiny_sample") or p.name.endswith("_sample.py")]
 TRAIN = [p for p in SHIPPED if p not in INFERENCE]
 
 REQUIRED = [
@@ -54,6 +54,8 @@ REQUIRED = [
     "pixart/train/64x512x512.py",
     "debug/tiny_sample.py",
     "debug/tiny_train.py",
+    "debug/tiny_v1_2_sample.py",
+    "debug/tiny_v1_2_train.py",
 ]
 
 
@@ -79,7 +81,10 @@ def test_shipped_config_loads_and_round_trips(path: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("path", INFERENCE, ids=_rel)
 def test_inference_configs_are_ready_to_sample(path: Path):
-    load_config(path).check_ready(training=False)
+    cfg = load_config(path)
+    if cfg.prompt is None and cfg.prompt_path is None:  # upstream 1.2: prompts come from --prompt
+        cfg = load_config(path, overrides={"prompt": ["a beach at dawn"]})
+    cfg.check_ready(training=False)
 
 
 @pytest.mark.parametrize("path", TRAIN, ids=_rel)
@@ -206,3 +211,15 @@ def test_tiny_debug_configs():
         1e-3,
     )
     assert (train.plugin, train.outputs, train.tracking.backend) == ("ddp", "outputs/debug", "none")
+
+
+def test_tiny_v1_2_debug_configs():
+    sample = load_config(CONFIG_DIR / "debug/tiny_v1_2_sample.py")
+    train = load_config(CONFIG_DIR / "debug/tiny_v1_2_train.py")
+    for cfg in (sample, train):
+        assert (cfg.model.type, cfg.scheduler.type, cfg.vae.type) == ("STDiT3-XL/2", "rflow", "OpenSoraVAE_V1_2")
+        assert cfg.vae.from_pretrained == "debug/tiny-vae-v1-2" and cfg.vae.latent_channels == 4
+        assert (cfg.vae.micro_frame_size, cfg.vae.micro_batch_size) == (17, 4)
+        assert cfg.scheduler.use_timestep_transform
+    assert (sample.num_frames, sample.image_size) == (17, (32, 32))
+    assert (train.dataset.num_frames, train.dataset.image_size) == (17, (32, 32))

@@ -9,12 +9,27 @@ from opensora_core.eval import evaluate
 from opensora_core.eval.evaluate import sampling_config
 from tests.eval.tiny_checkpoint import DEMO_CONFIG
 
+IDDPM_50 = {"type": "iddpm", "timestep_respacing": "50", "num_sampling_steps": None, "cfg_scale": 7.0}
+
 
 @pytest.fixture
 def saved_config(tmp_path):
-    cfg = load_config(DEMO_CONFIG, overrides={"dataset.data_path": "/d/meta.csv"})
+    """The demo's training config with IDDPM on a 50-step training respacing."""
+    cfg = load_config(DEMO_CONFIG, overrides={"dataset.data_path": "/d/meta.csv", "scheduler": IDDPM_50})
     cfg.save(tmp_path / "ckpt")
     return tmp_path / "ckpt" / "config.json"
+
+
+def test_sampling_steps_of_an_rflow_checkpoint(tmp_path):
+    rflow = {"_delete_": True, "type": "rflow", "num_sampling_steps": 30}
+    load_config(DEMO_CONFIG, overrides={"dataset.data_path": "/d/meta.csv", "scheduler": rflow}).save(
+        tmp_path / "ckpt"
+    )
+    cfg = sampling_config(tmp_path / "ckpt" / "config.json", None, tmp_path / "out", num_sampling_steps=12)
+    assert (cfg.scheduler.type, cfg.scheduler.num_sampling_steps) == (
+        "rflow",
+        12,
+    )  # no respacing key to reset
 
 
 def test_sampling_config_from_training_config(saved_config, tmp_path):

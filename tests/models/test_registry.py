@@ -36,6 +36,11 @@ BUILDABLE = {
     "VideoAutoencoderKL": {"from_pretrained": "debug/tiny-vae"},
     "VideoAutoencoderKLTemporalDecoder": {"from_pretrained": "debug/tiny-vae-temporal"},
     "identity": {},
+    "OpenSoraVAE_V1_2": {"from_pretrained": "debug/tiny-vae-v1-2"},
+    "VideoAutoencoderPipeline": {
+        "vae_2d": {"type": "VideoAutoencoderKL", "from_pretrained": "debug/tiny-vae"},
+        "vae_temporal": {"type": "VAE_Temporal", "filters": 8, "num_groups": 4},
+    },
     "t5": {"from_pretrained": "debug/tiny-t5", "model_max_length": 8},
     "clip": {"from_pretrained": "debug/tiny-clip"},
     "classes": {"num_classes": 3},

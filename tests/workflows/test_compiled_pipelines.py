@@ -154,6 +154,21 @@ def test_presets_load_for_training_and_evaluation(tmp_path):
         assert sampling.dataset.data_path == "s3://d/meta.csv" and sampling.num_frames == 16
 
 
+def test_training_reads_the_train_split_and_evaluation_the_held_out_split():
+    spec, _ = _load(WORKFLOWS_DIR / "train_256.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+
+    def source(task: str, param: str) -> tuple[str, str]:
+        ref = tasks[task]["inputs"]["parameters"][param]["taskOutputParameter"]
+        return ref["producerTask"], ref["outputParameterKey"]
+
+    assert source("train", "metadata_uri") == ("prepare-data", "train_metadata_uri")
+    assert source("evaluate", "val_table") == ("prepare-data", "eval_metadata_uri")
+    assert tasks["prepare-data"]["inputs"]["parameters"]["eval_fraction"] == {
+        "componentInputParameter": "eval_fraction"
+    }
+
+
 def test_caching_on_for_prepare_and_evaluate_off_for_train_and_policy_env_for_train():
     spec, executors = _load(WORKFLOWS_DIR / "train_512.yaml")
     tasks = spec["root"]["dag"]["tasks"]

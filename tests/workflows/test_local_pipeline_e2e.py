@@ -23,7 +23,7 @@ def test_local_pipeline_end_to_end(tmp_path):
         clips=16,
         eval_prompts=PROMPTS,
         eval_sampling_steps=2,
-        gate={"colour_accuracy": 1.01},  # unreachable: candidate only
+        gate={"thresholds": {"colour_accuracy": 1.01}},  # unreachable: candidate only
         extra_cfg_options=["batch_size=4", "log_every=1"],
     )
     assert result.checkpoint_uri.endswith("global_step3")

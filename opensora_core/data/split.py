@@ -64,6 +64,8 @@ def split_table(
     held = scores < eval_fraction
     if eval_fraction > 0 and not held.any() and len(table):
         held = scores == scores.min()
+    if eval_fraction > 0 and held.all() and len(table) > 1:
+        held = scores != scores.max()  # keep the highest-scoring row for training
     if eval_fraction > 0 and held.all():
         raise ValueError(
             f"eval_fraction={eval_fraction} holds out all {len(table)} rows: add clips or lower eval_fraction"

@@ -34,6 +34,9 @@ def test_small_tables_hold_out_one_row_and_keep_training_rows():
     assert len(split_table(_table(3), 0.0)[1]) == 0
     with pytest.raises(ValueError, match="holds out all"):
         split_table(_table(1), 0.5)
+    # every row scoring under the fraction: the highest-scoring one still trains (was an error for 2 rows)
+    train, held = split_table(_table(2), 0.999)
+    assert (len(train), len(held)) == (1, 1)
     with pytest.raises(ValueError, match="eval_fraction"):
         split_table(_table(3), 1.0)
 

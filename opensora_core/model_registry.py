@@ -94,18 +94,9 @@ def check_gate(metrics: Mapping[str, float], gate: Mapping[str, float] | None) -
     ``{"m<=": x}`` needs m <= x. A missing or non-finite metric fails; an empty gate never passes."""
     if not gate:
         return GateResult(False, ("no gate thresholds given: champion is never set without a gate",))
-    passed, details = True, []
-    for key, threshold in gate.items():
-        name, op = (key[:-2], "<=") if key.endswith("<=") else (key.removesuffix(">="), ">=")
-        name = name.strip()
-        value = metrics.get(name)
-        if value is None or not math.isfinite(float(value)):
-            passed = False
-            details.append(f"{name}: missing (have {sorted(metrics)})")
-            continue
-        ok = float(value) >= float(threshold) if op == ">=" else float(value) <= float(threshold)
-        passed &= ok
-        details.append(f"{name}={float(value):.4g} {op} {float(threshold):.4g}: {'pass' if ok else 'FAIL'}")
+    from opensora_core.eval.gate import check_thresholds
+
+    passed, details = check_thresholds(metrics, gate)
     return GateResult(passed, tuple(details))
 
 

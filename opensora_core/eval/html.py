@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-HEADLINE = (
+HEADLINE = (  # the headline metrics, in display order (comparison page and model card)
     "val_loss",
     "val_loss_improvement",
     "clip_score",

@@ -14,14 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-HEADLINE_FIRST = (
-    "val_loss",
-    "val_loss_improvement",
-    "clip_score",
-    "fvd",
-    "colour_accuracy",
-    "direction_accuracy",
-)
+from opensora_core.eval.html import HEADLINE
 
 
 def default_model_name(config: Mapping[str, Any]) -> str:
@@ -57,7 +50,7 @@ def resolve_model_name(model_name: str, checkpoint: str) -> str:
 
 
 def _metric_rows(metrics: Mapping[str, float]) -> list[str]:
-    first = [k for k in HEADLINE_FIRST if k in metrics]
+    first = [k for k in HEADLINE if k in metrics]
     rest = sorted(k for k in metrics if k not in first and "/t0" not in k)  # per-timestep values: in the run
     return [f"| {k} | {float(metrics[k]):.4g} |" for k in first + rest if math.isfinite(float(metrics[k]))]
 

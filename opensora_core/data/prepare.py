@@ -45,6 +45,7 @@ from typing import Any
 import pandas as pd
 
 from opensora_core.data.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_video_path
+from opensora_core.io.storage.uri import is_remote as is_uri  # the one remote-location check
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,6 @@ _PROBE_FIELDS = ("num_frames", "fps", "height", "width")
 
 
 # ------------------------------------------------------------------------------------ storage helpers
-def is_uri(path: str) -> bool:
-    """True for ``scheme://`` locations (object storage)."""
-    return "://" in str(path) and not str(path).startswith("file://")
-
-
 _STORAGE_PID: int | None = None
 
 

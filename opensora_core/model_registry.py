@@ -43,12 +43,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from opensora_core.checkpoint import CONFIG_JSON, CONFIG_PY, WEIGHT_FILES, read_running_states_uri
 from opensora_core.checkpoint.verify import sha256_of  # one implementation (also used by prepare_data)
 from opensora_core.config.hints import is_secret_key
 from opensora_core.config.identity import config_hash, git_commit
+from opensora_core.io.tracking import ensure_experiment, scrub_uri  # noqa: F401 - ensure_experiment: public here too
 
 logger = logging.getLogger(__name__)
 
@@ -100,19 +100,6 @@ def check_gate(metrics: Mapping[str, float], gate: Mapping[str, float] | None) -
     return GateResult(passed, tuple(details))
 
 
-def scrub_uri(value: str) -> str:
-    """Drop ``user:password@`` and query strings (presigned signatures) from URL-like values."""
-    if "://" not in value:
-        return value
-    parts = urlsplit(value)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    if parts.username is None and not parts.query:
-        return value
-    return urlunsplit((parts.scheme, netloc, parts.path, "", parts.fragment))
-
-
 def safe_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     """String tags without credential-like keys, None values or secrets inside URIs (MLflow's 5000-char cap)."""
     out = {}
@@ -121,21 +108,6 @@ def safe_tags(tags: Mapping[str, Any]) -> dict[str, str]:
             continue
         out[key] = scrub_uri(str(value))[:5000]
     return out
-
-
-def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
-    """The id of MLflow experiment ``name``, created (with ``artifact_location``) when missing.
-
-    With a ``sqlite:///`` tracking URI (no server) the artifact location decides where run artifacts go;
-    without it MLflow uses ``./mlruns`` of the current directory.
-    """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 # ------------------------------------------------------------------------------------------ pyfunc

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from opensora_core.io import storage
+from opensora_core.io.tracking import ensure_experiment, scrub_uri
 
 
 def _read_table(uri: str) -> pd.DataFrame:
@@ -36,11 +37,8 @@ def log_dataset_run(
     an MLflow run; returns the run id. ``artifact_location`` is used when the experiment is created (with a
     ``sqlite:///`` store and no server it decides where artifacts go, else ``./mlruns``)."""
     import mlflow
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    experiment_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location)
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
     table, digest = str(curation["table"]), str(curation["sha256"])
     df = _read_table(table)
     mlflow.set_tracking_uri(tracking_uri)
@@ -48,10 +46,14 @@ def log_dataset_run(
     with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
         with warnings.catch_warnings():  # the source's type ambiguity and the int-column schema hint
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(df, source=table, name=name, digest=digest[:16])
+            dataset = mlflow.data.from_pandas(df, source=scrub_uri(table), name=name, digest=digest[:16])
         mlflow.log_input(dataset, context="training", tags={"sha256": digest})
         mlflow.log_params(
-            {"root": str(curation["root"]), "table": table, "num_shards": curation["num_shards"]}
+            {
+                "root": scrub_uri(str(curation["root"])),
+                "table": scrub_uri(table),
+                "num_shards": curation["num_shards"],
+            }
         )
         metrics = {"rows": float(curation["rows"])}
         for stage in curation["stages"]:

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from opensora_core.config.hints import is_secret_key
 
@@ -38,6 +39,39 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def experiment_id(client: Any, name: str, artifact_location: str | None = None) -> str:
+    """The id of MLflow experiment ``name`` through ``client`` (an ``MlflowClient``), created (with
+    ``artifact_location``) when missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
+    """The id of MLflow experiment ``name``, created (with ``artifact_location``) when missing.
+
+    With a ``sqlite:///`` tracking URI (no server) the artifact location decides where run artifacts go;
+    without it MLflow uses ``./mlruns`` of the current directory.
+    """
+    from mlflow import MlflowClient
+
+    return experiment_id(MlflowClient(tracking_uri=tracking_uri), name, artifact_location)
+
+
+def scrub_uri(value: str) -> str:
+    """Drop ``user:password@`` and query strings (presigned signatures) from URL-like values."""
+    if "://" not in value:
+        return value
+    parts = urlsplit(value)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    if parts.username is None and not parts.query:
+        return value
+    return urlunsplit((parts.scheme, netloc, parts.path, "", parts.fragment))
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
@@ -239,9 +273,7 @@ class MLflowTracker(Tracker):
     def _ensure_run(self) -> None:
         if self.run_id is not None:
             return
-        exp = self._client.get_experiment_by_name(self.experiment)
-        exp_id = exp.experiment_id if exp else self._client.create_experiment(self.experiment)
-        run = self._client.create_run(exp_id, run_name=self.run_name)
+        run = self._client.create_run(experiment_id(self._client, self.experiment), run_name=self.run_name)
         self.run_id = run.info.run_id
 
     def _send_all(self) -> None:

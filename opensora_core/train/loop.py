@@ -108,6 +108,7 @@ class _StepOutcome:
     overflow: bool
     samples: float
     tokens: float
+    preempt: bool = False  # some rank got SIGTERM (agreed in the step's all-reduce): stop after this step
 
 
 def warmup_lr(base_lr: float, step: int, warmup_steps: int) -> float:
@@ -410,8 +411,9 @@ class Trainer:
         tokens = samples * tokens_per_sample(x.shape[1:], self.comps.patch_size)
         local_loss = loss.detach().float().item()  # the step's one host sync before the all-reduce
         local_bad = 0.0 if math.isfinite(local_loss) else 1.0
-        stats = torch.tensor(
-            [local_loss if local_bad == 0 else 0.0, local_bad, samples, tokens],
+        signalled = 1.0 if self.preemption is not None and self.preemption.signalled else 0.0
+        stats = torch.tensor(  # one all-reduce per step carries the loss, bad flag, counts and SIGTERM flag
+            [local_loss if local_bad == 0 else 0.0, local_bad, samples, tokens, signalled],
             dtype=torch.float64,
             device=self.device if self.env.backend == "nccl" else "cpu",
         )
@@ -420,9 +422,10 @@ class Trainer:
         sp = self.mesh.sp_size
         mean_loss = float(stats[0]) / world
         bad = float(stats[1]) > 0
+        preempt = float(stats[4]) > 0
         if bad:
             self.backend.zero_grad()
-            return _StepOutcome(float("nan"), None, True, False, float(stats[2]) / sp, float(stats[3]) / sp)
+            return _StepOutcome(float("nan"), None, True, False, float(stats[2]) / sp, float(stats[3]) / sp, preempt)
 
         self.backend.set_lr(warmup_lr(cfg.lr, step_number, cfg.warmup_steps))
         self.backend.backward(loss)
@@ -431,7 +434,7 @@ class Trainer:
         bad = self.backend.last_step_skipped and not overflow
         if not self.backend.last_step_skipped and self.ema is not None:
             self.ema.update(self.backend.module)
-        return _StepOutcome(mean_loss, grad_norm, bad, overflow, float(stats[2]) / sp, float(stats[3]) / sp)
+        return _StepOutcome(mean_loss, grad_norm, bad, overflow, float(stats[2]) / sp, float(stats[3]) / sp, preempt)
 
     # ================================================================================ loop
     def run(self) -> TrainResult:
@@ -474,7 +477,7 @@ class Trainer:
                     self._abort(iter_start)
                 if cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0:
                     self.save_guard.periodic(functools.partial(self.save, iter_start), self.global_step)
-                if self.preemption is not None and self.preemption.agreed(self.env):
+                if outcome.preempt:
                     self._preempt(iter_start)
                 self.faults.pause_if_due(self.global_step)
                 if self.global_step >= max_steps:

@@ -4,9 +4,9 @@ Kubernetes sends SIGTERM to a pod it preempts, evicts or drains, then SIGKILL af
 ``terminationGracePeriodSeconds``. The container runs ``python -m opensora_core.train.supervise torchrun ...``
 (:mod:`opensora_core.train.supervise`), which forwards the signal to torchrun, which forwards it to its workers.
 
-In a worker, :class:`PreemptionWatch` turns SIGTERM into a flag. After every step the ranks agree on it with
-one all-reduce of a single number (max over ranks), so all of them stop after the same step even when only one
-node was signalled. Then rank 0 decides, for everyone, whether a checkpoint fits into what is left of the
+In a worker, :class:`PreemptionWatch` turns SIGTERM into a flag. The ranks agree on it inside the training
+step's existing all-reduce (the flag rides along with the loss), so all of them stop after the same step even
+when only one node was signalled. Then rank 0 decides, for everyone, whether a checkpoint fits into what is left of the
 grace period (``OPENSORA_PREEMPT_GRACE_S`` seconds from the signal, default :data:`DEFAULT_GRACE_S`): it does
 when no save was measured yet (a cut-short save is harmless: checkpoints are published atomically) or when
 1.5x the last measured save time fits. Otherwise the job exits without saving and the previous checkpoint is
@@ -96,16 +96,11 @@ class PreemptionWatch:
             return self.grace_s
         return self.grace_s - (self.clock() - self.signalled_at)
 
-    def agreed(self, env: Any) -> bool:
-        """True on every rank once any rank got SIGTERM (collective: every rank calls it after each step)."""
-        import torch  # here: the launchers import this module's constants without torch
-
-        flag = torch.tensor([0.0 if self.signalled_at is None else 1.0], dtype=torch.float64)
-        if env.is_distributed:
-            if env.backend == "nccl":
-                flag = flag.to(env.device)
-            env.all_reduce(flag, op="max")
-        return float(flag.item()) > 0
+    @property
+    def signalled(self) -> bool:
+        """This rank got SIGTERM. The trainer sums this flag over ranks in its per-step all-reduce, so every
+        rank stops after the same step."""
+        return self.signalled_at is not None
 
     def should_save(self, env: Any, last_save_s: float | None) -> bool:
         """Rank 0's verdict for all ranks: does a checkpoint fit into the grace period left?"""

@@ -274,13 +274,22 @@ class ProvenanceError(RuntimeError):
 
 
 def check_provenance(
-    client: Any, tracking_uri: str, name: str, version: str, sha: str, *, require_lineage: bool
+    client: Any,
+    tracking_uri: str,
+    name: str,
+    version: str,
+    sha: str,
+    *,
+    require_lineage: bool,
+    verify_weights: bool = True,
 ) -> None:
     """Raise :class:`ProvenanceError` unless version ``version`` of ``name`` holds the checkpoint hashed ``sha``.
 
     Loading a registered model runs its Python code (MLflow pyfunc), so an alias is only moved to a version whose
     ``opensora.checkpoint_sha256`` tag is ``sha``, whose logged weights file hashes to ``sha`` (downloaded and
-    checked here) and, with ``require_lineage``, which carries the ``opensora.pipeline_run_id`` lineage tag.
+    checked here when ``verify_weights``; :func:`register_checkpoint` skips that for a version it has just
+    logged from the checkpoint itself) and, with ``require_lineage``, which carries the
+    ``opensora.pipeline_run_id`` lineage tag.
     """
     import mlflow
 
@@ -292,6 +301,8 @@ def check_provenance(
         )
     if tags.get(f"{TAG_PREFIX}checkpoint_sha256") != sha:
         raise ProvenanceError(f"{where}: tag {TAG_PREFIX}checkpoint_sha256 is not the checkpoint's {sha}")
+    if not verify_weights:
+        return
     with tempfile.TemporaryDirectory(prefix="opensora-provenance-") as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(
@@ -427,7 +438,8 @@ def register_checkpoint(
     for key, value in metrics.items():
         if math.isfinite(value) and not is_secret_key(key):
             client.set_model_version_tag(model_name, version, f"{TAG_PREFIX}metric.{key}", f"{value:.6g}")
-    check_provenance(client, uri, model_name, version, sha, require_lineage=require_lineage)
+    # a version reused by hash may hold anyone's weights: download and hash them; one just logged holds ours
+    check_provenance(client, uri, model_name, version, sha, require_lineage=require_lineage, verify_weights=reused)
     set_aliases = list(dict.fromkeys(aliases))
     if gate_result.passed:
         set_aliases.append(CHAMPION_ALIAS)

@@ -26,6 +26,7 @@ from typing import Any
 
 from opensora_core.checkpoint import CONFIG_JSON, EMA_FILE
 from opensora_core.eval.gate import GateDecision, decide
+from opensora_core.model_registry import CARD_FILE, WEIGHTS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -88,16 +89,16 @@ def champion_checkpoint(tracking_uri: str, model_name: str, version: str, into: 
             tracking_uri=tracking_uri,
         )
     )
-    cards = sorted(local.rglob("model_card.json"))
+    cards = sorted(local.rglob(CARD_FILE))
     if not cards:
         raise FileNotFoundError(
-            f"models:/{model_name}/{version} holds no model_card.json: not an opensora model"
+            f"models:/{model_name}/{version} holds no {CARD_FILE}: not an opensora model"
         )
     data = cards[0].parent
     ckpt = into / "checkpoint"
     ckpt.mkdir(parents=True)
     shutil.copy2(data / CONFIG_JSON, ckpt / CONFIG_JSON)
-    shutil.copy2(data / "weights.safetensors", ckpt / EMA_FILE)
+    shutil.copy2(data / WEIGHTS_FILE, ckpt / EMA_FILE)
     return ckpt
 
 

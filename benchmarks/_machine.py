@@ -1,7 +1,10 @@
-"""Shared by the benchmark scripts: the CPU model name for the ``machine`` field of their JSON lines."""
+"""Shared by the benchmark scripts: the CPU model name for the ``machine`` field of their JSON lines, and the
+side-by-side ``emit`` line of the data benchmarks."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 from pathlib import Path
 
@@ -15,3 +18,23 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """CPU model, usable cores, OS."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu_model()}, {cores} cores, {platform.system()}"
+
+
+def emit(name: str, ours: float, baseline: float, unit: str, **extra: object) -> None:
+    """Print one JSON line: ours vs the baseline, their ratio, the unit and the machine."""
+    record = {
+        "name": name,
+        "ours": round(ours, 3),
+        "baseline": round(baseline, 3),
+        "ratio": round(ours / baseline, 2) if baseline else None,
+        "unit": unit,
+        "machine": machine(),
+        **extra,
+    }
+    print(json.dumps(record), flush=True)

@@ -18,9 +18,6 @@ Usage: ``python benchmarks/curate.py [--quick] [--videos N] [--shots N] [--shot-
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -31,29 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._machine import cpu_model  # noqa: E402
+from benchmarks._machine import emit  # noqa: E402
 from opensora_core.data.curate.scenes import SceneSplitConfig, split_scenes  # noqa: E402
 from opensora_core.data.curate.scores import score  # noqa: E402
 from opensora_core.data.prepare import prepare  # noqa: E402
 from opensora_core.data.video_io import write_video  # noqa: E402
-
-
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()}, {cores} cores, {platform.system()}"
-
-
-def emit(name: str, ours: float, baseline: float, unit: str, **extra: object) -> None:
-    record = {
-        "name": name,
-        "ours": round(ours, 3),
-        "baseline": round(baseline, 3),
-        "ratio": round(ours / baseline, 2) if baseline else None,
-        "unit": unit,
-        "machine": machine(),
-        **extra,
-    }
-    print(json.dumps(record), flush=True)
 
 
 def shot_frames(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:

@@ -23,9 +23,6 @@ Usage: ``python benchmarks/data.py [--quick] [--rows N] [--videos N] [--clips N]
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -38,7 +35,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._machine import cpu_model  # noqa: E402
+from benchmarks._machine import emit  # noqa: E402
 from opensora_core.data.bucket import Bucket  # noqa: E402
 from opensora_core.data.sampler import VariableVideoBatchSampler  # noqa: E402
 from opensora_core.data.video_io import (  # noqa: E402
@@ -59,28 +56,6 @@ STAGE3_BUCKET_CONFIG = {
     "720p": {1: (0.4, 40), 16: (0.6, 3), 32: (0.6, 1), 96: (0.0, None)},
     "1024": {1: (0.3, 40)},
 }
-
-
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu_model()}, {cores} cores, {platform.system()}"
-
-
-def emit(name: str, ours: float, baseline: float, unit: str, **extra: object) -> None:
-    print(
-        json.dumps(
-            {
-                "name": name,
-                "ours": round(ours, 3),
-                "baseline": round(baseline, 3),
-                "ratio": round(ours / baseline, 2) if baseline else None,
-                "unit": unit,
-                "machine": machine(),
-                **extra,
-            }
-        ),
-        flush=True,
-    )
 
 
 def best_of(repeats: int, fn):  # noqa: ANN001, ANN201 - tiny timing helper

@@ -168,8 +168,8 @@ def _eval_config(config: str | Path, weights: str | Path | None, table: str) -> 
     base = load_config(config)
     if base.scheduler.type not in ("iddpm", "iddpm-speed"):
         raise ValueError(
-            f"scheduler.type {base.scheduler.type!r} of {config} has no training loss: validation loss "
-            "needs the training scheduler (iddpm or iddpm-speed)"
+            f"scheduler.type {base.scheduler.type!r} of {config}: validation loss is measured at IDDPM "
+            "timestep indices, so it supports checkpoints trained with iddpm or iddpm-speed (not yet rflow)"
         )
     overrides: dict[str, Any] = {
         "dataset.data_path": table,

@@ -1,19 +1,35 @@
-"""Sampling cost: DPM-Solver++-20 vs IDDPM-100, both with classifier-free guidance, on a small STDiT (CPU).
+"""Sampling cost on a small STDiT (batch 1, classifier-free guidance, CPU): ours vs the Open-Sora 1.0 reference.
 
-Prints one JSON line per measurement (name, ours, baseline, ratio, unit, machine):
+Runners, measured in alternating rounds (each round runs every runner once, in a rotating order, so
+background load on a shared machine hits them alike); medians over the rounds are reported:
 
-- ``sampling_seconds_per_video``: wall seconds per video, ours = DPM-Solver-20, baseline = IDDPM-100
-  (fastest of ``--repeats`` interleaved runs: least disturbed by background load); ratio = baseline / ours (speed-up; target >= 4.5).
-- ``sampling_cpu_seconds_per_video_...``: the same in process CPU seconds (steadier than wall time when the
-  machine is shared).
-- ``sampling_model_evals_per_video``: model forwards per video (20 vs 100).
-- ``cfg_forwards_per_step``: forwards per sampling step with CFG; ours batches cond + null into one 2B forward,
-  the baseline is running them as two forwards.
-- ``sampler_overhead_per_step``: scheduler arithmetic per step with a free (zero-output) model, DPM-Solver vs
-  IDDPM; shows the speed-up comes from the 5x fewer model evaluations.
+- ``ours_dpm``: our DPM-Solver++ with ``--dpm-steps`` (20) steps;
+- ``ours_iddpm``: our IDDPM with ``--iddpm-steps`` (100) steps;
+- ``ref_iddpm``: the reference's ``IDDPM(num_sampling_steps=100).sample`` on the reference's own STDiT, only
+  with ``--reference`` (an Open-Sora checkout at c861b98) and ``--reference-deps`` (timm 0.9.16; see
+  ``benchmarks/_reference.py`` for the CPU stand-ins). Both models hold the same weights (the reference's
+  state dict loaded into ours, strict), and our IDDPM uses the reference's float64 schedule; the first
+  record checks that both IDDPMs give the same video from the same seed;
+- ``ours_dpm_compiled`` with ``--compile``: the DPM-Solver with ``compile_model=True`` (torch.compile of the
+  sampler's model call, inductor), compiled in the warm-up.
 
-Usage: ``python benchmarks/sampling.py [--repeats 3] [--tiny]`` (``--tiny`` = fewer steps / smaller model
-for smoke tests).
+One JSON line per measurement: ``name``, ``ours``, ``baseline``, ``ratio`` (= baseline / ours: the speed-up,
+> 1 is faster), ``unit``, ``rounds`` (the per-round ratios, each from the same round), ``cpu_ours`` / ``cpu_baseline`` /
+``cpu_ratio`` (the same in process CPU seconds: steadier than wall time on a shared machine, one thread),
+``machine`` and ``loadavg`` (``os.getloadavg()`` before and after the timed rounds):
+
+- ``sampling_seconds_per_video_dpm20_vs_reference_iddpm100`` (target >= 6), ``..._iddpm100_vs_reference_iddpm100``
+  and ``..._compiled_dpm20_vs_reference_iddpm100``: wall seconds per video;
+- ``sampling_seconds_per_video_dpm20_vs_iddpm100``: ours vs ours (the baseline when no reference is given);
+- ``sampling_iddpm100_max_abs_diff_vs_reference``: same seed, same weights: the two IDDPM videos agree;
+- ``sampling_model_evals_per_video``: DPM-Solver vs IDDPM (20 vs 100; both samplers, like the reference's,
+  run cond + null as one 2B forward per step);
+- ``sampler_overhead_ms_per_step``: the sampler's own arithmetic per step with a model that costs nothing
+  (ours IDDPM vs the reference's IDDPM; ours DPM-Solver vs ours IDDPM without a reference).
+
+Usage (about 2 minutes on one thread; ``--tiny`` = a smoke test of a few seconds)::
+
+    python benchmarks/sampling.py --reference /work/ref10 --reference-deps /work/refdeps [--rounds 7] [--compile]
 """
 
 from __future__ import annotations
@@ -21,28 +37,70 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
+import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._machine import machine  # noqa: E402
 
 
-def _machine() -> str:
-    import torch
+def _wall(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
-    return f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, threads {torch.get_num_threads()}"
 
-
-def _seconds(run: Callable[[], object]) -> tuple[float, float]:
+def _wall_and_cpu(run: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one ``run()``."""
     wall, cpu = time.perf_counter(), time.process_time()
     run()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+class _FixedText:
+    """Text-encoder stand-in for the reference's ``IDDPM.sample``: fixed embeddings and null caption."""
+
+    def __init__(self, y, mask, y_null) -> None:
+        self.y, self.mask, self.y_null = y, mask, y_null
+
+    def encode(self, prompts):
+        return {"y": self.y, "mask": self.mask}
+
+    def null(self, n):
+        return self.y_null
+
+
+class _FreeModel:
+    """A model that costs nothing (zeros of the output shape): what is left is the sampler's own work."""
+
+    def __call__(self, x, t, y=None, **kwargs):
+        import torch
+
+        return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+
+    forward = __call__  # the reference calls ``model.forward``
+
+
+def _randomise_zero_params(model) -> None:
+    """Zero-initialised layers (adaLN, final, cross-attention projections) would make the output trivial."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if not param.any():
+                param.copy_(torch.randn(param.shape, generator=g) * 0.02)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark and print/return its JSON records."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (medians are reported)")
     parser.add_argument("--iddpm-steps", type=int, default=100)
     parser.add_argument("--dpm-steps", type=int, default=20)
     parser.add_argument(
@@ -51,8 +109,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=1,
         help="torch intra-op threads (1: stable on shared CPUs; 0 = torch default)",
     )
+    parser.add_argument("--reference", type=Path, help="Open-Sora 1.0 checkout (commit c861b98)")
+    parser.add_argument("--reference-deps", type=Path, help="pip --target folder with timm 0.9.16")
+    parser.add_argument("--compile", action="store_true", help="also time the DPM-Solver with compile_model")
     parser.add_argument("--tiny", action="store_true", help="tiny model and few steps (smoke test)")
     args = parser.parse_args(argv)
+    if (args.reference is None) != (args.reference_deps is None):
+        parser.error("--reference and --reference-deps go together")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the reference's sampler always asks for a progress bar
 
     import torch
 
@@ -61,106 +125,144 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     if args.tiny:
-        size, hidden, depth, iddpm_steps, dpm_steps = (2, 8, 8), 32, 1, 5, 2
-        args.repeats = 1
+        size, hidden, depth, iddpm_steps, dpm_steps, rounds = (2, 8, 8), 32, 1, 5, 2, 1
     else:
-        size, hidden, depth, iddpm_steps, dpm_steps = (8, 16, 16), 128, 2, args.iddpm_steps, args.dpm_steps
-    caption_channels, max_len = 64, 16
-    model = build_model(
-        "STDiT-XL/2",
+        size, hidden, depth = (8, 16, 16), 128, 2
+        iddpm_steps, dpm_steps, rounds = args.iddpm_steps, args.dpm_steps, args.rounds
+    config = dict(
         depth=depth,
         hidden_size=hidden,
         num_heads=4,
         input_size=size,
-        caption_channels=caption_channels,
-        model_max_length=max_len,
-    ).eval()
-    with torch.no_grad():  # zero-initialised layers (adaLN / final) would make the model output 0
-        for param in model.parameters():
-            if not param.any():
-                param.normal_(0.0, 0.02)
-    z = torch.randn(1, 4, *size)
-    y = torch.randn(1, 1, max_len, caption_channels)
-    mask = torch.ones(1, max_len, dtype=torch.long)
+        caption_channels=64,
+        model_max_length=16,
+    )
+    torch.manual_seed(0)
+    reference = None
+    if args.reference is not None:
+        from benchmarks._reference import load_opensora_v1
+
+        reference = load_opensora_v1(args.reference, args.reference_deps)
+        ref_model = reference.stdit.STDiT(**config).eval()
+        _randomise_zero_params(ref_model)
+        model = build_model("STDiT-XL/2", **config).eval()
+        model.load_state_dict(ref_model.state_dict(), strict=True)
+    else:
+        model = build_model("STDiT-XL/2", **config).eval()
+        _randomise_zero_params(model)
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, 4, *size, generator=g)
+    y = torch.randn(1, 1, config["model_max_length"], config["caption_channels"], generator=g)
+    mask = torch.ones(1, config["model_max_length"], dtype=torch.long)
     y_null = model.null_caption(1)
 
-    iddpm = build_scheduler("iddpm", num_sampling_steps=iddpm_steps, cfg_scale=7.0, cfg_channel=3)
+    # the 1.0 reference computes its schedule in float64; ours follows it here so both do the same sums
+    iddpm = build_scheduler(
+        "iddpm", num_sampling_steps=iddpm_steps, cfg_scale=7.0, cfg_channel=3, schedule_dtype="float64"
+    )
     dpm = build_scheduler("dpm-solver", num_sampling_steps=dpm_steps, cfg_scale=7.0)
+    runners: dict[str, Callable[[], object]] = {
+        "ours_dpm": lambda: dpm.sample(model, z, y, mask=mask, y_null=y_null),
+        "ours_iddpm": lambda: iddpm.sample(model, z, y, mask=mask, y_null=y_null),
+    }
+    records: list[dict] = []
+    host = machine() + f", torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+    def record(name: str, ours: float, baseline: float, unit: str, **extra: object) -> None:
+        ratio = round(baseline / ours, 3) if ours else None
+        records.append(
+            dict(name=name, ours=ours, baseline=baseline, ratio=ratio, unit=unit, machine=host, **extra)
+        )
+
     with torch.inference_mode():
-        warm_up = build_scheduler("dpm-solver", num_sampling_steps=2)
-        warm_up.sample(model, z, y, mask=mask, y_null=y_null)
-        dpm_times, iddpm_times = [], []
-        for _ in range(args.repeats):  # interleaved so background load hits both alike
-            dpm_times.append(_seconds(lambda: dpm.sample(model, z, y, mask=mask, y_null=y_null)))
-            iddpm_times.append(
-                _seconds(
-                    lambda: iddpm.sample(
-                        model, z, y, mask=mask, y_null=y_null, generator=torch.Generator().manual_seed(0)
-                    )
-                )
+        if reference is not None:
+            ref_iddpm = reference.iddpm.IDDPM(num_sampling_steps=iddpm_steps, cfg_scale=7.0)
+            text = _FixedText(y, mask, y_null)
+
+            def ref_sample() -> torch.Tensor:
+                return ref_iddpm.sample(ref_model, text, z_size=z.shape[1:], prompts=[""], device="cpu")
+
+            runners["ref_iddpm"] = ref_sample
+            torch.manual_seed(3)  # the reference draws z and every step's noise from the global RNG
+            ref_video = ref_sample()
+            torch.manual_seed(3)
+            ref_z = torch.randn_like(z)
+            ours_video = iddpm.sample(model, ref_z, y, mask=mask, y_null=y_null)
+            diff = (ours_video - ref_video).abs().max().item()
+            record(f"sampling_iddpm{iddpm_steps}_max_abs_diff_vs_reference", diff, 0.0, "max |ours - ref|")
+        if args.compile:
+            compiled = build_scheduler(
+                "dpm-solver", num_sampling_steps=dpm_steps, cfg_scale=7.0, compile_model=True
             )
-        dpm_evals, iddpm_evals = dpm.last_num_model_evals, iddpm.last_num_model_evals
+            runners["ours_dpm_compiled"] = lambda: compiled.sample(model, z, y, mask=mask, y_null=y_null)
 
-        # scheduler arithmetic alone: a model that costs nothing
-        def free_model(x, t, **kwargs):
-            return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
+        for run in runners.values():  # warm-up (and compilation)
+            run()
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        cpu_times: dict[str, list[float]] = {name: [] for name in runners}
+        names = list(runners)
+        load_before = os.getloadavg()
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotating order
+                wall, cpu = _wall_and_cpu(runners[name])
+                times[name].append(wall)
+                cpu_times[name].append(cpu)
+        load_after = os.getloadavg()
+        evals = (dpm.last_num_model_evals, iddpm.last_num_model_evals)
 
-        dpm_free = min(
-            _seconds(lambda: dpm.sample(free_model, z, y, y_null=y_null))[0] for _ in range(args.repeats)
+        free_model = _FreeModel()
+        free_rounds = max(rounds, 3)
+        free_dpm = statistics.median(
+            _wall(lambda: dpm.sample(free_model, z, y, mask=mask, y_null=y_null)) for _ in range(free_rounds)
         )
-        iddpm_free = min(
-            _seconds(lambda: iddpm.sample(free_model, z, y, y_null=y_null))[0] for _ in range(args.repeats)
+        free_iddpm = statistics.median(
+            _wall(lambda: iddpm.sample(free_model, z, y, mask=mask, y_null=y_null))
+            for _ in range(free_rounds)
         )
-    dpm_s, iddpm_s = min(w for w, _ in dpm_times), min(w for w, _ in iddpm_times)
-    dpm_cpu, iddpm_cpu = min(c for _, c in dpm_times), min(c for _, c in iddpm_times)
+        if reference is not None:
+            free_ref = statistics.median(
+                _wall(lambda: ref_iddpm.sample(free_model, text, z.shape[1:], [""], "cpu"))
+                for _ in range(free_rounds)
+            )
 
-    machine = _machine()
-    records = [
-        {
-            "name": f"sampling_seconds_per_video_dpm{dpm_steps}_vs_iddpm{iddpm_steps}",
-            "ours": round(dpm_s, 4),
-            "baseline": round(iddpm_s, 4),
-            "ratio": round(iddpm_s / dpm_s, 3),
-            "unit": "s/video",
-            "machine": machine,
-        },
-        {
-            "name": f"sampling_cpu_seconds_per_video_dpm{dpm_steps}_vs_iddpm{iddpm_steps}",
-            "ours": round(dpm_cpu, 4),
-            "baseline": round(iddpm_cpu, 4),
-            "ratio": round(iddpm_cpu / dpm_cpu, 3),
-            "unit": "cpu s/video",
-            "machine": machine,
-        },
-        {
-            "name": "sampling_model_evals_per_video",
-            "ours": dpm_evals,
-            "baseline": iddpm_evals,
-            "ratio": round(iddpm_evals / dpm_evals, 3),
-            "unit": "forwards/video",
-            "machine": machine,
-        },
-        {
-            "name": "cfg_forwards_per_step",
-            "ours": iddpm_evals / iddpm_steps,
-            "baseline": 2.0,
-            "ratio": round(2.0 / (iddpm_evals / iddpm_steps), 3),
-            "unit": "forwards/step",
-            "machine": machine,
-        },
-        {
-            "name": "sampler_overhead_per_step",
-            "ours": round(1000 * dpm_free / dpm_steps, 4),
-            "baseline": round(1000 * iddpm_free / iddpm_steps, 4),
-            "ratio": round((iddpm_free / iddpm_steps) / (dpm_free / dpm_steps), 3),
-            "unit": "ms/step (model excluded)",
-            "machine": machine,
-        },
-    ]
-    for record in records:
-        print(json.dumps(record))
+    loadavg = {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in load_after]}
+
+    def compare(name: str, ours: str, baseline: str) -> None:
+        per_round = [round(b / o, 3) for o, b in zip(times[ours], times[baseline], strict=True)]
+        record(
+            name,
+            round(statistics.median(times[ours]), 4),
+            round(statistics.median(times[baseline]), 4),
+            "s/video (median)",
+            rounds=per_round,
+            cpu_ours=round(statistics.median(cpu_times[ours]), 4),
+            cpu_baseline=round(statistics.median(cpu_times[baseline]), 4),
+            cpu_ratio=round(statistics.median(cpu_times[baseline]) / statistics.median(cpu_times[ours]), 3),
+            loadavg=loadavg,
+        )
+
+    tag_dpm, tag_iddpm = f"dpm{dpm_steps}", f"iddpm{iddpm_steps}"
+    if reference is not None:
+        compare(f"sampling_seconds_per_video_{tag_dpm}_vs_reference_{tag_iddpm}", "ours_dpm", "ref_iddpm")
+        compare(f"sampling_seconds_per_video_{tag_iddpm}_vs_reference_{tag_iddpm}", "ours_iddpm", "ref_iddpm")
+        if args.compile:
+            compare(
+                f"sampling_seconds_per_video_compiled_{tag_dpm}_vs_reference_{tag_iddpm}",
+                "ours_dpm_compiled",
+                "ref_iddpm",
+            )
+    compare(f"sampling_seconds_per_video_{tag_dpm}_vs_{tag_iddpm}", "ours_dpm", "ours_iddpm")
+    record("sampling_model_evals_per_video", evals[0], evals[1], "forwards/video")
+    if reference is not None:
+        ours_ms, base_ms = 1000 * free_iddpm / iddpm_steps, 1000 * free_ref / iddpm_steps
+        record(
+            "sampler_overhead_ms_per_step_iddpm_vs_reference", round(ours_ms, 4), round(base_ms, 4), "ms/step"
+        )
+    ours_ms, base_ms = 1000 * free_dpm / dpm_steps, 1000 * free_iddpm / iddpm_steps
+    record("sampler_overhead_ms_per_step_dpm_vs_iddpm", round(ours_ms, 4), round(base_ms, 4), "ms/step")
+    for rec in records:
+        print(json.dumps(rec), flush=True)
     return records
 
 

@@ -10,20 +10,22 @@ Self-attention keeps its attention core in one overridable call, ``Attention._at
 [B, H, N, D], so sequence parallelism (Ulysses all-to-all) can be wrapped around it from outside.
 
 Cross-attention takes the caption mask as a tensor or as a :class:`TextMask` that a model prepares once per
-forward (:func:`prepare_text_mask`), so the mask's host-side checks do not stall every block on a GPU.
+forward, or a sampler once per video (:func:`prepare_text_mask`, in ``opensora_core.utils.text_mask``), so the
+mask's host-side checks do not stall every block on a GPU. Padded captions are packed (the padding cut off;
+flash-attn's varlen kernel where flash-attn runs), see :class:`MultiHeadCrossAttention`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from opensora_core.models.layers import RMSNorm
+from opensora_core.utils.text_mask import TextMask, prepare_text_mask
 
 __all__ = [
     "ATTN_BACKENDS",
@@ -87,9 +89,8 @@ def _math_attention(
     return attn @ v
 
 
-def _flash_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0
-) -> torch.Tensor:
+def _flash_module(q: torch.Tensor):
+    """The ``flash_attn`` module for CUDA fp16/bf16 ``q``; a clear error naming the alternative otherwise."""
     if not q.is_cuda:
         raise RuntimeError(
             "attention backend 'flash' needs CUDA tensors; use attn_backend='sdpa' on CPU "
@@ -100,13 +101,19 @@ def _flash_attention(
             f"attention backend 'flash' needs fp16/bf16 inputs, got {q.dtype}; use 'sdpa' for fp32"
         )
     try:
-        from flash_attn import flash_attn_func
+        import flash_attn
     except ImportError as exc:
         raise RuntimeError(
             "attention backend 'flash' needs the flash-attn package (installed in the train image); "
             "use attn_backend='sdpa' instead"
         ) from exc
-    out = flash_attn_func(
+    return flash_attn
+
+
+def _flash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dropout_p: float = 0.0
+) -> torch.Tensor:
+    out = _flash_module(q).flash_attn_func(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout_p, softmax_scale=scale
     )
     return out.transpose(1, 2)  # [B, H, N, D]
@@ -195,56 +202,19 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-def _as_key_mask(mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
-    """Text mask ([B, L], [B, 1, 1, L]; 1/True = token) -> bool [B, L] repeated to ``batch``, or None if full."""
-    if mask is None:
-        return None
-    mask = mask.reshape(mask.shape[0], -1)
-    if mask.shape[1] != length:
-        raise ValueError(f"text mask has {mask.shape[1]} tokens but the caption has {length}")
-    if mask.shape[0] != batch:
-        if batch % mask.shape[0]:
-            raise ValueError(f"text mask batch {mask.shape[0]} does not divide the caption batch {batch}")
-        mask = mask.repeat(batch // mask.shape[0], 1)
-    return mask != 0
-
-
-@dataclass(frozen=True)
-class TextMask:
-    """A caption mask with some padding, checked once and shared by every block's cross-attention.
-
-    ``key_mask`` bool [B, L] (True = token); ``has_token`` bool [B], or None when every sample has a token.
-    """
-
-    key_mask: torch.Tensor
-    has_token: torch.Tensor | None
-
-
-def prepare_text_mask(mask: torch.Tensor | TextMask | None, batch: int, length: int) -> TextMask | None:
-    """Caption mask ([B, L] or [B, 1, 1, L]; 1 = token) -> :class:`TextMask`, or None when every token is valid.
-
-    The two ``all()`` checks read a value back from the device; a model calls this once per forward instead of
-    letting each block's cross-attention do it.
-    """
-    if isinstance(mask, TextMask):
-        if mask.key_mask.shape != (batch, length):
-            raise ValueError(
-                f"text mask is {list(mask.key_mask.shape)} but the caption is [{batch}, {length}]"
-            )
-        return mask
-    key_mask = _as_key_mask(mask, batch, length)
-    if key_mask is None or bool(key_mask.all()):
-        return None
-    has_token = key_mask.any(dim=1)  # [B]
-    return TextMask(key_mask, None if bool(has_token.all()) else has_token)
-
-
 class MultiHeadCrossAttention(nn.Module):
     """Cross-attention from video tokens to text tokens (keys ``q_linear``, ``kv_linear``, ``proj``).
 
     x [B, N, C], cond [B, L, C], mask [B, L] (1 = valid token) -> [B, N, C]. Each sample's queries see only its
     own valid text tokens, which equals the reference's packed block-diagonal attention; a sample with no
     valid token gets a zero attention output (so the block adds ``proj.bias`` only).
+
+    Padded captions are packed (``packed=True``, the default): the key positions that are padding in every
+    sample are cut off before the kv projection; then with the ``"flash"`` backend the valid tokens of all
+    samples go into one sequence for flash-attn's varlen kernel (each sample's queries see its own tokens, as
+    the reference's xformers ``BlockDiagonalMask``), otherwise SDPA / math attend over the cut keys, with the
+    key mask only when the samples still differ in length. ``packed=False`` is the dense masked attention over
+    all L positions (``benchmarks/cross_attention.py`` measures both).
     """
 
     def __init__(
@@ -254,6 +224,7 @@ class MultiHeadCrossAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         backend: str = "sdpa",
+        packed: bool = True,
     ) -> None:
         super().__init__()
         if d_model % num_heads:
@@ -263,6 +234,7 @@ class MultiHeadCrossAttention(nn.Module):
         self.head_dim = d_model // num_heads
         self.scale = self.head_dim**-0.5
         self.backend = _check_backend(backend)
+        self.packed = packed
         self.q_linear = nn.Linear(d_model, d_model)
         self.kv_linear = nn.Linear(d_model, d_model * 2)
         self.attn_drop = float(attn_drop)
@@ -272,19 +244,40 @@ class MultiHeadCrossAttention(nn.Module):
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: TextMask | None
     ) -> torch.Tensor:
-        """q [B, H, N, D], k/v [B, H, L, D], mask from :func:`prepare_text_mask` -> [B, H, N, D]."""
+        """q [B, H, N, D], k/v [B, H, Lk, D] (Lk = L, or ``mask.keep`` when packed) -> [B, H, N, D]."""
         dropout_p = self.attn_drop if self.training else 0.0
-        if mask is None:
+        if mask is None or (self.packed and mask.uniform and k.shape[2] == mask.keep):
             return attention(q, k, v, self.backend, scale=self.scale, dropout_p=dropout_p)
         # flash-attn has no key mask here: masked cross-attention runs through sdpa.
         backend = "sdpa" if self.backend == "flash" else self.backend
-        keys = mask.key_mask
+        keys = mask.key_mask[:, : k.shape[2]]  # [B, Lk]
         if mask.has_token is not None:
             # Rows without any valid key would give NaN; let them attend to everything and zero them afterwards.
             keys = keys | ~mask.has_token[:, None]
         out = attention(
             q, k, v, backend, attn_mask=keys[:, None, None, :], scale=self.scale, dropout_p=dropout_p
         )
+        if mask.has_token is not None:
+            out = torch.where(mask.has_token[:, None, None, None], out, torch.zeros_like(out))
+        return out
+
+    def _attend_varlen(self, q: torch.Tensor, kv: torch.Tensor, mask: TextMask) -> torch.Tensor:
+        """flash-attn varlen: q [B, N, H, D], kv [B, keep, 2, H, D] -> [B, N, H, D]."""
+        b, n = q.shape[:2]
+        flash = _flash_module(q)
+        kv = kv.flatten(0, 1).index_select(0, mask.kv_index)  # [total valid tokens, 2, H, D]
+        cu_seqlens_q = torch.arange(0, (b + 1) * n, n, dtype=torch.int32, device=q.device)  # [B + 1]
+        out = flash.flash_attn_varlen_func(
+            q.flatten(0, 1),  # [B*N, H, D]
+            kv[:, 0],
+            kv[:, 1],
+            cu_seqlens_q,
+            mask.cu_seqlens,
+            n,
+            mask.max_seqlen,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            softmax_scale=self.scale,
+        ).view(q.shape)
         if mask.has_token is not None:
             out = torch.where(mask.has_token[:, None, None, None], out, torch.zeros_like(out))
         return out
@@ -298,11 +291,17 @@ class MultiHeadCrossAttention(nn.Module):
         if bc != b:
             raise ValueError(f"cross-attention: video batch {b} != caption batch {bc}")
         text_mask = prepare_text_mask(mask, b, length)
-        q = self.q_linear(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, N, D]
+        if text_mask is not None and self.packed and text_mask.keep:
+            cond = cond[:, : text_mask.keep]  # [B, keep, C]: positions that are padding everywhere cut off
+            length = text_mask.keep
+        q = self.q_linear(x).reshape(b, n, self.num_heads, self.head_dim)  # [B, N, H, D]
         kv = self.kv_linear(cond).view(b, length, 2, self.num_heads, self.head_dim)
-        k, v = (t.transpose(1, 2) for t in kv.unbind(2))  # [B, H, L, D] each
-        x = self._attend(q, k, v, text_mask)
-        x = x.transpose(1, 2).reshape(b, n, c)
+        if text_mask is not None and self.packed and self.backend == "flash" and text_mask.keep:
+            x = self._attend_varlen(q, kv, text_mask).reshape(b, n, c)
+        else:
+            k, v = (t.transpose(1, 2) for t in kv.unbind(2))  # [B, H, L, D] each
+            x = self._attend(q.transpose(1, 2), k, v, text_mask)  # [B, H, N, D]
+            x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 
 

@@ -171,6 +171,81 @@ def test_prepared_text_mask_gives_the_same_output_as_the_raw_mask():
         mod(x, cond[:, :4], prepared)
 
 
+_MASKS = {
+    "short_prompts": [[1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0]],
+    "cfg_same_prompt": [[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0]],
+    "holes_and_empty": [[0, 1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0]],
+    "all_empty": [[0] * 7] * 3,
+}
+
+
+def test_prepared_text_mask_describes_the_packing():
+    prepared = prepare_text_mask(torch.tensor(_MASKS["holes_and_empty"]), 3, 7)
+    assert (prepared.keep, prepared.uniform, prepared.max_seqlen) == (6, False, 6)
+    assert prepared.cu_seqlens.tolist() == [0, 2, 2, 8] and prepared.cu_seqlens.dtype == torch.int32
+    assert prepared.kv_index.tolist() == [1, 3, 12, 13, 14, 15, 16, 17]  # flat positions in [B, keep]
+    assert prepared.has_token.tolist() == [True, False, True]
+    same = prepare_text_mask(torch.tensor(_MASKS["cfg_same_prompt"]), 3, 7)
+    assert (same.keep, same.uniform, same.has_token) == (3, True, None)
+    assert prepare_text_mask(torch.tensor(_MASKS["all_empty"]), 3, 7).keep == 0
+
+
+@pytest.mark.parametrize("backend", ["math", "sdpa"])
+@pytest.mark.parametrize("case", sorted(_MASKS))
+def test_packed_cross_attention_equals_the_dense_mask_forward_and_backward(backend, case):
+    torch.manual_seed(0)
+    mod = MultiHeadCrossAttention(32, 4, backend=backend)
+    x, cond = torch.randn(3, 6, 32, requires_grad=True), torch.randn(3, 7, 32, requires_grad=True)
+    mask = torch.tensor(_MASKS[case])
+    results = []
+    for packed in (True, False):
+        mod.packed = packed
+        mod.zero_grad(set_to_none=True)
+        x.grad = cond.grad = None
+        out = mod(x, cond, mask)
+        out.square().sum().backward()
+        results.append([out.detach(), x.grad, cond.grad, *(p.grad for p in mod.parameters())])
+    for packed_value, dense_value in zip(*results, strict=True):
+        assert torch.isfinite(packed_value).all()
+        torch.testing.assert_close(packed_value, dense_value, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][0], _packed_reference(mod, x, cond, mask), atol=1e-5, rtol=0)
+
+
+def _varlen_stand_in(
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p, softmax_scale
+):
+    """What ``flash_attn.flash_attn_varlen_func`` computes, segment by segment (q/k/v [total, H, D])."""
+    assert cu_seqlens_q.dtype == cu_seqlens_k.dtype == torch.int32 and dropout_p == 0.0
+    outs = []
+    for i in range(len(cu_seqlens_q) - 1):
+        qs = q[cu_seqlens_q[i] : cu_seqlens_q[i + 1]].transpose(0, 1)  # [H, n, D]
+        ks, vs = (t[cu_seqlens_k[i] : cu_seqlens_k[i + 1]].transpose(0, 1) for t in (k, v))
+        assert qs.shape[1] <= max_seqlen_q and ks.shape[1] <= max_seqlen_k
+        if ks.shape[1] == 0:  # flash-attn writes zeros for an empty key segment
+            outs.append(torch.zeros_like(qs).transpose(0, 1))
+            continue
+        attn = ((qs @ ks.transpose(-2, -1)) * softmax_scale).softmax(-1)
+        outs.append((attn @ vs).transpose(0, 1))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("case", sorted(_MASKS))
+def test_flash_backend_packs_valid_tokens_for_the_varlen_kernel(monkeypatch, case):
+    """The varlen inputs (packed kv, cu_seqlens, max_seqlen) give the dense result; the kernel is stood in."""
+    import types
+
+    from opensora_core.models import attention as attention_module
+
+    stand_in = types.SimpleNamespace(flash_attn_varlen_func=_varlen_stand_in)
+    monkeypatch.setattr(attention_module, "_flash_module", lambda q: stand_in)
+    torch.manual_seed(0)
+    mod = MultiHeadCrossAttention(32, 4, backend="flash")
+    x, cond = torch.randn(3, 6, 32), torch.randn(3, 7, 32)
+    mask = torch.tensor(_MASKS[case])
+    out = mod(x, cond, mask)
+    torch.testing.assert_close(out, _packed_reference(mod, x, cond, mask), atol=1e-5, rtol=0)
+
+
 def test_models_check_the_text_mask_once_per_forward_not_per_block(monkeypatch):
     from opensora_core.models import build_model
 

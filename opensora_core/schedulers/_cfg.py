@@ -1,10 +1,13 @@
-"""Classifier-free guidance helpers shared by the samplers: building the doubled (2B) model inputs."""
+"""Classifier-free guidance helpers shared by the samplers: building the doubled (2B) model inputs once per
+video (the caption mask prepared once, so no step reads it back from the device)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from opensora_core.utils.text_mask import prepare_text_mask
 
 
 def resolve_null_caption(model: Any, y: torch.Tensor, y_null: torch.Tensor | None) -> torch.Tensor:
@@ -47,7 +50,9 @@ def guided_kwargs(
 ) -> dict[str, Any]:
     """Model kwargs for a 2B batch: ``y = cat(y_first, y_second)``, text mask and video info doubled.
 
-    The text mask of the condition is reused for the null caption, as the reference does.
+    The text mask of the condition is reused for the null caption, as the reference does. It is handed to the
+    model prepared (a :class:`~opensora_core.utils.text_mask.TextMask` with the packing of padded captions, or
+    None when no token is padding): read back from the device here, once per video, not in every step.
     """
     kwargs: dict[str, Any] = {key: double_batch(val, batch_size) for key, val in video_info.items()}
     kwargs["y"] = torch.cat([y_first, y_second], dim=0)
@@ -56,5 +61,5 @@ def guided_kwargs(
             raise ValueError(
                 f"mask must be the text mask [B, L] with B={batch_size}, got {tuple(mask.shape)}"
             )
-        kwargs["mask"] = torch.cat([mask, mask], dim=0)
+        kwargs["mask"] = prepare_text_mask(torch.cat([mask, mask], dim=0), 2 * batch_size, mask.shape[1])
     return kwargs

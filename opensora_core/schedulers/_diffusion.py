@@ -82,9 +82,16 @@ def get_named_beta_schedule(schedule_name: str, num_diffusion_timesteps: int) ->
     )
 
 
-def extract(arr: np.ndarray, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Gather ``arr[timesteps]`` (float64) and return it as float32 shaped ``[B, 1, ..., 1]`` (``ndim`` dims)."""
-    values = torch.from_numpy(arr).to(device=timesteps.device)[timesteps].float()
+def extract(arr: np.ndarray | torch.Tensor, timesteps: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Gather ``arr[timesteps]`` and return it as float32 shaped ``[B, 1, ..., 1]`` (``ndim`` dims).
+
+    ``arr`` is a schedule array (float64 / float32 numpy) or the float32 tensor of one on the timesteps'
+    device (:meth:`GaussianDiffusion.table`: the same values, without a host-to-device copy per call).
+    """
+    if isinstance(arr, torch.Tensor):
+        values = arr[timesteps]
+    else:
+        values = torch.from_numpy(arr).to(device=timesteps.device)[timesteps].float()
     return values.reshape(values.shape + (1,) * (ndim - values.dim()))
 
 
@@ -164,7 +171,9 @@ class GaussianDiffusion:
         schedule_dtype: str = "float64",
     ) -> None:
         if schedule_dtype not in SCHEDULE_DTYPES:
-            raise ValueError(f"schedule_dtype must be one of {sorted(SCHEDULE_DTYPES)}, got {schedule_dtype!r}")
+            raise ValueError(
+                f"schedule_dtype must be one of {sorted(SCHEDULE_DTYPES)}, got {schedule_dtype!r}"
+            )
         b = torch.from_numpy(np.asarray(betas, dtype=np.float64)).to(SCHEDULE_DTYPES[schedule_dtype])
         if b.dim() != 1 or not ((b > 0).all() and (b <= 1).all()):
             raise ValueError("betas must be a 1-D array with values in (0, 1]")
@@ -204,6 +213,15 @@ class GaussianDiffusion:
         }
         for name, values in arrays.items():
             setattr(self, name, values.numpy())
+        self._tables: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def table(self, name: str, device: torch.device) -> torch.Tensor:
+        """The schedule array ``name`` as a float32 tensor on ``device``, copied there once and cached (what
+        :func:`extract` would gather from the numpy array on every call)."""
+        key = (name, device)
+        if key not in self._tables:
+            self._tables[key] = torch.from_numpy(getattr(self, name)).to(device).float()
+        return self._tables[key]
 
     # ------------------------------------------------------------------ forward process
     def q_mean_variance(
@@ -211,9 +229,9 @@ class GaussianDiffusion:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and log variance of q(x_t | x_0)."""
         nd = x_start.dim()
-        mean = extract(self.sqrt_alphas_cumprod, t, nd) * x_start
+        mean = extract(self.table("sqrt_alphas_cumprod", t.device), t, nd) * x_start
         variance = extract(1.0 - self.alphas_cumprod, t, nd).expand_as(x_start)
-        log_variance = extract(self.log_one_minus_alphas_cumprod, t, nd).expand_as(x_start)
+        log_variance = extract(self.table("log_one_minus_alphas_cumprod", t.device), t, nd).expand_as(x_start)
         return mean, variance, log_variance
 
     def q_sample(
@@ -226,8 +244,8 @@ class GaussianDiffusion:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
         nd = x_start.dim()
         return (
-            extract(self.sqrt_alphas_cumprod, t, nd) * x_start
-            + extract(self.sqrt_one_minus_alphas_cumprod, t, nd) * noise
+            extract(self.table("sqrt_alphas_cumprod", t.device), t, nd) * x_start
+            + extract(self.table("sqrt_one_minus_alphas_cumprod", t.device), t, nd) * noise
         )
 
     def q_posterior_mean_variance(
@@ -238,11 +256,11 @@ class GaussianDiffusion:
             raise ValueError(f"x_start {tuple(x_start.shape)} and x_t {tuple(x_t.shape)} differ in shape")
         nd = x_t.dim()
         mean = (
-            extract(self.posterior_mean_coef1, t, nd) * x_start
-            + extract(self.posterior_mean_coef2, t, nd) * x_t
+            extract(self.table("posterior_mean_coef1", t.device), t, nd) * x_start
+            + extract(self.table("posterior_mean_coef2", t.device), t, nd) * x_t
         )
-        variance = extract(self.posterior_variance, t, nd).expand_as(x_t)
-        log_variance = extract(self.posterior_log_variance_clipped, t, nd).expand_as(x_t)
+        variance = extract(self.table("posterior_variance", t.device), t, nd).expand_as(x_t)
+        log_variance = extract(self.table("posterior_log_variance_clipped", t.device), t, nd).expand_as(x_t)
         return mean, variance, log_variance
 
     # ------------------------------------------------------------------ reverse process
@@ -250,8 +268,8 @@ class GaussianDiffusion:
         """x̂_0 = √(1/ᾱ_t)·x_t − √(1/ᾱ_t − 1)·ε̂."""
         nd = x_t.dim()
         return (
-            extract(self.sqrt_recip_alphas_cumprod, t, nd) * x_t
-            - extract(self.sqrt_recipm1_alphas_cumprod, t, nd) * eps
+            extract(self.table("sqrt_recip_alphas_cumprod", t.device), t, nd) * x_t
+            - extract(self.table("sqrt_recipm1_alphas_cumprod", t.device), t, nd) * eps
         )
 
     def p_mean_variance(
@@ -272,8 +290,8 @@ class GaussianDiffusion:
                     "with learn_sigma=True (pred_sigma)"
                 )
             model_output, var_values = torch.split(model_output, c, dim=1)
-            min_log = extract(self.posterior_log_variance_clipped, t, nd)
-            max_log = extract(self.log_betas, t, nd)
+            min_log = extract(self.table("posterior_log_variance_clipped", t.device), t, nd)
+            max_log = extract(self.table("log_betas", t.device), t, nd)
             frac = (var_values + 1) / 2  # v in [-1, 1] -> [β̃_t, β_t]
             log_variance = frac * max_log + (1 - frac) * min_log
             variance = torch.exp(log_variance)
@@ -283,11 +301,11 @@ class GaussianDiffusion:
                     f"model output {tuple(model_output.shape)} must equal x {tuple(x.shape)} with learn_sigma=False"
                 )
             if self.model_var_type == ModelVarType.FIXED_LARGE:
-                var_arr, log_arr = self.fixed_large_variance, self.fixed_large_log_variance
+                var_name, log_name = "fixed_large_variance", "fixed_large_log_variance"
             else:
-                var_arr, log_arr = self.posterior_variance, self.posterior_log_variance_clipped
-            variance = extract(var_arr, t, nd).expand_as(x)
-            log_variance = extract(log_arr, t, nd).expand_as(x)
+                var_name, log_name = "posterior_variance", "posterior_log_variance_clipped"
+            variance = extract(self.table(var_name, t.device), t, nd).expand_as(x)
+            log_variance = extract(self.table(log_name, t.device), t, nd).expand_as(x)
 
         if self.model_mean_type == ModelMeanType.START_X:
             pred_xstart = model_output

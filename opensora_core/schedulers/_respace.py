@@ -105,8 +105,10 @@ class SpacedDiffusion(GaussianDiffusion):
 
     def map_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Respaced indices -> original timesteps (same dtype and device as ``t``)."""
-        table = torch.tensor(self.timestep_map, device=t.device, dtype=t.dtype)
-        return table[t]
+        key = ("timestep_map", t.device)  # cached per device with the schedule tables
+        if key not in self._tables:
+            self._tables[key] = torch.tensor(self.timestep_map, device=t.device)
+        return self._tables[key][t].to(t.dtype)
 
     def wrap_model(self, model: ModelFn) -> ModelFn:
         """Return ``model`` taking respaced indices: calls ``model(x, timestep_map[t], **kwargs)``."""

@@ -24,6 +24,7 @@ import torch
 
 from opensora_core.schedulers._cfg import guided_kwargs, resolve_null_caption
 from opensora_core.schedulers._diffusion import get_named_beta_schedule
+from opensora_core.utils.text_mask import prepare_text_mask
 
 
 def interpolate(x: torch.Tensor, xp: torch.Tensor, yp: torch.Tensor) -> torch.Tensor:
@@ -120,32 +121,50 @@ class DPMSolverSampler:
         return torch.linspace(self.schedule.T, t_0, self.num_sampling_steps + 1).to(device)
 
     # ------------------------------------------------------------------ solver updates
-    def _first_order(
-        self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, x0_s: torch.Tensor
-    ) -> torch.Tensor:
-        """DPM-Solver++-1 (DDIM) from time s to t given the data prediction at s."""
-        ns = self.schedule
-        h = ns.lambda_(t) - ns.lambda_(s)
-        sigma_s, sigma_t = ns.sigma(s), ns.sigma(t)
-        alpha_t = ns.alpha(t)
-        phi_1 = torch.expm1(-h)
-        return sigma_t / sigma_s * x - alpha_t * phi_1 * x0_s
+    def _coefficients(self) -> dict[str, list[float]]:
+        """Every per-step number of the solver, from the schedule once per video (float32 maths, as a scalar
+        schedule lookup per step would give; vectorised over the ``steps + 1`` times), as host floats.
 
-    def _second_order(
-        self, x: torch.Tensor, x0_prev: list[torch.Tensor], t_prev: list[torch.Tensor], t: torch.Tensor
-    ) -> torch.Tensor:
-        """Multistep DPM-Solver++(2M) from ``t_prev[-1]`` to ``t`` using the last two data predictions."""
+        Per time k: ``sigma`` / ``alpha`` (the data prediction at k). Per step k -> k + 1 (index k):
+        ``ratio`` = σ_{k+1}/σ_k, ``a_phi`` = α_{k+1}·expm1(−h_k) with h_k = λ_{k+1} − λ_k, ``half_a_phi`` =
+        0.5·a_phi, and for the second order ``inv_r0`` = 1 / (h_{k−1} / h_k) (index 0 unused).
+        """
         ns = self.schedule
+        times = self.timesteps()
+        lam, sigma, alpha = ns.lambda_(times), ns.sigma(times), ns.alpha(times)
+        h = lam[1:] - lam[:-1]  # [steps]
+        a_phi = alpha[1:] * torch.expm1(-h)
+        inv_r0 = torch.cat([torch.ones(1), 1.0 / (h[:-1] / h[1:])])
+        return {
+            "sigma": sigma.tolist(),
+            "alpha": alpha.tolist(),
+            "ratio": (sigma[1:] / sigma[:-1]).tolist(),
+            "a_phi": a_phi.tolist(),
+            "half_a_phi": (0.5 * a_phi).tolist(),
+            "inv_r0": inv_r0.tolist(),
+            "model_time": ns.model_time(times).tolist(),
+        }
+
+    @staticmethod
+    def _first_order(x: torch.Tensor, ratio: float, a_phi: float, x0_s: torch.Tensor) -> torch.Tensor:
+        """DPM-Solver++-1 (DDIM) from time s to t given the data prediction at s:
+        ``(σ_t/σ_s)·x − α_t·expm1(−h)·x0_s``."""
+        return (ratio * x).sub_(a_phi * x0_s)
+
+    @staticmethod
+    def _second_order(
+        x: torch.Tensor,
+        x0_prev: list[torch.Tensor],
+        ratio: float,
+        a_phi: float,
+        half_a_phi: float,
+        inv_r0: float,
+    ) -> torch.Tensor:
+        """Multistep DPM-Solver++(2M) using the last two data predictions m1, m0:
+        ``(σ_t/σ_0)·x − α_t·φ₁·m0 − ½·α_t·φ₁·(m0 − m1)/r0``."""
         m1, m0 = x0_prev[-2], x0_prev[-1]
-        lambda_1, lambda_0, lambda_t = ns.lambda_(t_prev[-2]), ns.lambda_(t_prev[-1]), ns.lambda_(t)
-        sigma_0, sigma_t = ns.sigma(t_prev[-1]), ns.sigma(t)
-        alpha_t = ns.alpha(t)
-        h_0 = lambda_0 - lambda_1
-        h = lambda_t - lambda_0
-        r0 = h_0 / h
-        d1 = (1.0 / r0) * (m0 - m1)
-        phi_1 = torch.expm1(-h)
-        return (sigma_t / sigma_0) * x - (alpha_t * phi_1) * m0 - 0.5 * (alpha_t * phi_1) * d1
+        d1 = (m0 - m1).mul_(inv_r0)
+        return (ratio * x).sub_(a_phi * m0).sub_(d1.mul_(half_a_phi))
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -174,6 +193,9 @@ class DPMSolverSampler:
 
         Returns:
             latents ``[B, C, T, H, W]``; ``self.last_num_model_evals == num_sampling_steps``.
+
+        Everything but the model forward is set up once: the model inputs (``guided_kwargs``), the per-step
+        coefficients (host floats) and the model timesteps; a step is the forward plus a few elementwise ops.
         """
         if frame_mask is not None:
             raise ValueError(
@@ -189,46 +211,47 @@ class DPMSolverSampler:
             y_null = resolve_null_caption(model, y, y_null)
             model_kwargs = guided_kwargs(y_null, y, mask, video_info, batch)  # null FIRST here
         else:
-            model_kwargs = {**video_info, "y": y, **({"mask": mask} if mask is not None else {})}
-        ns = self.schedule
+            text_mask = None if mask is None else prepare_text_mask(mask, batch, mask.shape[-1])
+            model_kwargs = {**video_info, "y": y, **({"mask": text_mask} if mask is not None else {})}
+        coef = self._coefficients()
+        rows = 2 * batch if guided else batch
+        model_times = torch.tensor(coef["model_time"], device=z.device)[:, None].expand(-1, rows).contiguous()
         self.last_num_model_evals = 0
 
-        def data_prediction(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            t_cont = t.expand(batch)
+        def data_prediction(x: torch.Tensor, k: int) -> torch.Tensor:
+            """x0 = (x − σ_k·ε)/α_k at time k, ε guided."""
             if guided:
-                out = model(torch.cat([x, x]), ns.model_time(torch.cat([t_cont, t_cont])), **model_kwargs)
+                out = model(torch.cat([x, x]), model_times[k], **model_kwargs)
                 eps_uncond, eps_cond = out[:, :channels].chunk(2)
-                eps = eps_uncond + self.cfg_scale * (eps_cond - eps_uncond)
+                eps = (eps_cond - eps_uncond).mul_(self.cfg_scale).add_(eps_uncond)
             else:
-                eps = model(x, ns.model_time(t_cont), **model_kwargs)[:, :channels]
+                eps = model(x, model_times[k], **model_kwargs)[:, :channels]
             self.last_num_model_evals += 1
-            return (x - ns.sigma(t) * eps) / ns.alpha(t)
+            return (x - coef["sigma"][k] * eps).div_(coef["alpha"][k])
 
         steps = self.num_sampling_steps
-        times = self.timesteps(z.device)
         x = z
-        t_prev = [times[0]]
-        x0_prev = [data_prediction(x, times[0])]
+        x0_prev = [data_prediction(x, 0)]
         # warm-up: lower-order steps until `order` model values exist
         for step in range(1, self.order):
-            x = self._first_order(x, t_prev[-1], times[step], x0_prev[-1])
-            t_prev.append(times[step])
-            x0_prev.append(data_prediction(x, times[step]))
+            x = self._first_order(x, coef["ratio"][step - 1], coef["a_phi"][step - 1], x0_prev[-1])
+            x0_prev.append(data_prediction(x, step))
         indices = range(self.order, steps + 1)
         if progress:
             from tqdm.auto import tqdm
 
             indices = tqdm(indices)
         for step in indices:
-            t = times[step]
+            k = step - 1  # the step from time k to time step
             step_order = (
                 min(self.order, steps + 1 - step) if self.lower_order_final and steps < 10 else self.order
             )
             if step_order == 1:
-                x = self._first_order(x, t_prev[-1], t, x0_prev[-1])
+                x = self._first_order(x, coef["ratio"][k], coef["a_phi"][k], x0_prev[-1])
             else:
-                x = self._second_order(x, x0_prev, t_prev, t)
-            t_prev = [*t_prev[1:], t]
+                x = self._second_order(
+                    x, x0_prev, coef["ratio"][k], coef["a_phi"][k], coef["half_a_phi"][k], coef["inv_r0"][k]
+                )
             if step < steps:  # no model evaluation after the final step
-                x0_prev = [*x0_prev[1:], data_prediction(x, t)]
+                x0_prev = [*x0_prev[1:], data_prediction(x, step)]
         return x

@@ -178,36 +178,38 @@ class IDDPM(SpacedDiffusion):
 
         self.last_num_model_evals = 0
         x = z
+        # per-step inputs made once: respaced steps [N, B] and the model's original timesteps [N, 2B]
+        t_steps = torch.arange(self.num_timesteps, device=z.device)[:, None].expand(-1, batch)
+        t_model = self.map_timesteps(t_steps.repeat(1, 2))
         steps = list(range(self.num_timesteps))[::-1]
         if progress:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps)
         for i in steps:
-            t = torch.full((batch,), i, device=z.device, dtype=torch.long)
+            t = t_steps[i]  # [B]
             step_kwargs = model_kwargs
             x_kept = x
             if mask_t is not None:
                 x_noise = self.q_sample(x, t, noise=self._noise(x, generator))
-                renoise = mask_t == t[:, None]  # [B, T]
+                renoise = mask_t == i  # [B, T]
                 if keep_exact:
                     renoise = renoise & (mask_t > 0)
                 x = torch.where(renoise[:, None, :, None, None], x_noise, x)
-                x_mask = mask_t > t[:, None]
+                x_mask = mask_t > i
                 step_kwargs = {**model_kwargs, "x_mask": torch.cat([x_mask, x_mask], dim=0)}
 
-            x_in = torch.cat([x, x], dim=0)
-            t_in = self.map_timesteps(torch.cat([t, t], dim=0))
-            model_out = model(x_in, t_in, **step_kwargs)
+            model_out = model(torch.cat([x, x], dim=0), t_model[i], **step_kwargs)
             self.last_num_model_evals += 1
             out = self.p_mean_variance(
                 guided_output(model_out, self.cfg_scale, self.cfg_channel), x, t, clip_denoised=False
             )
-            noise = self._noise(x, generator)
-            nonzero = (t != 0).float().view(-1, *([1] * (x.dim() - 1)))
-            sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
+            noise = self._noise(x, generator)  # drawn at every step (t = 0 too), as the reference
+            sample = out["mean"]
+            if i > 0:
+                sample = torch.exp(0.5 * out["log_variance"]).mul_(noise).add_(sample)
             if mask_t is not None:
-                reset = mask_t < t[:, None]
+                reset = mask_t < i
                 if keep_exact:
                     reset = reset | (mask_t == 0)
                 sample = torch.where(reset[:, None, :, None, None], x_kept, sample)

@@ -151,7 +151,9 @@ SCHEDULERS: dict[str, Entry[SchedulerCaps]] = {
     "rflow": Entry(
         RFlowConfig,
         "opensora_core.schedulers.rflow:RFlow",
-        SchedulerCaps(training=True, sampling=True, frame_mask=True, loss_generator=True, draws_timesteps=True),
+        SchedulerCaps(
+            training=True, sampling=True, frame_mask=True, loss_generator=True, draws_timesteps=True
+        ),
     ),
 }
 

@@ -254,6 +254,13 @@ class RFlow:
             mask_t = frame_mask * self.num_timesteps  # [B, T]: the time from which each frame is generated
             joined = frame_mask == 1  # frames that start as noise
 
+        # per-step inputs made once: the model's timesteps [2B] and the Euler step sizes dt/N [B, 1, 1, 1, 1]
+        t_model = [torch.cat([t, t], dim=0) for t in timesteps]
+        ends = [*timesteps[1:], torch.zeros_like(timesteps[0])]
+        dt_steps = [
+            ((t - end) / self.num_timesteps).view(-1, 1, 1, 1, 1)
+            for t, end in zip(timesteps, ends, strict=True)
+        ]
         self.last_num_model_evals = 0
         steps: Any = enumerate(timesteps)
         if progress:
@@ -271,13 +278,11 @@ class RFlow:
                 joined = active
                 step_kwargs = {**model_kwargs, "x_mask": torch.cat([active, active], dim=0)}
 
-            out = model(torch.cat([z, z], dim=0), torch.cat([t, t], dim=0), **step_kwargs)
+            out = model(torch.cat([z, z], dim=0), t_model[i], **step_kwargs)
             self.last_num_model_evals += 1
             v_cond, v_null = out.chunk(2, dim=1)[0].chunk(2, dim=0)
-            velocity = v_null + scale * (v_cond - v_null)
-
-            dt = timesteps[i] - timesteps[i + 1] if i + 1 < len(timesteps) else timesteps[i]
-            z = z + velocity * (dt / self.num_timesteps).view(-1, 1, 1, 1, 1)
+            velocity = (v_cond - v_null).mul_(scale).add_(v_null)
+            z = z + velocity.mul_(dt_steps[i])
             if mask_t is not None:
                 z = torch.where(active[:, None, :, None, None], z, x_kept)
         return z

@@ -281,7 +281,8 @@ def test_sample_batches_cond_then_null_with_one_forward_per_step():
     first = model.calls[0]
     assert first["x"].shape[0] == 2 * B and torch.equal(first["x"][:B], first["x"][B:])
     assert torch.equal(first["y"][:B], y) and torch.equal(first["y"][B:], model.null_caption(B))
-    assert torch.equal(first["mask"], torch.cat([text_mask, text_mask]))
+    assert torch.equal(first["mask"].key_mask, torch.cat([text_mask, text_mask]).bool())  # prepared once
+    assert all(c["mask"] is first["mask"] for c in model.calls)  # one TextMask for every step
     assert torch.equal(first["fps"], torch.cat([fps, fps])) and "x_mask" not in first
 
 

@@ -10,8 +10,8 @@ background load on a shared machine hits them alike); medians over the rounds ar
   ``benchmarks/_reference.py`` for the CPU stand-ins). Both models hold the same weights (the reference's
   state dict loaded into ours, strict), and our IDDPM uses the reference's float64 schedule; the first
   record checks that both IDDPMs give the same video from the same seed;
-- ``ours_dpm_compiled`` with ``--compile``: the DPM-Solver with ``compile_model=True`` (torch.compile of the
-  sampler's model call, inductor), compiled in the warm-up.
+- ``ours_dpm_compiled`` with ``--compile``: the DPM-Solver on the model as ``compile_sampler=True`` compiles
+  it (``compile_sampling_model``: torch.compile, inductor), compiled in the warm-up (a minute or two here).
 
 One JSON line per measurement: ``name``, ``ours``, ``baseline``, ``ratio`` (= baseline / ours: the speed-up,
 > 1 is faster), ``unit``, ``rounds`` (the per-round ratios, each from the same round), ``cpu_ours`` / ``cpu_baseline`` /
@@ -192,11 +192,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             diff = (ours_video - ref_video).abs().max().item()
             record(f"sampling_iddpm{iddpm_steps}_max_abs_diff_vs_reference", diff, 0.0, "max |ours - ref|")
         if args.compile:
-            compiled = build_scheduler(
-                "dpm-solver", num_sampling_steps=dpm_steps, cfg_scale=7.0, compile_model=True
-            )
-            runners["ours_dpm_compiled"] = lambda: compiled.sample(model, z, y, mask=mask, y_null=y_null)
+            from opensora_core.sample.pipeline import compile_sampling_model
 
+            compiled = compile_sampling_model(model)  # what compile_sampler=True does; same weights
+            runners["ours_dpm_compiled"] = lambda: dpm.sample(compiled, z, y, mask=mask, y_null=y_null)
         for run in runners.values():  # warm-up (and compilation)
             run()
         times: dict[str, list[float]] = {name: [] for name in runners}

@@ -298,6 +298,11 @@ class RunConfig(Section):
     condition_frame_edit: Prob = Field(
         0.0, description="Edit ratio of the frames carried between loops (0 = keep them as generated)."
     )
+    compile_sampler: Bool = Field(
+        False,
+        description="Ours: torch.compile the model call of the sampler (inductor; compiled at the first step of "
+        "the first video, the same graph for every later step).",
+    )
     align: PosInt | None = Field(
         None,
         description="Open-Sora 1.2: snap mask-strategy ref_start / target_start to the nearest multiple of align "

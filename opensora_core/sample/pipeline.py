@@ -233,6 +233,16 @@ def build_sampling_scheduler(cfg: RunConfig) -> Any:
     return build_scheduler(cfg.scheduler.type, **kwargs)
 
 
+def compile_sampling_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` the model for the sampler's calls (``RunConfig.compile_sampler``); returns the compiled
+    module, which shares the weights and attributes (``null_caption``) of ``model``.
+
+    Every step calls the model with the same shapes and the same prepared text mask (the samplers build the
+    model inputs once per video), so the graph compiled at the first step serves every later one.
+    """
+    return torch.compile(model, backend=backend)
+
+
 def load_sampling_models(cfg: RunConfig, device: str | torch.device | None = None) -> SamplingModels:
     """Build ``(model, vae, text_encoder, scheduler)`` for sampling ``cfg`` on ``device`` (default: CUDA when
     available). The model is sized from the VAE latent and the text encoder (``input_size``, ``in_channels``,
@@ -258,6 +268,8 @@ def load_sampling_models(cfg: RunConfig, device: str | torch.device | None = Non
     model = model.to(device=device, dtype=dtype).eval()
     if hasattr(text_encoder, "set_null_from_model"):
         text_encoder.set_null_from_model(model)
+    if cfg.compile_sampler:
+        model = compile_sampling_model(model)
     return SamplingModels(model, vae, text_encoder, build_sampling_scheduler(cfg))
 
 

@@ -281,3 +281,24 @@ def test_attention_dropout_only_in_training(backend):
     torch.testing.assert_close(attn(x), attn(x))
     attn.train()
     assert not torch.allclose(attn(x), attn.eval()(x))
+
+
+def test_cross_attention_benchmark_smoke():
+    """benchmarks/cross_attention.py --tiny: every case runs and packed == dense within fp32 rounding."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cross_attention.py"
+    spec = importlib.util.spec_from_file_location("cross_attention_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    records = bench.main(["--tiny", "--threads", "0"])
+    assert [r["name"].removeprefix("cross_attention_packed_vs_dense_") for r in records] == [
+        "sample",
+        "train_short",
+        "train_long",
+        "model_sample",
+    ]
+    for record in records:
+        assert record["max_abs_diff"] < 1e-5 and record["ours"] > 0 and record["baseline"] > 0
+        assert len(record["rounds"]) == 1 and len(record["loadavg"]["before"]) == 3

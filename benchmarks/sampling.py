@@ -11,7 +11,7 @@ background load on a shared machine hits them alike); medians over the rounds ar
   state dict loaded into ours, strict), and our IDDPM uses the reference's float64 schedule; the first
   record checks that both IDDPMs give the same video from the same seed;
 - ``ours_dpm_compiled`` with ``--compile``: the DPM-Solver on the model as ``compile_sampler=True`` compiles
-  it (``compile_sampling_model``: torch.compile, inductor), compiled in the warm-up (a minute or two here).
+  it (``compile_sampling_model``: torch.compile, inductor), compiled in the warm-up (about 35 CPU seconds here).
 
 One JSON line per measurement: ``name``, ``ours``, ``baseline``, ``ratio`` (= baseline / ours: the speed-up,
 > 1 is faster), ``unit``, ``rounds`` (the per-round ratios, each from the same round), ``cpu_ours`` / ``cpu_baseline`` /
@@ -27,7 +27,8 @@ One JSON line per measurement: ``name``, ``ours``, ``baseline``, ``ratio`` (= ba
 - ``sampler_overhead_ms_per_step``: the sampler's own arithmetic per step with a model that costs nothing
   (ours IDDPM vs the reference's IDDPM; ours DPM-Solver vs ours IDDPM without a reference).
 
-Usage (about 2 minutes on one thread; ``--tiny`` = a smoke test of a few seconds)::
+Usage (about a minute of one idle core: a round is about 6 CPU seconds, the reference's IDDPM-100 half of
+it; ``--compile`` adds about 35 s of compiling; ``--tiny`` = a smoke test of a few seconds)::
 
     python benchmarks/sampling.py --reference /work/ref10 --reference-deps /work/refdeps [--rounds 7] [--compile]
 """

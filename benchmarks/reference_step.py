@@ -41,7 +41,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -54,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._machine import machine  # noqa: E402
+from opensora_core.models.compile import compile_blocks  # noqa: E402
 
 MID = dict(hidden=384, depth=4, heads=6, latent=(4, 16, 32, 32), batch=2, caption=4096, tokens=120)
 TINY = dict(hidden=48, depth=2, heads=3, latent=(4, 4, 8, 8), batch=2, caption=32, tokens=12)
@@ -83,7 +83,9 @@ def _block_diagonal_attention(q, k, v, p=0.0, attn_bias=None):
     if attn_bias is None:
         return F.scaled_dot_product_attention(*(a.transpose(1, 2) for a in (q, k, v))).transpose(1, 2)
     outs = [
-        F.scaled_dot_product_attention(qi.transpose(1, 2), ki.transpose(1, 2), vi.transpose(1, 2)).transpose(1, 2)
+        F.scaled_dot_product_attention(qi.transpose(1, 2), ki.transpose(1, 2), vi.transpose(1, 2)).transpose(
+            1, 2
+        )
         for qi, ki, vi in zip(
             q.split(attn_bias.q_seqlen, dim=1),
             k.split(attn_bias.kv_seqlen, dim=1),
@@ -216,12 +218,6 @@ def step(net, inputs: dict[str, Any]) -> None:
     net(**inputs).square().mean().backward()
 
 
-def compile_blocks(net) -> None:
-    """``torch.compile`` each block of our model with inductor (the blocks share their compiled code)."""
-    for block in net.blocks:
-        block.compile(backend="inductor", dynamic=False)
-
-
 # ---- workers (subprocesses) -------------------------------------------------------------------------------
 
 
@@ -237,7 +233,9 @@ def _setup(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     install_reference(Path(spec["reference"]), Path(spec["deps"]))
-    importlib.import_module("opensora.models.stdit.stdit" if spec["model"] == "stdit" else "opensora.models.stdit.stdit2")
+    importlib.import_module(
+        "opensora.models.stdit.stdit" if spec["model"] == "stdit" else "opensora.models.stdit.stdit2"
+    )
     importlib.import_module("opensora_core.models")
     return TINY if spec["tiny"] else MID
 
@@ -263,7 +261,7 @@ def time_worker(spec: dict[str, Any]) -> dict[str, Any]:
         ref.train(), ours.train()
     out: dict[str, Any] = {"tokens": tokens, "max_abs_diff": diff, "modes": {}}
     if spec["compiled"]:
-        compile_blocks(ours)
+        compile_blocks(ours)  # inductor, each block (opensora_core.models.compile)
     for mode in spec["modes"]:
         set_checkpointing(ref, mode == "ckpt", reference=True)
         set_checkpointing(ours, mode == "ckpt", reference=False)
@@ -335,11 +333,15 @@ def compare(model: str, compiled: bool, args: argparse.Namespace) -> list[dict[s
         caption_lens=args.caption_lens,
     )
     load_before = os.getloadavg()
-    timing = _run_worker({**base, "kind": "time", "compiled": compiled, "modes": args.modes, "rounds": args.rounds})
+    timing = _run_worker(
+        {**base, "kind": "time", "compiled": compiled, "modes": args.modes, "rounds": args.rounds}
+    )
     records = []
     for mode in args.modes:
         mem = {
-            impl: _run_worker({**base, "kind": "mem", "impl": impl, "mode": mode, "compiled": compiled and impl == "ours"})
+            impl: _run_worker(
+                {**base, "kind": "mem", "impl": impl, "mode": mode, "compiled": compiled and impl == "ours"}
+            )
             for impl in ("ours", "reference")
         }
         t = timing["modes"][mode]
@@ -382,9 +384,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stdit", type=Path, help="Open-Sora 1.0 checkout (c861b98) for STDiT")
     parser.add_argument("--stdit2", type=Path, help="Open-Sora 1.1 checkout (d599fd7) for STDiT2")
-    parser.add_argument("--deps", type=Path, help="pip --target folder with timm 0.9.16, rotary-embedding-torch")
+    parser.add_argument(
+        "--deps", type=Path, help="pip --target folder with timm 0.9.16, rotary-embedding-torch"
+    )
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
-    parser.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True, help="time ours eager")
+    parser.add_argument(
+        "--eager", action=argparse.BooleanOptionalAction, default=True, help="time ours eager"
+    )
     parser.add_argument("--modes", default="plain,ckpt", help="comma list of plain, ckpt")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in every worker")

@@ -6,9 +6,11 @@ packing, ``.item()`` reads of video info) stays eager, outside the graphs. The b
 breaks (``tests/models/test_compile.py`` checks it with ``torch._dynamo.explain``).
 
 Shapes: with ``dynamic=None`` (default) a block is first compiled for the shapes it sees; when a batch of
-another bucket arrives, dynamo recompiles it once with the changing sizes symbolic, and later buckets reuse
-that graph (``benchmarks/model_step.py --recompiles`` counts recompiles per epoch on the bucket sampler).
-``dynamic=True`` compiles symbolic from the start; ``False`` specialises on every shape.
+another bucket arrives, dynamo recompiles it once with the sizes that changed (batch, frames, tokens per
+frame) symbolic, and later buckets reuse that graph. A size that changes only later costs one more graph, and
+sizes 1 (batch of one, single-frame buckets) are specialised by dynamo and get their own graph: a few graphs
+in the first epoch, none after (``benchmarks/model_step.py --recompiles`` counts them per epoch on the bucket
+sampler). ``dynamic=True`` compiles symbolic from the start; ``False`` specialises on every shape.
 """
 
 from __future__ import annotations

@@ -107,9 +107,10 @@ def test_bucket_shapes_stop_recompiling():
 
     first = step(3, 8, 8)
     assert first == 1  # the blocks share one graph
-    after_resize = step(3, 8, 12)  # another bucket: one recompile with symbolic sizes
+    # another bucket (frames, height and width all differ): one recompile with those sizes symbolic
+    after_resize = step(5, 6, 12)
     assert after_resize == 2
-    for shape in [(5, 6, 10), (3, 10, 6), (3, 8, 8)]:  # further buckets and a repeat: no new graph
+    for shape in [(4, 10, 6), (3, 8, 8), (6, 6, 6)]:  # further buckets and a repeat: no new graph
         assert step(*shape) == after_resize, shape
 
 

@@ -128,6 +128,9 @@ def test_compiled_forward_and_backward_match_eager(kind):
     out_c.square().mean().backward()
     grads_c = dict(compiled.named_parameters())
     for name, p in eager.named_parameters():
+        if not p.requires_grad:  # STDiT2's rope.freqs
+            assert grads_c[name].grad is None, name
+            continue
         assert torch.allclose(p.grad, grads_c[name].grad, rtol=1e-3, atol=1e-5), name
 
 

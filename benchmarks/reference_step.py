@@ -32,7 +32,8 @@ per-round times, recompiles, load average before/after, threads, machine.
     python benchmarks/reference_step.py --stdit /work/ref10 --stdit2 /work/ref11 --deps /work/refdeps \
         [--compile] [--rounds 5] [--modes plain,ckpt] [--tiny] [--out results.jsonl]
 
-About 4 minutes for both models, both modes, eager and compiled on 2 cores (``--tiny``: seconds).
+A quiet 2-core machine takes about 1 minute per record (3 rounds; 8 records with --compile), so about 4
+minutes with ``--modes plain`` or ``--no-eager``; ``--tiny`` is a smoke run.
 """
 
 from __future__ import annotations

@@ -76,10 +76,9 @@ def compile_backend(device: torch.device) -> str:
 def compile_blocks(model: nn.Module, backend: str) -> int:
     """``torch.compile`` each transformer block in place (regional compilation: the blocks share one graph,
     so 28 blocks compile about as fast as one); returns the number of blocks compiled."""
-    blocks = list(getattr(model, "blocks", ()))
-    for block in blocks:
-        block.compile(backend=backend)
-    return len(blocks)
+    from opensora_core.models.compile import compile_blocks as compile_model_blocks
+
+    return compile_model_blocks(model, backend=backend)
 
 
 def sync(device: torch.device) -> None:

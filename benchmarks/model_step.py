@@ -12,6 +12,12 @@ Measurements (one JSON line each: name, ours, baseline, ratio, unit, machine):
 - ``grad_ckpt_peak_mem_depth8`` / ``grad_ckpt_tokens_per_s_depth8``: depth 8, checkpointing on (ours) vs off;
   target memory ratio <= 0.6 (a cut of >= 40 %).
 
+- ``compile_recompiles_per_epoch`` (``--recompiles``): a tiny STDiT2 with every block ``torch.compile``d trains
+  (forward+backward) on the batches of two epochs of the bucket sampler (``VariableVideoBatchSampler`` over a
+  table of mixed sizes; latents = frames x pixels/8); reports the graphs dynamo compiled in each epoch
+  (``torch._dynamo`` counters; the backend does not change what dynamo recompiles, so ``eager`` by default)
+  next to the batches and distinct shapes of the epoch. Target: a few graphs in epoch 1, none in epoch 2.
+
 Timing: both variants run in one process on the same model and inputs, alternating, after a warm-up;
 the median of ``--repeats`` runs each is reported (alternation cancels slow drifts of a shared machine).
 
@@ -23,6 +29,7 @@ RSS, runs one step and reports ``VmHWM - baseline``: the extra memory the step n
 attention temporaries). tracemalloc does not see torch allocations, so it is not used.
 
     python benchmarks/model_step.py [--repeats 3] [--tiny]
+    python benchmarks/model_step.py --recompiles [--compile-backend eager|inductor]
 """
 
 from __future__ import annotations
@@ -209,6 +216,72 @@ def _time_checkpointing(size: dict[str, Any], repeats: int) -> tuple[float, floa
     return (*_alternate(step_on, step_off, repeats), tokens)
 
 
+# ---- recompiles on the bucket sampler ----------------------------------------------------------------------
+
+BUCKETS = {"144p": {1: (1.0, 4), 8: (1.0, 2), 16: (1.0, 2)}, "240p": {1: (1.0, 2), 8: (1.0, 1)}}
+
+
+def _bucket_batches(epoch: int) -> list[tuple[int, int, int, int]]:
+    """(batch, T, H, W) pixel shapes of one epoch of the bucket sampler over 48 clips of mixed sizes."""
+    import numpy as np
+    import pandas as pd
+
+    from opensora_core.data.sampler import VariableVideoBatchSampler
+
+    rng = np.random.default_rng(0)
+    sizes = np.array([(144, 256), (240, 426), (256, 256), (480, 640)])
+    pick = rng.integers(0, len(sizes), 48)
+    table = pd.DataFrame(
+        {"num_frames": rng.choice([1, 20, 40], 48), "height": sizes[pick, 0], "width": sizes[pick, 1]}
+    )
+    dataset = type("Clips", (), {"data": table, "frame_interval": 1})()
+    sampler = VariableVideoBatchSampler(dataset, BUCKETS, num_replicas=1, rank=0, seed=0)
+    sampler.set_epoch(epoch)
+    shapes = []
+    for batch in sampler:
+        _, t, h, w = (int(v) for v in batch[0].split("-"))
+        shapes.append((len(batch), t, h, w))
+    return shapes
+
+
+def measure_recompiles(backend: str, epochs: int = 2) -> dict[str, Any]:
+    """Graphs compiled per epoch by a compiled tiny STDiT2 trained on the bucket sampler's batches."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from opensora_core.models import build_model
+    from opensora_core.models.compile import compile_blocks
+
+    torch.manual_seed(0)
+    model = build_model(
+        "STDiT2-XL/2", hidden_size=48, depth=2, num_heads=3, caption_channels=32, model_max_length=12
+    ).train()
+    compile_blocks(model, backend=backend)
+    torch._dynamo.reset()
+    per_epoch, batches, shapes = [], [], []
+    for epoch in range(epochs):
+        before = counters["stats"]["unique_graphs"]
+        epoch_shapes = _bucket_batches(epoch)
+        for b, t, h, w in epoch_shapes:
+            lat = (4, t, h // 8, w // 8)
+            inputs = dict(
+                x=torch.randn(b, *lat),
+                timestep=torch.randint(0, 1000, (b,)),
+                y=torch.randn(b, 1, 12, 32),
+                mask=torch.ones(b, 12, dtype=torch.long),
+                height=torch.full((b,), float(h)),
+                width=torch.full((b,), float(w)),
+                num_frames=torch.full((b,), float(t)),
+                ar=torch.full((b,), h / w),
+                fps=torch.full((b,), 24.0),
+            )
+            _model_step(model, inputs)
+        per_epoch.append(int(counters["stats"]["unique_graphs"] - before))
+        batches.append(len(epoch_shapes))
+        shapes.append(len(set(epoch_shapes)))
+    return {"graphs_per_epoch": per_epoch, "batches_per_epoch": batches, "distinct_shapes_per_epoch": shapes}
+
+
 def _record(name: str, ours: float, baseline: float, unit: str, machine: str) -> dict[str, Any]:
     rec = {
         "name": name,
@@ -228,7 +301,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant (median reported)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--recompiles", action="store_true", help="only count recompiles on the bucket sampler"
+    )
+    parser.add_argument("--compile-backend", default="eager", help="torch.compile backend for --recompiles")
     args = parser.parse_args(argv)
+    if args.recompiles:
+        import torch
+
+        rec = {
+            "name": "compile_recompiles_per_epoch",
+            "backend": args.compile_backend,
+            **measure_recompiles(args.compile_backend),
+            "torch": torch.__version__,
+            "machine": _machine(),
+        }
+        print(json.dumps(rec), flush=True)
+        return [rec]
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
         return []

@@ -348,6 +348,11 @@ class RunConfig(Section):
     )
     sp_size: PosInt = Field(1, description="Sequence-parallel group size (needs plugin zero2-seq when > 1).")
     grad_checkpoint: Bool = Field(False, description="Activation checkpointing per block.")
+    compile: Bool = Field(
+        False,
+        description="Ours: torch.compile each transformer block (inductor; the rest of the model stays eager). "
+        "Bucket shapes are handled with dynamic shapes after the first recompile.",
+    )
     grad_clip: PosFloat | None = Field(1.0, description="Max global grad norm (None = no clipping).")
     lr: PosFloat = Field(2e-5, description="AdamW learning rate (no schedule in Open-Sora).")
     adam_eps: PosFloat = Field(1e-8, description="AdamW epsilon (Open-Sora 1.2 training: 1e-15).")

@@ -48,6 +48,7 @@ __all__ = [
     "sincos_table_1d",
     "sincos_table_2d",
     "to_torch_dtype",
+    "gated_residual",
     "get_1d_sincos_pos_embed",
     "get_1d_sincos_pos_embed_from_grid",
     "get_2d_sincos_pos_embed",
@@ -208,8 +209,19 @@ def init_t2i_weights(model: nn.Module, zero_block_projs: Sequence[str] = ("cross
 
 
 def t2i_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN-single modulation ``x * (1 + scale) + shift`` (shift/scale already broadcastable to x)."""
-    return x * (1 + scale) + shift
+    """adaLN-single modulation ``x * (1 + scale) + shift`` (shift/scale already broadcastable to x), as one
+    fused ``addcmul`` (no full-size temporary for the product)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def gated_residual(
+    x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor, drop_path: nn.Module
+) -> torch.Tensor:
+    """``x + drop_path(gate * y)``: one fused ``addcmul`` when ``drop_path`` is the identity (no stochastic
+    depth), else the product, the per-sample drop and the add. gate broadcasts to y."""
+    if isinstance(drop_path, nn.Identity):
+        return torch.addcmul(x, gate, y)
+    return x + drop_path(gate * y)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

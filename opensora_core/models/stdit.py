@@ -37,6 +37,7 @@ from opensora_core.models.layers import (
     approx_gelu,
     call_block,
     check_x_mask,
+    gated_residual,
     grid_of,
     init_t2i_weights,
     keep_buffers_on_load,
@@ -97,14 +98,14 @@ class STDiTBlock(nn.Module):
         h = x.view(B, T, S, C)
         x_m = t2i_modulate(self.norm1(h), shift_msa, scale_msa)  # [B, T, S, C]
         x_s = self.attn(x_m.reshape(B * T, S, C)).view(B, T, S, C)
-        h = h + self.drop_path(gate_msa * x_s)
+        h = gated_residual(h, gate_msa, x_s, self.drop_path)
 
         # temporal attention over the T frames of each spatial position (un-normalised residual, gate_msa)
         x_t = h.transpose(1, 2).reshape(B * S, T, C)
         if tpe is not None:
             x_t = x_t + tpe
         x_t = self.attn_temp(x_t).view(B, S, T, C).transpose(1, 2)  # [B, T, S, C]
-        h = h + self.drop_path(gate_msa * x_t)
+        h = gated_residual(h, gate_msa, x_t, self.drop_path)
 
         # cross-attention to the caption (no norm, no gate)
         x = h.reshape(B, N, C)
@@ -113,7 +114,7 @@ class STDiTBlock(nn.Module):
         # MLP
         h = x.view(B, T, S, C)
         x_m = t2i_modulate(self.norm2(h), shift_mlp, scale_mlp)
-        h = h + self.drop_path(gate_mlp * self.mlp(x_m))
+        h = gated_residual(h, gate_mlp, self.mlp(x_m), self.drop_path)
         return h.reshape(B, N, C)
 
 

@@ -43,6 +43,7 @@ from opensora_core.models.layers import (
     approx_gelu,
     call_block,
     check_x_mask,
+    gated_residual,
     grid_of,
     init_t2i_weights,
     select_by_frame,
@@ -115,12 +116,12 @@ class STDiT2Block(nn.Module):
         h = x.view(B, T, S, C)
         x_m = t2i_modulate(self.norm1(h), shift_msa, scale_msa)
         x_s = self.attn(x_m.reshape(B * T, S, C)).view(B, T, S, C)
-        h = h + self.drop_path(gate_msa * x_s)
+        h = gated_residual(h, gate_msa, x_s, self.drop_path)
 
         # temporal attention (own norm and modulation)
         x_m = t2i_modulate(self.norm_temp(h), shift_tmp, scale_tmp)  # [B, T, S, C]
         x_t = self.attn_temp(x_m.transpose(1, 2).reshape(B * S, T, C)).view(B, S, T, C).transpose(1, 2)
-        h = h + self.drop_path(gate_tmp * x_t)
+        h = gated_residual(h, gate_tmp, x_t, self.drop_path)
 
         # cross-attention
         x = h.reshape(B, N, C)
@@ -129,7 +130,7 @@ class STDiT2Block(nn.Module):
         # MLP
         h = x.view(B, T, S, C)
         x_m = t2i_modulate(self.norm2(h), shift_mlp, scale_mlp)
-        h = h + self.drop_path(gate_mlp * self.mlp(x_m))
+        h = gated_residual(h, gate_mlp, self.mlp(x_m), self.drop_path)
         return h.reshape(B, N, C)
 
 

@@ -111,6 +111,10 @@ def build_components(cfg: RunConfig, device: torch.device, load_pretrained: bool
     if load_pretrained and cfg.model.from_pretrained:
         load_checkpoint(model, cfg.model.from_pretrained)
     model = model.to(device).train()
+    if cfg.compile:
+        from opensora_core.models.compile import compile_blocks
+
+        logger.info("compile: torch.compile of %d transformer blocks (inductor)", compile_blocks(model))
     scheduler = build_scheduler(cfg.scheduler.type, **cfg.scheduler.build_kwargs())
     patch = tuple(int(p) for p in getattr(model, "patch_size", (1, 1, 1)))
     return Components(

@@ -57,7 +57,8 @@ def _cpu_sdpa_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any)
 
 
 def count_forward_flops(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
-    """FLOPs of ``model(*args, **kwargs)`` (no grad), counted with ``FlopCounterMode``."""
+    """FLOPs of ``model(*args, **kwargs)`` (no grad), counted with ``FlopCounterMode``; compiled blocks run
+    eagerly here (``force_eager``: no extra no-grad batch-1 graph is compiled, every op is counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     custom = {}
@@ -67,7 +68,11 @@ def count_forward_flops(model: nn.Module, args: Sequence[Any], kwargs: Mapping[s
     was_training = model.training
     try:
         model.eval()  # no dropout of the caption, same FLOPs
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
+        with (
+            torch.no_grad(),
+            torch.compiler.set_stance("force_eager"),
+            FlopCounterMode(display=False, custom_mapping=custom) as counter,
+        ):
             model(*args, **kwargs)
     finally:
         model.train(was_training)

@@ -682,6 +682,11 @@ class RunConfig(Section):
         """Raise ConfigError when something the chosen mode needs is missing; return self otherwise."""
         problems: list[str] = []
         if training:
+            if getattr(self.text_encoder, "offload", False):
+                problems.append(
+                    "text_encoder.offload=True is a sampling option (training encodes captions every step); "
+                    "remove it from the training config"
+                )
             if self.dataset is None or self.dataset.data_path is None:
                 problems.append("dataset.data_path is not set: pass --data-path or set dataset.data_path")
             if not scheduler_caps(self.scheduler.type).training:

@@ -64,6 +64,7 @@ from opensora_core.sample.long import (
     MaskTuple,
     SampleInputError,
     apply_mask_tuples,
+    carried_loop_frames,
     load_reference_video,
     stitch_loops,
 )
@@ -469,7 +470,7 @@ class _Runner:
                     self.vae.encode(pixels[b : b + 1], generator=gens[b])[0] for b in range(n)
                 ]  # re-encoded clip per sample, as the reference conditions the next loop
             clips.append(pixels.float().cpu())
-        return stitch_loops(clips, cfg.condition_frame_length)
+        return stitch_loops(clips, carried_loop_frames(cfg))
 
 
 def _prepare(

@@ -353,9 +353,12 @@ TABLE_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 
 def _row_config(path: str, overrides: dict[str, Any]) -> RunConfig:
+    """The config at ``path`` with size overrides; a size name replaces the file's image_size and vice versa."""
     out = dict(overrides)
-    if "resolution" in out or "image_size" in out:
-        out.setdefault("image_size", None) if "resolution" in out else out.setdefault("resolution", None)
+    if "resolution" in out:
+        out.setdefault("image_size", None)
+    elif "image_size" in out:
+        out.setdefault("resolution", None)
     return load_config(path, overrides=out)
 
 

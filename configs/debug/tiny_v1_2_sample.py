@@ -1,13 +1,17 @@
 # Tiny CPU sampling config in Open-Sora 1.2's shape, for tests and debugging (NOT a real model): an STDiT3 with
 # 2 blocks of width 32, the 1.2 video VAE at tiny width built in code ("debug/tiny-vae-v1-2": the SD-style
 # spatial VAE, H/W / 8, then the causal temporal VAE, 17 frames -> 5 latent frames), a tiny random T5
-# ("debug/tiny-t5"), 10 rectified-flow steps with the resolution/frames timestep transform.
+# ("debug/tiny-t5"), 10 rectified-flow steps with the resolution/frames timestep transform, and 1.2's prompt
+# score (aes). The 1.2 flags work on it, e.g.
 #   python -m opensora_core.sample configs/debug/tiny_v1_2_sample.py --prompt "a red ball"
+#   python -m opensora_core.sample configs/debug/tiny_v1_2_sample.py --resolution 144p --aspect-ratio 16:9 \
+#       --aes 5.5 --flow 4 --save-fps 12 --num-sampling-steps 3
 num_frames = 17
 frame_interval = 1
 fps = 24
 image_size = (32, 32)
 multi_resolution = "STDiT2"
+aes = 6.5
 
 model = dict(
     type="STDiT3-XL/2",

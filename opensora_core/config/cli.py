@@ -83,6 +83,14 @@ SAMPLE_FLAGS: tuple[Flag, ...] = (
     Flag("--condition-frame-length", "condition_frame_length", "frames carried between loops", type=int),
     Flag("--condition-frame-edit", "condition_frame_edit", "edit ratio of the carried frames", type=float),
     Flag("--align", "align", "snap mask-strategy starts to multiples of N latent frames (1.2)", type=int),
+    Flag("--text-encoder-device", "text_encoder.device", "run the text encoder on this device (e.g. cpu)"),
+    Flag("--text-encoder-dtype", "text_encoder.dtype", "text encoder precision: fp32 or bf16"),
+    Flag(
+        "--offload-text-encoder",
+        "text_encoder.offload",
+        "encode all prompts first, then free the text encoder",
+        kind="bool",
+    ),
     Flag("--reference-path", "reference_path", "per-prompt references; 'None' = none", kind="list"),
     Flag("--mask-strategy", "mask_strategy", "per-prompt mask strategies; 'None' = none", kind="list"),
 )

@@ -21,6 +21,48 @@ SECRET_HINT = (
 )
 
 
+_FEATURES = (
+    "Open-Sora 1.2's training on precomputed features (scripts/misc/extract_feat.py writes them, "
+    "BatchFeatureDataset reads them); not implemented here: the trainer encodes videos and captions itself, "
+    "so train with configs/opensora-v1-2/train/stage1.py instead"
+)
+_EXTRACT = (
+    "Open-Sora 1.2's feature-extraction tool (scripts/misc/extract_feat.py, configs/opensora-v1-2/misc/"
+    "extract.py); this platform has no feature extraction"
+)
+_BS_SEARCH = (
+    "Open-Sora 1.2's batch-size search tool (scripts/misc/search_bs.py, configs/opensora-v1-2/misc/bs.py); "
+    "this platform has no batch-size search: set bucket_config batch sizes directly"
+)
+# Keys of upstream Open-Sora tools this platform does not have: (dotted) key -> what it belongs to. The
+# loader names the tool instead of guessing a "did you mean".
+UPSTREAM_TOOL_KEYS: dict[str, str] = {
+    "load_text_features": _FEATURES,
+    "load_video_features": _FEATURES,
+    "vae_out_channels": _FEATURES,
+    "text_encoder_output_dim": _FEATURES,
+    "model_max_length": _FEATURES,
+    "model.skip_y_embedder": _FEATURES,
+    "dataset.dummy_text_feature": _FEATURES,
+    "dataset.type=BatchFeatureDataset": _FEATURES,
+    "save_text_features": _EXTRACT,
+    "save_compressed_text_features": _EXTRACT,
+    "bin_size": _EXTRACT,
+    "log_time": _EXTRACT,
+    "base": _BS_SEARCH,
+    "base_step_time": _BS_SEARCH,
+}
+
+
+UPSTREAM_TOOL_MARK = "not supported: a key of"
+
+
+def upstream_tool_problem(key: str) -> str | None:
+    """``"KEY: ..."`` naming the upstream tool a key belongs to, or None for keys of no known tool."""
+    reason = UPSTREAM_TOOL_KEYS.get(key)
+    return f"{key}: {UPSTREAM_TOOL_MARK} {reason}" if reason else None
+
+
 def closest(name: str, candidates: Iterable[str]) -> str | None:
     """Return the candidate closest to `name` (difflib ratio >= 0.6, case-insensitive), or None."""
     cands = [str(c) for c in candidates]

@@ -23,7 +23,14 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, BaseModel, ValidationError
 
 from opensora_core.config.errors import ConfigError, unique, validation_problems
-from opensora_core.config.hints import SECRET_HINT, closest, did_you_mean, is_secret_key
+from opensora_core.config.hints import (
+    SECRET_HINT,
+    UPSTREAM_TOOL_MARK,
+    closest,
+    did_you_mean,
+    is_secret_key,
+    upstream_tool_problem,
+)
 from opensora_core.config.schema import RunConfig
 from opensora_core.config.sections import UNION_SECTIONS, TrackingConfig
 
@@ -218,6 +225,10 @@ def _section_key_problems(
     for key in value:
         if key not in valid:
             dotted = f"{section}.{key}"
+            tool = upstream_tool_problem(dotted)
+            if tool:
+                problems.append(tool)
+                continue
             hint = did_you_mean(str(key), valid, prefix=f"{section}.")
             of_type = f" of {section} type {value['type']!r}" if "type" in value else ""
             listing = "" if hint else f" (valid keys{of_type}: {', '.join(valid)})"
@@ -237,6 +248,10 @@ def precheck(raw: Mapping[str, Any], overridden: set[str] | None = None) -> list
     top_valid = _valid_keys(RunConfig)
     for key in raw:
         if key in top_valid:
+            continue
+        tool = upstream_tool_problem(str(key))
+        if tool:
+            problems.append(tool)
             continue
         origin = " (set by an override)" if key in overridden else ""
         owners = [
@@ -260,6 +275,10 @@ def precheck(raw: Mapping[str, Any], overridden: set[str] | None = None) -> list
             problems.append(f"{section}.type: required key is missing; one of: {', '.join(valid_types)}")
             continue
         if kind not in types_:
+            tool = upstream_tool_problem(f"{section}.type={kind}")
+            if tool:
+                problems.append(tool)
+                continue
             best = closest(str(kind), valid_types)
             hint = f"; did you mean {best!r}?" if best else ""
             problems.append(
@@ -290,6 +309,9 @@ def config_from_dict(
     if secrets:  # stop here: nothing else matters until the secret is gone
         raise ConfigError(source, secrets)
     problems += precheck(data, set(override_map))
+    tools = [p for p in problems if UPSTREAM_TOOL_MARK in p]
+    if tools:  # a config of an upstream tool we do not have: the rest of its problems would only be noise
+        raise ConfigError(source, unique(tools))
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as e:

@@ -41,7 +41,7 @@ from opensora_core.fields import (
 )
 from opensora_core.models.registry import MODELS, model_caps
 from opensora_core.models.text_encoder_registry import TEXT_ENCODERS, text_encoder_caps
-from opensora_core.models.vae_registry import vae_caps
+from opensora_core.models.vae_registry import carried_frames, vae_caps
 from opensora_core.parallel.registry import BACKENDS, backend_caps
 from opensora_core.schedulers.registry import SCHEDULERS, scheduler_caps
 from opensora_core.video_sizes import ASPECT_RATIO_NAMES, ASPECT_RATIOS, image_size_of, num_frames_of
@@ -680,10 +680,17 @@ class RunConfig(Section):
                 problems.append(
                     f"loop={self.loop} needs condition_frame_length > 0 (frames carried between loops)"
                 )
-            elif self.num_frames is not None and cfl >= self.num_frames:
-                problems.append(
-                    f"condition_frame_length ({cfl}) must be smaller than num_frames ({self.num_frames})"
-                )
+            else:
+                try:
+                    carried = carried_frames(self.vae, cfl)
+                except ValueError as exc:
+                    problems.append(str(exc))
+                else:
+                    if self.num_frames is not None and carried >= self.num_frames:
+                        what = f"{cfl}" if carried == cfl else f"{cfl} latent frames = {carried} frames"
+                        problems.append(
+                            f"condition_frame_length ({what}) must be shorter than num_frames ({self.num_frames})"
+                        )
         return problems
 
     # ------------------------------------------------------------------ per-mode checks and output
@@ -692,6 +699,11 @@ class RunConfig(Section):
         """Raise ConfigError when something the chosen mode needs is missing; return self otherwise."""
         problems: list[str] = []
         if training:
+            if getattr(self.text_encoder, "offload", False):
+                problems.append(
+                    "text_encoder.offload=True is a sampling option (training encodes captions every step); "
+                    "remove it from the training config"
+                )
             if self.dataset is None or self.dataset.data_path is None:
                 problems.append("dataset.data_path is not set: pass --data-path or set dataset.data_path")
             if not scheduler_caps(self.scheduler.type).training:

@@ -19,7 +19,33 @@ from opensora_core.fields import Bool, PosInt, Section
 # ------------------------------------------------------------------------------------------- configs
 
 
-class T5Config(Section):
+class _PlacementFields(Section):
+    """Where and in which precision a Hugging Face text encoder runs (memory options for real GPUs).
+
+    `device` and `dtype` are the constructor arguments of Open-Sora's `T5Encoder` of the same names; `offload`
+    is ours. See docs/gpu-memory.md for the memory each choice saves.
+    """
+
+    device: str | None = Field(
+        None,
+        pattern=r"^(cpu|cuda(:\d+)?|mps)$",
+        description='Device of the text encoder ("cpu", "cuda", "cuda:1"); None = the device of the run. '
+        '"cpu" keeps T5-XXL (19 GB in fp32) off the GPU; prompts are encoded on the CPU.',
+    )
+    dtype: Literal["fp32", "bf16"] | None = Field(
+        None,
+        description="Precision of the text encoder; None = fp32 when sampling (Open-Sora's inference), the "
+        "compute dtype when training. bf16 halves its memory (embeddings within bf16 rounding); fp16 is not "
+        "offered: T5 v1.1 overflows in fp16.",
+    )
+    offload: Bool = Field(
+        False,
+        description="Sampling only: encode every prompt of the run first, then free the encoder's weights "
+        "(loaded again only if a later run needs them), so the diffusion model and VAE run without it.",
+    )
+
+
+class T5Config(_PlacementFields):
     """T5 encoder: per-token embeddings [B, 1, L, 4096] and mask [B, L]."""
 
     type: Literal["t5"]
@@ -35,7 +61,7 @@ class T5Config(Section):
     local_files_only: Bool = Field(False, description="Never download; use the local cache only.")
 
 
-class ClipConfig(Section):
+class ClipConfig(_PlacementFields):
     """CLIP text encoder: pooled embedding [B, 1, 1, 512] (DiT / Latte text configs)."""
 
     type: Literal["clip"]

@@ -19,7 +19,7 @@ builds a tiny deterministic model in code. Missing models raise one
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,6 @@ _TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
 )
-
-
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -145,22 +143,63 @@ def _y_embedder_of(model: nn.Module, owner: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- encoders
-class T5TextEncoder:
-    """A frozen T5 encoder and its tokenizer; ``encode(prompts) -> {"y": [B,1,L,D], "mask": [B,L]}``."""
+class _FrozenHFEncoder:
+    """A frozen Hugging Face text model on ``device``; :meth:`release` frees its weights and the next
+    :meth:`loaded` call builds them again with ``reload`` (the builder's loader), on the same device and dtype."""
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any, model_max_length: int, device: torch.device | str = "cpu"
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        model_max_length: int,
+        device: torch.device | str = "cpu",
+        reload: Callable[[], nn.Module] | None = None,
     ):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.model_max_length = int(model_max_length)
-        self.output_dim = int(model.config.d_model)
         self.device = torch.device(device)
         self.y_embedder: Any = None
+        self._dtype = next(model.parameters()).dtype
+        self._reload = reload
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        return self._dtype
+
+    @property
+    def released(self) -> bool:
+        """True after :meth:`release` until the weights are loaded again."""
+        return next(self.model.parameters()).device.type == "meta"
+
+    def release(self) -> None:
+        """Free the weights (memory on every device): they move to the ``meta`` device."""
+        self.model = self.model.to("meta")
+
+    def loaded(self) -> nn.Module:
+        """The model, loaded again first if :meth:`release` freed it."""
+        if self.released:
+            if self._reload is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}: the weights were released and no loader was given to load them again"
+                )
+            self.model = self._reload().to(device=self.device, dtype=self._dtype).eval().requires_grad_(False)
+        return self.model
+
+
+class T5TextEncoder(_FrozenHFEncoder):
+    """A frozen T5 encoder and its tokenizer; ``encode(prompts) -> {"y": [B,1,L,D], "mask": [B,L]}``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        model_max_length: int,
+        device: torch.device | str = "cpu",
+        reload: Callable[[], nn.Module] | None = None,
+    ):
+        super().__init__(model, tokenizer, model_max_length, device, reload)
+        self.output_dim = int(model.config.d_model)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask ``[B, L]`` (padded to ``model_max_length``, truncated, EOS added)."""
@@ -181,7 +220,7 @@ class T5TextEncoder:
         unique, index = _dedupe(_check_prompts(prompts))
         ids, mask = self.tokenize(unique)  # [U, L]
         ids, mask, index = ids.to(self.device), mask.to(self.device), index.to(self.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [U, L, D]
+        hidden = self.loaded()(input_ids=ids, attention_mask=mask).last_hidden_state  # [U, L, D]
         return {"y": hidden[index][:, None], "mask": mask[index]}  # [B, 1, L, D], [B, L]
 
     def set_null_from_model(self, model: nn.Module) -> None:
@@ -206,22 +245,19 @@ class T5TextEncoder:
         return emb[None].repeat(n, 1, 1)[:, None]  # [n, 1, L, D]
 
 
-class ClipTextEncoder:
+class ClipTextEncoder(_FrozenHFEncoder):
     """A frozen CLIP text model; ``encode(prompts) -> {"y": pooled [B, 1, 1, hidden]}``."""
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any, model_max_length: int = 77, device: torch.device | str = "cpu"
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        model_max_length: int = 77,
+        device: torch.device | str = "cpu",
+        reload: Callable[[], nn.Module] | None = None,
     ):
-        self.model = model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.model_max_length = int(model_max_length)
+        super().__init__(model, tokenizer, model_max_length, device, reload)
         self.output_dim = int(model.config.hidden_size)
-        self.device = torch.device(device)
-        self.y_embedder: Any = None
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -236,7 +272,7 @@ class ClipTextEncoder:
             return_tensors="pt",
         )
         ids = tokens["input_ids"].to(self.device)  # [U, L]
-        pooled = self.model(input_ids=ids).pooler_output  # [U, hidden]
+        pooled = self.loaded()(input_ids=ids).pooler_output  # [U, hidden]
         return {"y": pooled[index.to(self.device)][:, None, None]}  # [B, 1, 1, hidden]
 
     def set_null_from_model(self, model: nn.Module) -> None:
@@ -283,36 +319,68 @@ class ClassEncoder:
 
 
 # ------------------------------------------------------------------------------------------------ factory
+def _placement(
+    cfg: T5Config | ClipConfig, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.device, torch.dtype]:
+    """The config's ``device`` / ``dtype`` when set, else the caller's."""
+    from opensora_core.models.layers import to_torch_dtype
+
+    return (
+        torch.device(cfg.device) if cfg.device else device,
+        to_torch_dtype(cfg.dtype) if cfg.dtype else dtype,
+    )
+
+
 def build_t5(cfg: T5Config, device: torch.device, dtype: torch.dtype) -> T5TextEncoder:
-    """The T5 encoder of a validated config, on `device` in `dtype`."""
+    """The T5 encoder of a validated config, on `device` in `dtype` (``cfg.device`` / ``cfg.dtype`` win)."""
+    device, dtype = _placement(cfg, device, dtype)
     name = cfg.from_pretrained
     if is_debug_id(name):
         from opensora_core.models import tiny
 
         model, tokenizer = tiny.load_debug_text_model(name, "t5")
+
+        def load() -> nn.Module:
+            return tiny.load_debug_text_model(name, "t5")[0]
+
     else:
         from transformers import T5EncoderModel
 
         args = (name, "T5 text encoder", cfg.cache_dir, cfg.local_files_only, cfg.subfolder)
         tokenizer = load_tokenizer(*args)
-        model = _load_model(T5EncoderModel, *args, dtype)
-    return T5TextEncoder(model.to(device=device, dtype=dtype), tokenizer, cfg.model_max_length, device)
+
+        def load() -> nn.Module:
+            return _load_model(T5EncoderModel, *args, dtype)
+
+        model = load()
+    model = model.to(device=device, dtype=dtype)
+    return T5TextEncoder(model, tokenizer, cfg.model_max_length, device, reload=load)
 
 
 def build_clip(cfg: ClipConfig, device: torch.device, dtype: torch.dtype) -> ClipTextEncoder:
-    """The CLIP text encoder of a validated config, on `device` in `dtype`."""
+    """The CLIP text encoder of a validated config, on `device` in `dtype` (``cfg.device`` / ``cfg.dtype`` win)."""
+    device, dtype = _placement(cfg, device, dtype)
     name = cfg.from_pretrained
     if is_debug_id(name):
         from opensora_core.models import tiny
 
         model, tokenizer = tiny.load_debug_text_model(name, "clip")
+
+        def load() -> nn.Module:
+            return tiny.load_debug_text_model(name, "clip")[0]
+
     else:
         from transformers import CLIPTextModel
 
         args = (name, "CLIP text encoder", cfg.cache_dir, cfg.local_files_only, cfg.subfolder)
         tokenizer = load_tokenizer(*args)
-        model = _load_model(CLIPTextModel, *args, dtype)
-    return ClipTextEncoder(model.to(device=device, dtype=dtype), tokenizer, cfg.model_max_length, device)
+
+        def load() -> nn.Module:
+            return _load_model(CLIPTextModel, *args, dtype)
+
+        model = load()
+    model = model.to(device=device, dtype=dtype)
+    return ClipTextEncoder(model, tokenizer, cfg.model_max_length, device, reload=load)
 
 
 def build_classes(cfg: ClassesConfig, device: torch.device, dtype: torch.dtype) -> ClassEncoder:

@@ -136,6 +136,14 @@ class _PipelineBase(_VAEBase):
         "decode (x, x_z); the sampler and trainer need False.",
     )
 
+    def temporal_chunk(self) -> tuple[int, int] | None:
+        """``(pixel frames, latent frames)`` of one temporal-VAE chunk ((17, 5) in Open-Sora 1.2); None when the
+        clip is one chunk (``micro_frame_size=None``). Each subclass has ``time_downsample_factor()``."""
+        if self.micro_frame_size is None:
+            return None
+        factor = self.time_downsample_factor()  # type: ignore[attr-defined]
+        return self.micro_frame_size, -(-self.micro_frame_size // factor)
+
     def as_dict(self) -> dict[str, Any]:
         """As :meth:`Section.as_dict`, but a chunk size of None (= no chunks, not the default) is kept."""
         out = super().as_dict()
@@ -163,13 +171,29 @@ class VideoAutoencoderPipelineConfig(_PipelineBase):
         t = self.vae_temporal
         return t.embed_dim if isinstance(t, VAETemporalConfig) else int(t.ARCHITECTURE["embed_dim"])
 
+    def time_downsample_factor(self) -> int:
+        """2 ** (halvings of `vae_temporal.temporal_downsample`)."""
+        t = self.vae_temporal
+        halvings = (
+            t.temporal_downsample
+            if isinstance(t, VAETemporalConfig)
+            else t.ARCHITECTURE["temporal_downsample"]
+        )
+        return 2 ** sum(bool(h) for h in halvings)
+
 
 class OpenSoraVAEV12Config(_PipelineBase):
     """Open-Sora 1.2 VAE: SD-XL VAE + VAE_Temporal_SD, official shift/scale (4 channels, 17 -> 5 frames, H/W / 8)."""
 
     type: Literal["OpenSoraVAE_V1_2"]
-    micro_batch_size: PosInt | None = Field(4, description="Frames per spatial-VAE chunk (None = all at once).")
+    micro_batch_size: PosInt | None = Field(
+        4, description="Frames per spatial-VAE chunk (None = all at once)."
+    )
     local_files_only: Bool = Field(False, description="Never download; use the local cache only.")
+
+    def time_downsample_factor(self) -> int:
+        """4: VAE_Temporal_SD (and the tiny debug VAE, which keeps its layout) halves the frames twice."""
+        return 2 ** sum(VAETemporalSDConfig.ARCHITECTURE["temporal_downsample"])
 
 
 # ------------------------------------------------------------------------------------------- the table
@@ -195,10 +219,14 @@ VAES: dict[str, Entry[VAECaps]] = {
         IdentityVAEConfig, "opensora_core.models.vae:build_identity", VAECaps(spatial_stride=1)
     ),
     "OpenSoraVAE_V1_2": Entry(
-        OpenSoraVAEV12Config, "opensora_core.models.vae_v1_2:build_opensora_vae_v1_2", VAECaps(spatial_stride=8)
+        OpenSoraVAEV12Config,
+        "opensora_core.models.vae_v1_2:build_opensora_vae_v1_2",
+        VAECaps(spatial_stride=8),
     ),
     "VideoAutoencoderPipeline": Entry(
-        VideoAutoencoderPipelineConfig, "opensora_core.models.vae_v1_2:build_pipeline", VAECaps(spatial_stride=8)
+        VideoAutoencoderPipelineConfig,
+        "opensora_core.models.vae_v1_2:build_pipeline",
+        VAECaps(spatial_stride=8),
     ),
 }
 
@@ -209,9 +237,37 @@ TEMPORAL_VAES: dict[str, Entry[VAECaps]] = {
         VAETemporalConfig, "opensora_core.models.vae_temporal:build_vae_temporal", VAECaps(spatial_stride=1)
     ),
     "VAE_Temporal_SD": Entry(
-        VAETemporalSDConfig, "opensora_core.models.vae_temporal:build_vae_temporal_sd", VAECaps(spatial_stride=1)
+        VAETemporalSDConfig,
+        "opensora_core.models.vae_temporal:build_vae_temporal_sd",
+        VAECaps(spatial_stride=1),
     ),
 }
+
+
+def carried_frames(vae: Any, condition_frame_length: int) -> int:
+    """Pixel frames of ``condition_frame_length`` latent frames (the frames a loop carries over, which stitching
+    drops from every later clip): the same number without temporal compression, whole chunks with it
+    (Open-Sora 1.2: 5 latent frames = 17 frames). ``vae``: a validated vae config.
+
+    Raises ValueError when the length is not whole chunks of a compressing VAE (the chunks decode together).
+    """
+    chunk = getattr(vae, "temporal_chunk", None)
+    if chunk is None:
+        return condition_frame_length
+    sizes = chunk()
+    if sizes is None:
+        raise ValueError(
+            f"condition_frame_length with vae.type {vae.type!r} needs vae.micro_frame_size (loops carry whole "
+            "temporal chunks); set micro_frame_size=17 as Open-Sora 1.2 does"
+        )
+    pixels, latents = sizes
+    if condition_frame_length % latents:
+        raise ValueError(
+            f"condition_frame_length={condition_frame_length} counts latent frames; with vae.type {vae.type!r} "
+            f"({pixels} frames -> {latents} latent frames per chunk) it must be a multiple of {latents} "
+            f"({latents} = the last {pixels} frames of the previous clip)"
+        )
+    return condition_frame_length // latents * pixels
 
 
 def vae_caps(name: str) -> VAECaps:

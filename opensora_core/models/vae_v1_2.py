@@ -232,10 +232,11 @@ def build_pipeline(cfg: VideoAutoencoderPipelineConfig) -> VideoAutoencoderPipel
     return model
 
 
-def build_opensora_vae_v1_2(cfg: OpenSoraVAEV12Config) -> VideoAutoencoderPipeline:
+def build_opensora_vae_v1_2(cfg: OpenSoraVAEV12Config, load_weights: bool = True) -> VideoAutoencoderPipeline:
     """Open-Sora 1.2's VAE. ``from_pretrained``: None = PixArt-Sigma's SD-XL VAE + a random temporal VAE (as the
     reference); a debug id = the tiny in-code VAE; otherwise the whole VAE's weights (the spatial VAE is then
-    built from its config, not downloaded, since every weight is overwritten)."""
+    built from its config, not downloaded, since every weight is overwritten). ``load_weights=False``: the
+    architecture only, nothing read or downloaded (the memory plan builds it on the meta device)."""
     spatial_cfg = VideoAutoencoderKLConfig(
         type="VideoAutoencoderKL",
         from_pretrained=OPENSORA_V1_2_SPATIAL,
@@ -244,9 +245,9 @@ def build_opensora_vae_v1_2(cfg: OpenSoraVAEV12Config) -> VideoAutoencoderPipeli
         local_files_only=cfg.local_files_only,
     )
     name = cfg.from_pretrained
-    if name is None:
+    if name is None and load_weights:
         spatial, temporal = _spatial(spatial_cfg), VAE_Temporal(**VAETemporalSDConfig.ARCHITECTURE)
-    elif is_debug_id(name):
+    elif name is not None and is_debug_id(name):
         from opensora_core.models import tiny
 
         module, temporal = tiny.load_debug_vae(name, cfg.type)
@@ -259,7 +260,7 @@ def build_opensora_vae_v1_2(cfg: OpenSoraVAEV12Config) -> VideoAutoencoderPipeli
     model = VideoAutoencoderPipeline(
         spatial, temporal, cfg.micro_frame_size, OPENSORA_V1_2_SHIFT, OPENSORA_V1_2_SCALE, cfg.cal_loss
     )
-    if name is not None and not is_debug_id(name):
+    if load_weights and name is not None and not is_debug_id(name):
         _load_weights(model, name, cfg.local_files_only)
     return model
 

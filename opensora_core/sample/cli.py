@@ -2,8 +2,8 @@
 
 Flags (see ``--help`` and docs/sampling.md): the Open-Sora inference flags of
 :mod:`opensora_core.config.cli` (``--prompt``, ``--prompt-path``, ``--num-sample``, ``--loop``,
-``--reference-path``, ``--mask-strategy``, ...), ``--cfg-options KEY=VALUE`` and two of ours: ``--device`` and
-``--no-progress``. The config, prompts, references and mask strategies are checked before torch is imported;
+``--reference-path``, ``--mask-strategy``, ...), ``--cfg-options KEY=VALUE`` and three of ours: ``--device``,
+``--no-progress`` and ``--plan`` (print the expected peak GPU memory and exit; :mod:`opensora_core.sample.memory`). The config, prompts, references and mask strategies are checked before torch is imported;
 bad input exits with status 2 and one ``error: ...`` line naming the value. Videos written before an error stay.
 """
 
@@ -13,7 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from opensora_core.config import ConfigError, build_parser, config_from_args
+from opensora_core.config import ConfigError, build_parser, config_from_args, load_config
+from opensora_core.config.cli import overrides_from_args
 from opensora_core.io.storage import InvalidURIError
 from opensora_core.sample.long import SampleInputError
 from opensora_core.sample.prompts import plan_run
@@ -43,9 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the expected peak GPU memory per component and phase for the config, flags and sizes "
+        "given, then exit (loads no weights, downloads nothing; an estimate, see docs/gpu-memory.md)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.plan:  # no prompts needed: only the sizes
+            from opensora_core.sample.memory import plan_memory
+
+            cfg = load_config(args.config, overrides=overrides_from_args(args, training=False))
+            print(plan_memory(cfg, str(args.config)).format())
+            return 0
         cfg = config_from_args(args, training=False)
         plan = plan_run(cfg)  # prompts, references, mask strategies: fail before the models load
         from opensora_core.sample.pipeline import sample

@@ -24,8 +24,11 @@ to multiples of ``align`` latent frames (:func:`snap_to_multiple`).
 
 Open-Sora 1.2 conditioning text: ``aes`` / ``flow`` / ``camera_motion`` append "aesthetic score: X." etc. to
 every loop's caption (:func:`append_scores`), before encoding.
-The final video is clip 0 followed by every later clip without its first cfl frames:
-``loop * (num_frames - cfl) + cfl`` frames (:func:`stitch_loops`).
+``condition_frame_length`` counts latent frames: with Open-Sora 1.2's VAE (17 frames -> 5 latent frames) it
+must be whole chunks (5 = the last 17 frames), as the reference asserts; the VAEs of 1.0/1.1 do not compress
+time, so there it is also the number of frames. The final video is clip 0 followed by every later clip
+without the pixel frames of its first cfl latent frames (``carried``, 17 for cfl=5 in 1.2):
+``loop * (num_frames - carried) + carried`` frames (:func:`stitch_loops`).
 
 Parsing and validation here need no torch, so bad input fails before any model is loaded.
 """
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opensora_core.io import storage
+from opensora_core.models.vae_registry import carried_frames
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +63,7 @@ __all__ = [
     "append_scores",
     "apply_mask_tuples",
     "build_prompt_specs",
+    "carried_loop_frames",
     "check_reference_files",
     "load_reference_video",
     "parse_loop_prompt",
@@ -465,19 +470,27 @@ def apply_mask_tuples(
         frame_mask[ts : ts + length] = tup.edit_ratio
 
 
-def total_frames(num_frames: int, loop: int, condition_frame_length: int | None) -> int:
-    """Frames of a ``loop``-loop video: ``loop * (num_frames - cfl) + cfl`` (``num_frames`` when loop=1)."""
+def carried_loop_frames(cfg: Any) -> int:
+    """Pixel frames every later loop repeats from the previous clip: ``condition_frame_length`` latent frames
+    through ``cfg.vae`` (:func:`~opensora_core.models.vae_registry.carried_frames`); 0 with one loop."""
+    if cfg.loop == 1 or not cfg.condition_frame_length:
+        return 0
+    return carried_frames(cfg.vae, int(cfg.condition_frame_length))
+
+
+def total_frames(num_frames: int, loop: int, carried: int) -> int:
+    """Frames of a ``loop``-loop video: ``loop * (num_frames - carried) + carried`` (``num_frames`` when
+    loop=1); ``carried``: the pixel frames of ``condition_frame_length`` (``vae_registry.carried_frames``)."""
     if loop == 1:
         return num_frames
-    cfl = condition_frame_length or 0
-    return loop * (num_frames - cfl) + cfl
+    return loop * (num_frames - carried) + carried
 
 
-def stitch_loops(clips: Sequence[torch.Tensor], condition_frame_length: int | None) -> torch.Tensor:
-    """Join per-loop clips ``[B, C, T, H, W]``: clip 0, then each later clip without its first cfl frames."""
+def stitch_loops(clips: Sequence[torch.Tensor], carried: int) -> torch.Tensor:
+    """Join per-loop clips ``[B, C, T, H, W]``: clip 0, then each later clip without its first ``carried``
+    (pixel) frames -- the frames conditioned on the previous clip."""
     import torch
 
     if len(clips) == 1:
         return clips[0]
-    cfl = condition_frame_length or 0
-    return torch.cat([clips[0]] + [c[:, :, cfl:] for c in clips[1:]], dim=2)
+    return torch.cat([clips[0]] + [c[:, :, carried:] for c in clips[1:]], dim=2)

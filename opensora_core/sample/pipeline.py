@@ -28,7 +28,12 @@ Conventions (the same as training, so trained weights see the inputs they were t
   the config describes: missing, unexpected or mis-shaped keys are an error naming the checkpoint and the
   config values to check.
 * **dtype**: ``cfg.dtype`` for the diffusion model and VAE (fp16 becomes fp32 on CPU); the text encoder runs
-  in fp32, as in Open-Sora's inference.
+  in fp32, as in Open-Sora's inference, unless ``text_encoder.dtype="bf16"``.
+* **Memory** (docs/gpu-memory.md; ``python -m opensora_core.sample CONFIG --plan`` estimates it):
+  ``text_encoder.device="cpu"`` keeps the text encoder off the GPU (prompts are encoded on the CPU, the
+  embeddings move to the model's device); ``text_encoder.offload=True`` encodes every caption of the run
+  first, in batches of ``batch_size``, then frees the encoder's weights; the VAE decodes ``micro_batch_size``
+  frames at a time. Captions are encoded once per batch (identical ones once per run) and kept on the CPU.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from opensora_core.sample.long import (
     MaskTuple,
     SampleInputError,
     apply_mask_tuples,
+    carried_loop_frames,
     load_reference_video,
     stitch_loops,
 )
@@ -74,6 +80,8 @@ __all__ = [
     "build_sampling_scheduler",
     "load_model_weights",
     "load_sampling_models",
+    "load_text_encoder",
+    "model_kwargs",
     "resolve_checkpoint",
     "sample",
     "video_info",
@@ -243,25 +251,53 @@ def compile_sampling_model(model: nn.Module, backend: str = "inductor") -> nn.Mo
     return torch.compile(model, backend=backend)
 
 
-def load_sampling_models(cfg: RunConfig, device: str | torch.device | None = None) -> SamplingModels:
-    """Build ``(model, vae, text_encoder, scheduler)`` for sampling ``cfg`` on ``device`` (default: CUDA when
-    available). The model is sized from the VAE latent and the text encoder (``input_size``, ``in_channels``,
-    ``caption_channels``, ``model_max_length``; config fields win), loaded from ``model.from_pretrained`` and
-    put in eval mode; the text encoder's null caption is the model's ``y_embedding``.
-    """
-    if cfg.num_frames is None or cfg.image_size is None:
-        raise SampleInputError("num_frames and image_size must be set to build the sampling models")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = _run_dtype(cfg, device)
-    text_encoder = build_text_encoder(cfg.text_encoder.as_dict(), device=device, dtype=torch.float32)
-    vae = build_vae(cfg.vae.as_dict()).to(device=device, dtype=dtype).eval()
-    latent_size = vae.get_latent_size((cfg.num_frames, *cfg.image_size))
-    kwargs: dict[str, Any] = {"input_size": latent_size, "in_channels": vae.out_channels}
+def _sampling_device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def load_text_encoder(cfg: RunConfig, device: str | torch.device | None = None) -> Any:
+    """The text encoder of ``cfg`` for sampling: on ``device`` in fp32 unless ``text_encoder.device`` /
+    ``text_encoder.dtype`` say otherwise."""
+    return build_text_encoder(
+        cfg.text_encoder.as_dict(), device=_sampling_device(device), dtype=torch.float32
+    )
+
+
+def model_kwargs(
+    cfg: RunConfig,
+    latent_size: Sequence[int | None],
+    latent_channels: int,
+    text_encoder: Any,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """``build_model`` keyword arguments for sampling: sized from the VAE latent and the text encoder
+    (``input_size``, ``in_channels``, ``caption_channels``, ``model_max_length``); config fields win."""
+    kwargs: dict[str, Any] = {"input_size": tuple(latent_size), "in_channels": latent_channels}
     if getattr(text_encoder, "output_dim", None):
         kwargs["caption_channels"] = text_encoder.output_dim
         kwargs["model_max_length"] = text_encoder.model_max_length
     kwargs.update(cfg.model.build_kwargs())
     kwargs["dtype"] = dtype
+    return kwargs
+
+
+def load_sampling_models(
+    cfg: RunConfig, device: str | torch.device | None = None, text_encoder: Any = None
+) -> SamplingModels:
+    """Build ``(model, vae, text_encoder, scheduler)`` for sampling ``cfg`` on ``device`` (default: CUDA when
+    available). The model is sized by :func:`model_kwargs`, loaded from ``model.from_pretrained`` and put in
+    eval mode; the text encoder's null caption is the model's ``y_embedding``. ``text_encoder``: one already
+    built by :func:`load_text_encoder` (it may have been released after encoding).
+    """
+    if cfg.num_frames is None or cfg.image_size is None:
+        raise SampleInputError("num_frames and image_size must be set to build the sampling models")
+    device = _sampling_device(device)
+    dtype = _run_dtype(cfg, device)
+    if text_encoder is None:
+        text_encoder = load_text_encoder(cfg, device)
+    vae = build_vae(cfg.vae.as_dict()).to(device=device, dtype=dtype).eval()
+    latent_size = vae.get_latent_size((cfg.num_frames, *cfg.image_size))
+    kwargs = model_kwargs(cfg, latent_size, vae.out_channels, text_encoder, dtype)
     model = build_model(cfg.model.type, **kwargs)
     if cfg.model.from_pretrained:
         load_model_weights(model, cfg.model.from_pretrained, cfg, kwargs)
@@ -297,25 +333,42 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 class _TextCache:
-    """Encodes captions once: an LRU of per-caption encoder outputs."""
+    """Encodes captions once: an LRU of per-caption encoder outputs, kept on the CPU (float tensors in fp32).
 
-    def __init__(self, encoder: Any, capacity: int = 64):
+    ``capacity=None`` keeps every caption (offloading encodes the whole run before freeing the encoder).
+    """
+
+    def __init__(self, encoder: Any, capacity: int | None = 64):
         self.encoder = encoder
         self.capacity = capacity
         self.store: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 
-    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def encode(self, texts: list[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """Stacked outputs for ``texts`` (on ``device``); only captions not seen yet go through the encoder."""
         missing = [t for t in dict.fromkeys(texts) if t not in self.store]
         if missing:
             out = self.encoder.encode(missing)
+            out = {k: (v.float() if v.is_floating_point() else v).cpu() for k, v in out.items()}
             for i, text in enumerate(missing):
                 self.store[text] = {k: v[i] for k, v in out.items()}
         for text in texts:
             self.store.move_to_end(text)
-        result = {k: torch.stack([self.store[t][k] for t in texts]) for k in self.store[texts[0]]}
-        while len(self.store) > max(self.capacity, len(texts)):
+        result = {k: torch.stack([self.store[t][k] for t in texts]).to(device) for k in self.store[texts[0]]}
+        while self.capacity is not None and len(self.store) > max(self.capacity, len(texts)):
             self.store.popitem(last=False)
         return result
+
+
+def _cache_capacity(cfg: RunConfig) -> int:
+    return max(64, 2 * (cfg.batch_size or 1))
+
+
+def _encode_all(texts: _TextCache, items: Sequence[SampleItem], cfg: RunConfig) -> None:
+    """Encode every caption of ``items`` (all loops), ``batch_size`` items at a time, into ``texts``."""
+    step = cfg.batch_size or 1
+    for start in range(0, len(items), step):
+        chunk = items[start : start + step]
+        texts.encode([text for it in chunk for text in it.spec.loop_texts[: cfg.loop]])
 
 
 class _ProgressModel:
@@ -343,14 +396,21 @@ def _steps_per_clip(scheduler: Any) -> int:
 class _Runner:
     """Generates batches of :class:`SampleItem` for one run (references cached per prompt)."""
 
-    def __init__(self, cfg: RunConfig, models: SamplingModels, plan: RunPlan, advance: Callable[[int], Any]):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        models: SamplingModels,
+        plan: RunPlan,
+        advance: Callable[[int], Any],
+        texts: _TextCache | None = None,
+    ):
         self.cfg, self.plan, self.advance = cfg, plan, advance
         self.model, self.vae, self.text_encoder, self.scheduler = models
         self.device = _device_of(self.model)
         self.dtype = module_dtype(self.model, torch.float32)
         self.vae_dtype = module_dtype(self.vae, self.dtype)
         self.latent_size = tuple(self.vae.get_latent_size((cfg.num_frames, *cfg.image_size)))
-        self.texts = _TextCache(self.text_encoder, capacity=max(64, 2 * (cfg.batch_size or 1)))
+        self.texts = texts or _TextCache(self.text_encoder, _cache_capacity(cfg))
         self.references: dict[int, list[torch.Tensor]] = {}
         self.per_sample_noise = isinstance(self.scheduler, PerSampleNoiseIDDPM)
 
@@ -387,7 +447,7 @@ class _Runner:
         previous: list[torch.Tensor] = []
         y_null = self.text_encoder.null(n).to(self.device)  # the same for every loop
         for loop_i in range(cfg.loop):
-            enc = self.texts.encode([it.spec.loop_texts[loop_i] for it in batch])
+            enc = self.texts.encode([it.spec.loop_texts[loop_i] for it in batch], self.device)
             z = torch.stack([torch.randn((channels, *self.latent_size), generator=g) for g in gens])
             z = z.to(self.device)  # [B, C, T, h, w]
             frame_mask = torch.ones(n, z.shape[2], device=self.device)
@@ -422,7 +482,7 @@ class _Runner:
                     self.vae.encode(pixels[b : b + 1], generator=gens[b])[0] for b in range(n)
                 ]  # re-encoded clip per sample, as the reference conditions the next loop
             clips.append(pixels.float().cpu())
-        return stitch_loops(clips, cfg.condition_frame_length)
+        return stitch_loops(clips, carried_loop_frames(cfg))
 
 
 def _prepare(
@@ -462,7 +522,13 @@ def sample(
     if not todo:
         say(f"all {len(plan.items)} sample(s) already exist in {plan.save_dir}; nothing to do", flush=True)
         return [it.path for it in plan.items]
-    models = models or load_sampling_models(cfg, device)
+    offload = bool(getattr(cfg.text_encoder, "offload", False))
+    encoder = models.text_encoder if models is not None else load_text_encoder(cfg, device)
+    texts = _TextCache(encoder, capacity=None if offload else _cache_capacity(cfg))
+    if offload:  # every caption first, then free the encoder before the diffusion model and VAE load
+        _encode_all(texts, todo, cfg)
+        encoder.release()
+    models = models or load_sampling_models(cfg, device, text_encoder=encoder)
     plan.save_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(plan.save_dir, stem="sample_config")
 
@@ -473,7 +539,7 @@ def sample(
 
         bar = tqdm(total=len(todo) * steps, unit="step", desc="sampling", file=sys.stderr, dynamic_ncols=True)
         say = bar.write
-    runner = _Runner(cfg, models, plan, bar.update if bar is not None else (lambda _n: None))
+    runner = _Runner(cfg, models, plan, bar.update if bar is not None else (lambda _n: None), texts)
     left = Counter(it.spec.index for it in todo)
     rows: dict[int, dict[int, np.ndarray]] = {}
     batch_size = cfg.batch_size or 1

@@ -22,6 +22,7 @@ from opensora_core.sample.long import (
     SampleInputError,
     append_scores,
     build_prompt_specs,
+    carried_loop_frames,
     check_reference_files,
     total_frames,
 )
@@ -166,7 +167,7 @@ def plan_run(cfg: RunConfig, prompts: Sequence[str] | None = None) -> RunPlan:
     _check_support(cfg, specs)
     check_reference_files(specs, cfg.num_frames, cfg.align)
     save_dir = storage.local_path(cfg.save_dir)
-    frames = total_frames(cfg.num_frames, cfg.loop, cfg.condition_frame_length)
+    frames = total_frames(cfg.num_frames, cfg.loop, carried_loop_frames(cfg))
     items: list[SampleItem] = []
     seen: set[Path] = set()
     previews: dict[int, Path] = {}

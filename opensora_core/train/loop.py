@@ -335,7 +335,8 @@ class Trainer:
     # ================================================================================ one step
     def _model_kwargs(self, batch: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
         with torch.no_grad():
-            kwargs = dict(self.comps.text_encoder.encode(list(batch["text"])))
+            encoded = self.comps.text_encoder.encode(list(batch["text"]))
+        kwargs = {k: v.to(self.device) for k, v in encoded.items()}  # text_encoder.device may be "cpu"
         for key in self.comps.video_info:
             if key in batch:
                 kwargs[key] = torch.as_tensor(batch[key]).to(self.device)
@@ -425,7 +426,9 @@ class Trainer:
         preempt = float(stats[4]) > 0
         if bad:
             self.backend.zero_grad()
-            return _StepOutcome(float("nan"), None, True, False, float(stats[2]) / sp, float(stats[3]) / sp, preempt)
+            return _StepOutcome(
+                float("nan"), None, True, False, float(stats[2]) / sp, float(stats[3]) / sp, preempt
+            )
 
         self.backend.set_lr(warmup_lr(cfg.lr, step_number, cfg.warmup_steps))
         self.backend.backward(loss)
@@ -434,7 +437,9 @@ class Trainer:
         bad = self.backend.last_step_skipped and not overflow
         if not self.backend.last_step_skipped and self.ema is not None:
             self.ema.update(self.backend.module)
-        return _StepOutcome(mean_loss, grad_norm, bad, overflow, float(stats[2]) / sp, float(stats[3]) / sp, preempt)
+        return _StepOutcome(
+            mean_loss, grad_norm, bad, overflow, float(stats[2]) / sp, float(stats[3]) / sp, preempt
+        )
 
     # ================================================================================ loop
     def run(self) -> TrainResult:

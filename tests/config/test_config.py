@@ -304,6 +304,7 @@ def test_vae_and_text_encoder_dicts_for_builders():
         "shardformer": False,
         "local_cache": False,
         "local_files_only": False,
+        "offload": False,
     }
     assert cfg.scheduler.build_kwargs() == {"num_sampling_steps": 100, "cfg_scale": 7.0, "cfg_channel": 3}
 

@@ -1,7 +1,9 @@
 """configs/opensora-v1-2 (upstream's Open-Sora 1.2.0 configs, same keys and values) load and carry 1.2's values.
 
 Until the 1.2 VAE (`OpenSoraVAE_V1_2`) is in the VAE table the only problem a 1.2 config may have is that VAE
-type; the rest is checked with the VAE section replaced by the identity VAE.
+type; the rest is checked with the VAE section replaced by the identity VAE. The configs of upstream tools this
+platform does not have (batch-size search, feature extraction, training on precomputed features) are shipped
+too: they fail with one error per tool key naming the tool, and nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +17,24 @@ from opensora_core.config.sections import VAE_TYPES
 from tests.conftest import REPO_ROOT
 
 V12_DIR = REPO_ROOT / "configs" / "opensora-v1-2"
-V12_CONFIGS = sorted(V12_DIR.rglob("*.py"))
+# upstream tool configs -> the keys that name their tool (misc/eval_loss.py is not shipped here)
+TOOL_CONFIGS = {
+    "misc/bs.py": {"base", "base_step_time"},
+    "misc/extract.py": {"save_text_features", "save_compressed_text_features", "bin_size", "log_time"},
+    "misc/feat.py": {"load_text_features", "model.skip_y_embedder", "dataset.dummy_text_feature"},
+    "train/stage1_feat.py": {
+        "vae_out_channels",
+        "model_max_length",
+        "text_encoder_output_dim",
+        "load_video_features",
+        "load_text_features",
+        "model.skip_y_embedder",
+        "dataset.type=BatchFeatureDataset",
+    },
+}
+V12_CONFIGS = sorted(
+    p for p in V12_DIR.rglob("*.py") if p.relative_to(V12_DIR).as_posix() not in TOOL_CONFIGS
+)
 V12_VAE_READY = "OpenSoraVAE_V1_2" in VAE_TYPES
 IDENTITY_VAE = {"vae": {"_delete_": True, "type": "identity"}}
 
@@ -37,6 +56,7 @@ def _load(path: Path, **overrides):
 
 
 def test_the_upstream_files_are_shipped():
+    assert {_rel(p) for p in V12_DIR.rglob("*.py")} - {_rel(p) for p in V12_CONFIGS} == set(TOOL_CONFIGS)
     assert {_rel(p) for p in V12_CONFIGS} >= {
         "inference/sample.py",
         "train/stage1.py",
@@ -121,3 +141,13 @@ def test_hints_name_the_same_kind(overrides, wanted, not_wanted):
         load_config(V12_DIR / "inference" / "sample.py", overrides={**IDENTITY_VAE, **overrides})
     text = str(err.value)
     assert wanted in text and not_wanted not in text.split("did you mean")[1].split("\n")[0]
+
+
+@pytest.mark.parametrize("name", sorted(TOOL_CONFIGS))
+def test_tool_configs_name_the_tool_and_key(name):
+    with pytest.raises(ConfigError) as err:
+        load_config(V12_DIR / name)
+    keys = {p.split(":", 1)[0] for p in err.value.problems}
+    assert keys == TOOL_CONFIGS[name]  # only the tool's keys: no noise from the rest of the file
+    tool = "batch-size search" if "bs.py" in name else "feature"
+    assert all("not supported: a key of Open-Sora 1.2's" in p and tool in p for p in err.value.problems)

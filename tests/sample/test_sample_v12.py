@@ -13,7 +13,7 @@ from opensora_core.sample.prompts import plan_run
 from tests.sample.test_sample_cli import ok, run_cli, video_meta
 
 TINY = "configs/debug/tiny_sample.py"
-TINY_V12 = "configs/debug/tiny_sample_v12.py"
+TINY_V12 = "configs/debug/tiny_v1_2_sample.py"
 
 
 def test_v12_flags_set_the_config():
@@ -27,7 +27,7 @@ def test_v12_flags_set_the_config():
     assert parse_cli([TINY, "--num-frames", "51"]).num_frames == 51
     # an explicit --image-size replaces the file's names; names replace the file's image_size
     assert parse_cli([TINY_V12, "--image-size", "64", "96"]).image_size == (64, 96)
-    assert parse_cli([TINY_V12, "--resolution", "240p"]).image_size == (320, 320)
+    assert parse_cli([TINY_V12, "--resolution", "240p", "--aspect-ratio", "1:1"]).image_size == (320, 320)
 
 
 @pytest.mark.parametrize(
@@ -117,6 +117,10 @@ def test_v12_debug_config_samples_on_cpu_with_the_v12_flags(tmp_path):
     res = ok(
         run_cli(
             tmp_path,
+            "--prompt",
+            "a red ball",
+            "--resolution",
+            "144p",
             "--aspect-ratio",
             "16:9",
             "--aes",
@@ -130,4 +134,4 @@ def test_v12_debug_config_samples_on_cpu_with_the_v12_flags(tmp_path):
     )
     path = tmp_path / "sample_0.mp4"
     assert f"saved {path}" in res.stdout
-    assert video_meta(path) == (2, 6.0, (256, 144))  # 144p 16:9 is 256 x 144 (H x W) in 1.2's table
+    assert video_meta(path) == (17, 6.0, (256, 144))  # 144p 16:9 is 256 x 144 (H x W) in 1.2's table

@@ -31,6 +31,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_torchrun_two_ranks_equals_one_process(tmp_path: Path):
     from opensora_core.data.synthetic import generate
 

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="videos sampled per batch (per rank)")
     p.add_argument("--val-table", help="held-out metadata table: also measure the validation loss")
     p.add_argument("--num-eval-timesteps", type=int, default=10, help="validation-loss timesteps")
+    p.add_argument("--val-batch-size", type=int, default=8, help="held-out clips per validation batch")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (log the evaluation as a run)")
     p.add_argument("--experiment", default="opensora", help="MLflow experiment")
     p.add_argument("--run-name", help="MLflow run name (default eval-step{N})")
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             val_table=args.val_table,
             num_eval_timesteps=args.num_eval_timesteps,
+            val_batch_size=args.val_batch_size,
             dist_env=env,
         )
     except (FileNotFoundError, ValueError) as exc:

@@ -252,6 +252,7 @@ def evaluate(
     progress: bool = False,
     val_table: str | None = None,
     num_eval_timesteps: int = 10,
+    val_batch_size: int = 8,
     dist_env: Any = None,
 ) -> EvalResult:
     """Sample ``prompts`` with each of ``weights`` from ``checkpoint``, score and log them (module docstring).
@@ -261,7 +262,8 @@ def evaluate(
     "num_frames=16", "multi_resolution='STDiT2'"]`` for bucketed training configs). ``tracking`` is
     ``dict(uri=..., experiment=..., run_name=...)`` for MLflow (None: no tracking); ``tags`` are added to the
     MLflow run. ``val_table``: held-out metadata table for the validation loss at ``num_eval_timesteps``
-    timesteps (None: no validation loss). ``dist_env`` (:func:`opensora_core.parallel.dist.init_distributed`
+    timesteps, in batches of ``val_batch_size`` clips (the VAE posterior draws are keyed by batch, so it is
+    part of the settings; None table: no validation loss). ``dist_env`` (:func:`opensora_core.parallel.dist.init_distributed`
     under torchrun): every rank calls this; the prompts and the held-out batches are split over the ranks and
     gathered on rank 0, which alone writes the videos, previews, report and MLflow run; the metrics are those of
     one process and every rank returns rank 0's result. Raises ValueError for an unknown weight variant or an
@@ -328,7 +330,7 @@ def evaluate(
                 previews[variant] = write_preview_grid(videos, out / PREVIEW_DIR / f"{variant}.png")
             if val_table:
                 val_losses[variant] = _val_loss(
-                    folder, variant, val_table, num_eval_timesteps, seed, batch_size, device, dist_env
+                    folder, variant, val_table, num_eval_timesteps, seed, val_batch_size, device, dist_env
                 )
                 metrics.update(val_losses[variant].metrics(prefix))
         if not is_main:  # rank 0 writes and logs; the others return its result
@@ -337,7 +339,7 @@ def evaluate(
             settings.update(
                 prompts=prompts,
                 num_eval_timesteps=num_eval_timesteps,
-                val_batch_size=batch_size,  # the VAE posterior draws are keyed by batch
+                val_batch_size=val_batch_size,
                 val_table_sha256=_table_sha256(val_table),
             )
         if "untrained" in val_losses and headline != "untrained":

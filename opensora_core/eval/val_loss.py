@@ -242,17 +242,20 @@ def _index_batches(
     from opensora_core.data.sampler import VariableVideoBatchSampler
 
     out: list[tuple[str, list[Any]]] = []
+    empty: list[str] = []
     for res, t, bs in _eval_buckets(cfg, resolution):
         sampler = VariableVideoBatchSampler(
             dataset, {res: {t: (1.0, bs)}}, num_replicas=1, rank=0, shuffle=False, seed=seed
         )
         groups = sampler.group_by_bucket()  # (res, t, ratio) -> rows; keep probability 1: no draws
         if not groups:
-            logger.warning("no held-out clip fits bucket %s/%d", res, t)
+            empty.append(f"{res}/{t}")
         for key, rows in groups.items():
             frames, h, w = sampler.bucket.get_thw(key)
             indices = [f"{int(r)}-{frames}-{h}-{w}" for r in rows]
             out.extend((f"{res}/{t}", indices[i : i + bs]) for i in range(0, len(indices), bs))
+    if empty:
+        logger.info("no held-out clip fits bucket(s) %s (not reported)", ", ".join(empty))
     return out
 
 

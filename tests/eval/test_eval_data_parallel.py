@@ -54,6 +54,8 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path: Path):
         str(tmp_path / "data" / "meta.csv"),
         "--num-eval-timesteps",
         "2",
+        "--val-batch-size",
+        "2",  # 3 held-out clips: batches of 2 and 1, one per rank
         "--device",
         "cpu",
         "--no-progress",

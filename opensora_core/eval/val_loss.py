@@ -80,12 +80,14 @@ def timestep_name(t: float) -> str:
 
 @dataclass
 class ValBatch:
-    """Latents of clips from one bucket, with the model's conditioning and one key per clip."""
+    """Latents of clips from one bucket, with the model's conditioning and one key per clip; ``noise`` (like
+    ``x``) replaces the clips' keyed noise (:func:`clip_noise`) when given."""
 
     keys: list[str]
     bucket: str
     x: Any  # [B, C, T, H, W] latents
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    noise: Any = None  # [B, C, T, H, W]; None: clip_noise(seed, key) per clip
 
 
 @dataclass
@@ -159,9 +161,11 @@ def score_batches(
             x = batch.x
             if len(batch.keys) != x.shape[0]:
                 raise ValueError(f"{len(batch.keys)} keys for a batch of {x.shape[0]} clips")
-            noise = torch.stack(
-                [clip_noise(tuple(x.shape[1:]), seed, k, x.device, x.dtype) for k in batch.keys]
-            )
+            noise = batch.noise
+            if noise is None:
+                noise = torch.stack(
+                    [clip_noise(tuple(x.shape[1:]), seed, k, x.device, x.dtype) for k in batch.keys]
+                )
             losses = []
             for t in timesteps:
                 dtype = torch.long if isinstance(t, int) else torch.float32

@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation CLI; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from opensora_core.eval.evaluate import REPORT_FILE
     from opensora_core.io import storage
     from opensora_core.sample.prompts import SampleInputError, read_prompt_file
 
@@ -57,17 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         prompts = list(args.prompt or [])
         if args.prompt_path:
             prompts += read_prompt_file(args.prompt_path)
-        if (
-            not storage.is_remote(args.output_dir)
-            and (storage.local_path(args.output_dir) / "report.json").exists()
-        ):
-            raise ValueError(
-                f"{args.output_dir} already holds an evaluation (report.json); choose a new folder"
-            )
+        out = args.output_dir
+        if not storage.is_remote(out) and (storage.local_path(out) / REPORT_FILE).exists():
+            raise ValueError(f"{out} already holds an evaluation ({REPORT_FILE}); choose a new folder")
     except (SampleInputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    from opensora_core.config import ConfigError
     from opensora_core.eval.evaluate import evaluate
     from opensora_core.parallel.dist import init_distributed
 
@@ -92,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             val_batch_size=args.val_batch_size,
             dist_env=env,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ConfigError, SampleInputError) as exc:  # missing checkpoint, bad overrides
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:

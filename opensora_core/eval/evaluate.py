@@ -32,6 +32,11 @@ row per prompt), ``report.json`` (metrics, per-prompt verdicts, per-clip validat
 hash ``eval_config_sha256``: two reports with the same hash were measured on the same prompts, seeds and
 held-out clips, so their per-prompt / per-clip values pair up). With ``tracking`` the same files and
 metrics go to one MLflow run (through :mod:`opensora_core.io.tracking`).
+
+Data-parallel (``torchrun -m opensora_core.eval``, :mod:`opensora_core.eval.cli`): each rank samples a
+contiguous slice of the prompts (video seeds are keyed by the prompt's index, so the split changes nothing)
+and every ``world_size``-th held-out batch; rank 0 gathers the video files and losses and alone writes the
+outputs and the MLflow run, so the report equals one process's.
 """
 
 from __future__ import annotations
@@ -203,9 +208,8 @@ def _sample_variant(
             torch.manual_seed(seed)  # the fresh initialisation is part of the seeded experiment
         models = load_sampling_models(cfg, device)
         shard = cfg.model_copy(update={"save_dir": str(shard_dir), "start_index": start, "end_index": end})
-        paths = sample(
-            shard, prompts, progress=progress, models=models, previews=False
-        )  # one grid per variant
+        # previews=False: evaluate tiles one grid per variant itself
+        paths = sample(shard, prompts, progress=progress, models=models, previews=False)
         files = {p.name: p.read_bytes() for p in paths}
     parts = env.all_gather_object(files) if env is not None and world > 1 else [files]
     save_dir = Path(cfg.save_dir)
@@ -263,11 +267,11 @@ def evaluate(
     ``dict(uri=..., experiment=..., run_name=...)`` for MLflow (None: no tracking); ``tags`` are added to the
     MLflow run. ``val_table``: held-out metadata table for the validation loss at ``num_eval_timesteps``
     timesteps, in batches of ``val_batch_size`` clips (the VAE posterior draws are keyed by batch, so it is
-    part of the settings; None table: no validation loss). ``dist_env`` (:func:`opensora_core.parallel.dist.init_distributed`
-    under torchrun): every rank calls this; the prompts and the held-out batches are split over the ranks and
-    gathered on rank 0, which alone writes the videos, previews, report and MLflow run; the metrics are those of
-    one process and every rank returns rank 0's result. Raises ValueError for an unknown weight variant or an
-    empty prompt list.
+    part of the settings; None table: no validation loss). ``dist_env``
+    (:func:`opensora_core.parallel.dist.init_distributed` under torchrun): every rank calls this; the prompts
+    and the held-out batches are split over the ranks and gathered on rank 0, which alone writes the videos,
+    previews, report and MLflow run; the metrics are those of one process and every rank returns rank 0's
+    result. Raises ValueError for an unknown weight variant or an empty prompt list.
     """
     from opensora_core import checkpoint as ckpt
     from opensora_core.io import storage

@@ -22,6 +22,19 @@ def test_prompt_shards_cover_the_prompts_in_order():
         assert max(b - a for a, b in shards) - min(b - a for a, b in shards) <= 1
 
 
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys):
+    from opensora_core.eval.cli import main
+
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "report.json").write_text("{}")
+    assert main([str(tmp_path), str(tmp_path / "done")]) == 2
+    assert "already holds an evaluation" in capsys.readouterr().err  # a finished evaluation is kept
+    assert main([str(tmp_path), str(tmp_path / "out"), "--prompt-path", str(tmp_path / "none.txt")]) == 2
+    assert "prompt file" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), str(tmp_path / "out"), "--prompt", "a cat"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
 def _env() -> dict[str, str]:
     import os
 

@@ -43,7 +43,10 @@ def test_rflow_validation_loss_matches_the_reference():
         assert result.per_bucket[bucket] == pytest.approx(float(data[f"out.{bucket}.loss"]), abs=1e-5)
         rows = [v for k, v in result.per_sample.items() if k.startswith(bucket)]
         torch.testing.assert_close(
-            torch.tensor(rows, dtype=torch.float64), data[f"out.{bucket}.per_sample"].double(), atol=1e-5, rtol=1e-5
+            torch.tensor(rows, dtype=torch.float64),
+            data[f"out.{bucket}.per_sample"].double(),
+            atol=1e-5,
+            rtol=1e-5,
         )
     # overall = mean over every (clip, timestep); per timestep = mean over all clips of all buckets
     everything = torch.cat([data[f"out.{b}.per_sample"] for b in meta["buckets"]]).double()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from opensora_core.config import ConfigError, load_config
-from opensora_core.eval.val_loss import main
+from opensora_core.eval.val_loss.__main__ import main
 from tests.eval.tiny_checkpoint import REPO_ROOT
 from tests.parallel.dist_harness import free_port
 

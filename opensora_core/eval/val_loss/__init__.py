@@ -41,11 +41,8 @@ The model runs in eval mode (no caption dropout, no frame masks).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +51,12 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 VAL_LOSS = "val_loss"
+
+
+class ValLossInputError(ValueError):
+    """The held-out data or the bucket selection cannot be evaluated (the message names the fix)."""
+
+
 IDDPM_TYPES = ("iddpm", "iddpm-speed")
 SUPPORTED_TYPES = (*IDDPM_TYPES, "rflow")
 
@@ -191,7 +194,10 @@ def summarise(timesteps: Sequence[float], scored: Iterable[Scored]) -> ValLossRe
             per_sample[key] = row
             bucket_of[key] = bucket
     if not per_sample:
-        raise ValueError("no clips to evaluate: the held-out table is empty or no clip fits a bucket")
+        raise ValLossInputError(
+            "no clips to evaluate: the held-out table is empty or no clip fits a bucket (check the table's "
+            "num_frames / height / width against bucket_config, or --resolution)"
+        )
     rows_all = list(per_sample.values())
     per_timestep = {t: _mean(r[i] for r in rows_all) for i, t in enumerate(timesteps)}
     per_bucket = {
@@ -228,10 +234,14 @@ def _eval_buckets(cfg: Any, resolution: str | None) -> list[tuple[str, int, int]
     """``(resolution, num_frames, batch_size)`` of every bucket of ``cfg.bucket_config`` with a batch size."""
     config = cfg.bucket_config or {}
     if not config:
-        raise ValueError("dataset.type VariableVideoTextDataset needs bucket_config to evaluate (buckets)")
+        raise ValLossInputError(
+            "dataset.type VariableVideoTextDataset needs bucket_config to evaluate (buckets)"
+        )
     if resolution is not None:
         if resolution not in config:
-            raise ValueError(f"resolution {resolution!r} is not in bucket_config (has: {', '.join(config)})")
+            raise ValLossInputError(
+                f"resolution {resolution!r} is not in bucket_config (has: {', '.join(config)})"
+            )
         config = {resolution: config[resolution]}
     return [(res, t, bs) for res, frames in config.items() for t, (_, bs) in frames.items() if bs is not None]
 
@@ -402,81 +412,3 @@ def paired_difference(candidate: Mapping[str, float], reference: Mapping[str, fl
         "reference_mean": _mean(reference[k] for k in keys),
         "candidate_lower": sum(d < 0 for d in diffs) / len(diffs),
     }
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def _format(result: ValLossResult) -> str:
-    lines = [f"{VAL_LOSS} = {result.overall:.6f} ({result.num_samples} clip-buckets)"]
-    lines += [f"  bucket {b}: {v:.6f}" for b, v in result.per_bucket.items()]
-    lines += [f"  t = {t:8.3f}: {v:.6f}" for t, v in result.per_timestep.items()]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m opensora_core.eval.val_loss CONFIG --ckpt-path W --data-path TABLE``; 0 ok, 2 bad input."""
-    from opensora_core.config import ConfigError, load_config
-    from opensora_core.config.loader import overrides_to_dict
-
-    parser = argparse.ArgumentParser(
-        prog="python -m opensora_core.eval.val_loss",
-        description="Validation loss of a checkpoint on a held-out metadata table (Open-Sora 1.2 eval_loss); "
-        "run with torchrun to split the batches over processes.",
-    )
-    parser.add_argument("config", help="config file, e.g. configs/opensora-v1-2/misc/eval_loss.py")
-    parser.add_argument("--ckpt-path", help="weights: a file, a training checkpoint folder (EMA) or hub id")
-    parser.add_argument("--data-path", help="held-out metadata table (sets dataset.data_path)")
-    parser.add_argument("--resolution", help="evaluate only this resolution of bucket_config (e.g. 144p)")
-    parser.add_argument("--seed", type=int, help="noise seed (default: the config's seed)")
-    parser.add_argument("--batch-size", type=int, default=8, help="batch size of fixed-size datasets")
-    parser.add_argument("--output", help="write the result as JSON here (must not exist)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--cfg-options", nargs="+", action="extend", default=None, metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides: dict[str, Any] = {"num_workers": 0}
-    if args.data_path:
-        overrides["dataset.data_path"] = args.data_path
-    if args.ckpt_path:
-        overrides["model.from_pretrained"] = args.ckpt_path
-    overrides.update(overrides_to_dict(args.cfg_options))
-    try:
-        cfg = load_config(args.config, overrides=overrides)
-        check_scheduler(cfg, args.config)
-        if cfg.dataset is None or cfg.dataset.data_path is None:
-            raise ValueError("no held-out table: pass --data-path META.csv (sets dataset.data_path)")
-        if not cfg.model.from_pretrained:
-            raise ValueError("no weights to evaluate: pass --ckpt-path (sets model.from_pretrained)")
-        if args.output and Path(args.output).exists():
-            raise ValueError(f"--output {args.output} exists; choose a new file (it is not overwritten)")
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    from opensora_core.parallel.dist import init_distributed
-    from opensora_core.sample.pipeline import resolve_checkpoint
-
-    env = init_distributed()
-    try:
-        weights = resolve_checkpoint(cfg.model.from_pretrained)
-        result = config_val_loss(
-            cfg,
-            weights,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            device=args.device or (str(env.device) if env.is_distributed else None),
-            dist_env=env,
-            resolution=args.resolution,
-        )
-        if env.is_main:
-            print(_format(result), flush=True)
-            if args.output:
-                Path(args.output).write_text(
-                    json.dumps({**result.as_dict(), "weights": str(weights)}, indent=2)
-                )
-    finally:
-        env.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

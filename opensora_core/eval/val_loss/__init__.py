@@ -274,7 +274,7 @@ def _index_batches(
 
 
 def _encode_batch(
-    cfg: Any, comps: Any, dataset: Any, bucket: str, indices: list[Any], number: int, seed: int, device: Any
+    comps: Any, dataset: Any, bucket: str, indices: list[Any], number: int, seed: int, device: Any
 ) -> ValBatch:
     """Load, encode and condition batch ``number`` (its VAE draws keyed by the seed and the number)."""
     import torch
@@ -315,7 +315,7 @@ def _batches(
     plan = _index_batches(cfg, dataset, batch_size, seed, resolution)
     for number in range(rank, len(plan), world_size):
         bucket, indices = plan[number]
-        yield _encode_batch(cfg, comps, dataset, bucket, indices, number, seed, device)
+        yield _encode_batch(comps, dataset, bucket, indices, number, seed, device)
 
 
 def config_val_loss(
@@ -341,6 +341,8 @@ def config_val_loss(
     from opensora_core.train.components import build_components
 
     check_scheduler(cfg)
+    if cfg.scheduler.type == "iddpm-speed":  # scored with the plain IDDPM loss (no SpeeDiffusion reweighting)
+        cfg = cfg.model_copy(update={"scheduler": cfg.scheduler.model_copy(update={"type": "iddpm"})})
     seed = cfg.seed if seed is None else seed
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     comps = build_components(cfg, dev, load_pretrained=False)  # seeded fresh init, then the weights
@@ -359,8 +361,8 @@ def config_val_loss(
 
 
 def _eval_config(config: str | Path, weights: str | Path | None, table: str, num_eval_timesteps: int) -> Any:
-    """The checkpoint's training config reading ``table``, with the plain IDDPM loss (no SpeeDiffusion
-    reweighting); caption dropout is irrelevant (the model runs in eval mode)."""
+    """The checkpoint's training config reading ``table`` with ``num_eval_timesteps`` (caption dropout is
+    irrelevant: the model runs in eval mode)."""
     from opensora_core.config import load_config
 
     base = load_config(config)
@@ -371,8 +373,6 @@ def _eval_config(config: str | Path, weights: str | Path | None, table: str, num
         "num_workers": 0,
         "num_eval_timesteps": num_eval_timesteps,
     }
-    if base.scheduler.type == "iddpm-speed":
-        overrides["scheduler.type"] = "iddpm"
     return load_config(config, overrides=overrides)
 
 

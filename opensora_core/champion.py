@@ -91,9 +91,7 @@ def champion_checkpoint(tracking_uri: str, model_name: str, version: str, into: 
     )
     cards = sorted(local.rglob(CARD_FILE))
     if not cards:
-        raise FileNotFoundError(
-            f"models:/{model_name}/{version} holds no {CARD_FILE}: not an opensora model"
-        )
+        raise FileNotFoundError(f"models:/{model_name}/{version} holds no {CARD_FILE}: not an opensora model")
     data = cards[0].parent
     ckpt = into / "checkpoint"
     ckpt.mkdir(parents=True)
@@ -120,6 +118,7 @@ def _reevaluate(
         seed=settings["seed"],
         val_table=candidate.get("val_table"),
         num_eval_timesteps=settings.get("num_eval_timesteps", 10),
+        val_batch_size=settings.get("val_batch_size", 8),
         device=device,
     )
     return json.loads((out / REPORT_FILE).read_text())

@@ -79,7 +79,8 @@ MULTI_RESOLUTIONS: tuple[str, ...] = tuple(
 _RATIO_TOLERANCE = 1e-6
 
 
-KeepProb = float | tuple[float, float]  # keep_prob, or 1.2's (keep_prob, frame_prob) on video frame keys
+# keep_prob, or 1.2's (keep_prob, frame_prob) on video frame keys; None: evaluation only (1.2's eval_loss.py)
+KeepProb = float | tuple[float, float] | None
 
 
 def _is_prob(value: Any) -> bool:
@@ -121,6 +122,12 @@ def _validate_bucket_config(value: Any) -> dict[str, dict[int, tuple[KeepProb, i
                 problems.append(f"{at}: must be a pair (keep_prob, batch_size), got {entry!r}")
                 continue
             keep_prob, batch_size = entry
+            if keep_prob is None:  # Open-Sora 1.2's eval_loss config: a bucket to evaluate, not to train on
+                if batch_size is not None and (type(batch_size) is not int or batch_size <= 0):
+                    problems.append(f"{at}: batch_size must be a positive int or None, got {batch_size!r}")
+                    continue
+                out[res][t] = (None, batch_size)
+                continue
             pair = isinstance(keep_prob, list | tuple)
             if pair and (t == 1 or len(keep_prob) != 2 or not all(_is_prob(p) for p in keep_prob)):
                 problems.append(
@@ -333,13 +340,21 @@ class RunConfig(Section):
     bucket_config: dict[str, dict[int, tuple[KeepProb, int | None]]] | None = Field(
         None,
         description="{resolution: {num_frames: (keep_prob, batch_size)}}; (0.0, None) disables a bucket; "
-        "Open-Sora 1.2: keep_prob may be (keep_prob, frame_prob) for video frame keys. "
+        "Open-Sora 1.2: keep_prob may be (keep_prob, frame_prob) for video frame keys, or None in a "
+        "validation-loss config (every clip that fits is evaluated; not valid for training). "
         "Resolutions: " + ", ".join(ASPECT_TABLE_NAMES) + ".",
     )
     mask_ratios: dict[str, float] | None = Field(
         None,
         description="{mask kind: probability} for frame-conditioning masks in training; without mask_no the "
         "rest of the probability is mask_no. Kinds: " + ", ".join(MASK_RATIO_NAMES) + ".",
+    )
+
+    # ---- evaluation
+    num_eval_timesteps: PosInt = Field(
+        10,
+        description="Validation loss (Open-Sora 1.2 eval_loss): evenly spaced timesteps at which every held-out "
+        "clip is scored (python -m opensora_core.eval.val_loss).",
     )
 
     # ---- training
@@ -703,6 +718,17 @@ class RunConfig(Section):
                 problems.append(
                     "text_encoder.offload=True is a sampling option (training encodes captions every step); "
                     "remove it from the training config"
+                )
+            no_keep = [
+                f"{res}/{t}"
+                for res, frames in (self.bucket_config or {}).items()
+                for t, e in frames.items()
+                if e[0] is None
+            ]
+            if no_keep:
+                problems.append(
+                    f"bucket_config {', '.join(no_keep[:4])}: keep_prob None marks a bucket for validation loss "
+                    "(python -m opensora_core.eval.val_loss); give a number in [0, 1] to train on it"
                 )
             if self.dataset is None or self.dataset.data_path is None:
                 problems.append("dataset.data_path is not set: pass --data-path or set dataset.data_path")

@@ -32,6 +32,11 @@ row per prompt), ``report.json`` (metrics, per-prompt verdicts, per-clip validat
 hash ``eval_config_sha256``: two reports with the same hash were measured on the same prompts, seeds and
 held-out clips, so their per-prompt / per-clip values pair up). With ``tracking`` the same files and
 metrics go to one MLflow run (through :mod:`opensora_core.io.tracking`).
+
+Data-parallel (``torchrun -m opensora_core.eval``, :mod:`opensora_core.eval.cli`): each rank samples a
+contiguous slice of the prompts (video seeds are keyed by the prompt's index, so the split changes nothing)
+and every ``world_size``-th held-out batch; rank 0 gathers the video files and losses and alone writes the
+outputs and the MLflow run, so the report equals one process's.
 """
 
 from __future__ import annotations
@@ -168,17 +173,54 @@ def sampling_config(
     return load_config(config, overrides=merged)
 
 
+def prompt_shard(num_prompts: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The contiguous slice ``[start, end)`` of the prompts that rank ``rank`` of ``world_size`` samples
+    (sizes differ by at most one; empty for ranks beyond the number of prompts)."""
+    base, extra = divmod(num_prompts, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
 def _sample_variant(
-    cfg: Any, prompts: list[str], seed: int, variant: str, progress: bool, device: Any
+    cfg: Any,
+    prompts: list[str],
+    seed: int,
+    variant: str,
+    progress: bool,
+    device: Any,
+    shard_dir: Path,
+    env: Any,
 ) -> list[Path]:
+    """Sample ``prompts`` into ``cfg.save_dir`` (written by rank 0 only); the paths, prompt by prompt.
+
+    Each rank samples its :func:`prompt_shard` into ``shard_dir`` (the prompt slice keeps the global prompt
+    indices, so each video's seed ``derive_seed(seed, "noise", prompt index, 0)`` and file name do not depend on
+    the split), then the files are gathered to rank 0. Every rank must call this (it is a collective)."""
     import torch
 
     from opensora_core.sample import load_sampling_models, sample
 
-    if variant == "untrained":
-        torch.manual_seed(seed)  # the fresh initialisation is part of the seeded experiment
-    models = load_sampling_models(cfg, device)
-    return sample(cfg, prompts, progress=progress, models=models, previews=False)  # one grid per variant here
+    rank, world = (env.rank, env.world_size) if env is not None else (0, 1)
+    start, end = prompt_shard(len(prompts), rank, world)
+    files: dict[str, bytes] = {}
+    if end > start:
+        if variant == "untrained":
+            torch.manual_seed(seed)  # the fresh initialisation is part of the seeded experiment
+        models = load_sampling_models(cfg, device)
+        shard = cfg.model_copy(update={"save_dir": str(shard_dir), "start_index": start, "end_index": end})
+        # previews=False: evaluate tiles one grid per variant itself
+        paths = sample(shard, prompts, progress=progress, models=models, previews=False)
+        files = {p.name: p.read_bytes() for p in paths}
+    parts = env.all_gather_object(files) if env is not None and world > 1 else [files]
+    save_dir = Path(cfg.save_dir)
+    names = [name for part in parts for name in part]  # rank order = prompt order (contiguous shards)
+    if rank == 0:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(save_dir, stem="sample_config")
+        for part in parts:
+            for name, data in part.items():
+                (save_dir / name).write_bytes(data)
+    return [save_dir / name for name in names]
 
 
 def _score(
@@ -214,6 +256,8 @@ def evaluate(
     progress: bool = False,
     val_table: str | None = None,
     num_eval_timesteps: int = 10,
+    val_batch_size: int = 8,
+    dist_env: Any = None,
 ) -> EvalResult:
     """Sample ``prompts`` with each of ``weights`` from ``checkpoint``, score and log them (module docstring).
 
@@ -222,7 +266,12 @@ def evaluate(
     "num_frames=16", "multi_resolution='STDiT2'"]`` for bucketed training configs). ``tracking`` is
     ``dict(uri=..., experiment=..., run_name=...)`` for MLflow (None: no tracking); ``tags`` are added to the
     MLflow run. ``val_table``: held-out metadata table for the validation loss at ``num_eval_timesteps``
-    timesteps (None: no validation loss). Raises ValueError for an unknown weight variant or an empty prompt list.
+    timesteps, in batches of ``val_batch_size`` clips (the VAE posterior draws are keyed by batch, so it is
+    part of the settings; None table: no validation loss). ``dist_env``
+    (:func:`opensora_core.parallel.dist.init_distributed` under torchrun): every rank calls this; the prompts
+    and the held-out batches are split over the ranks and gathered on rank 0, which alone writes the videos,
+    previews, report and MLflow run; the metrics are those of one process and every rank returns rank 0's
+    result. Raises ValueError for an unknown weight variant or an empty prompt list.
     """
     from opensora_core import checkpoint as ckpt
     from opensora_core.io import storage
@@ -241,7 +290,8 @@ def evaluate(
     try:
         folder = _fetch_checkpoint(checkpoint, weights, tmp / "checkpoint")
         remote_output = storage.is_remote(output_dir)
-        out = tmp / "out" if remote_output else storage.local_path(output_dir)
+        is_main = dist_env is None or dist_env.is_main  # rank 0 alone writes output_dir and logs
+        out = tmp / "out" if remote_output or not is_main else storage.local_path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         running = folder / ckpt.RUNNING_STATES_FILE
         global_step = int(ckpt.read_running_states(folder)["global_step"]) if running.is_file() else 0
@@ -271,21 +321,29 @@ def evaluate(
                 "image_size": list(cfg.image_size),
                 "model": cfg.model.type,
             }
-            paths = _sample_variant(cfg, prompts, seed, variant, progress, device)
+            paths = _sample_variant(
+                cfg, prompts, seed, variant, progress, device, tmp / "shards" / variant, dist_env
+            )
             prefix = "" if variant == headline else _PREFIX[variant]
-            videos = [read_sample(p) for p in paths]  # decoded once: scored and tiled into the preview
-            variant_metrics, rows = _score(prompts, paths, videos, prefix)
-            metrics.update(variant_metrics)
-            report_rows[variant] = rows
-            local_videos[variant] = paths
-            previews[variant] = write_preview_grid(videos, out / PREVIEW_DIR / f"{variant}.png")
+            if is_main:
+                videos = [read_sample(p) for p in paths]  # decoded once: scored and tiled into the preview
+                variant_metrics, rows = _score(prompts, paths, videos, prefix)
+                metrics.update(variant_metrics)
+                report_rows[variant] = rows
+                local_videos[variant] = paths
+                previews[variant] = write_preview_grid(videos, out / PREVIEW_DIR / f"{variant}.png")
             if val_table:
-                val_losses[variant] = _val_loss(folder, variant, val_table, num_eval_timesteps, seed, device)
+                val_losses[variant] = _val_loss(
+                    folder, variant, val_table, num_eval_timesteps, seed, val_batch_size, device, dist_env
+                )
                 metrics.update(val_losses[variant].metrics(prefix))
+        if not is_main:  # rank 0 writes and logs; the others return its result
+            return dist_env.broadcast_object(None)
         if val_table:
             settings.update(
                 prompts=prompts,
                 num_eval_timesteps=num_eval_timesteps,
+                val_batch_size=val_batch_size,
                 val_table_sha256=_table_sha256(val_table),
             )
         if "untrained" in val_losses and headline != "untrained":
@@ -320,9 +378,7 @@ def evaluate(
         )
 
         def uri_of(p: Path) -> str:
-            return (
-                storage.join(output_dir, p.relative_to(out).as_posix()) if remote_output else str(p)
-            )
+            return storage.join(output_dir, p.relative_to(out).as_posix()) if remote_output else str(p)
 
         if remote_output:
             storage.upload_dir(out, output_dir)
@@ -336,6 +392,8 @@ def evaluate(
             mlflow_run_id=run_id,
             eval_config_sha256=config_hash,
         )
+        if dist_env is not None and dist_env.is_distributed:
+            dist_env.broadcast_object(result)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("evaluation of %s (step %d):\n%s", checkpoint, global_step, result.summary())
@@ -360,8 +418,18 @@ def _table_sha256(uri: str) -> str:
     return digest.hexdigest()
 
 
-def _val_loss(folder: Path, variant: str, table: str, num_eval_timesteps: int, seed: int, device: Any) -> Any:
-    """Validation loss of one weight variant of the checkpoint in ``folder``."""
+def _val_loss(
+    folder: Path,
+    variant: str,
+    table: str,
+    num_eval_timesteps: int,
+    seed: int,
+    batch_size: int,
+    device: Any,
+    dist_env: Any,
+) -> Any:
+    """Validation loss of one weight variant of the checkpoint in ``folder`` (held-out clips batched by
+    ``batch_size`` unless the config's buckets set the sizes)."""
     from opensora_core import checkpoint as ckpt
     from opensora_core.eval.val_loss import checkpoint_val_loss
 
@@ -376,7 +444,9 @@ def _val_loss(folder: Path, variant: str, table: str, num_eval_timesteps: int, s
         table,
         num_eval_timesteps=num_eval_timesteps,
         seed=seed,
+        batch_size=batch_size,
         device=device,
+        dist_env=dist_env,
     )
 
 

@@ -67,6 +67,15 @@ class DistEnv:
         dist.broadcast_object_list(holder, src=src)
         return holder[0]
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects; ``[obj]`` in a single
+        process)."""
+        if not self.is_distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum", group: Any = None) -> torch.Tensor:
         """In-place all-reduce (``sum`` | ``max`` | ``min``) over ``group`` (default: the world); returns it."""
         if self.is_distributed:

@@ -63,6 +63,7 @@ def test_the_upstream_files_are_shipped():
         "train/stage2.py",
         "train/stage3.py",
         "train/adapt.py",
+        "misc/eval_loss.py",
     }
 
 

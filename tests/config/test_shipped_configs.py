@@ -28,7 +28,8 @@ INFERENCE = [
     for p in SHIPPED
     if "/inference/" in p.as_posix() or p.name.startswith("tiny_sample") or p.name.endswith("_sample.py")
 ]
-TRAIN = [p for p in SHIPPED if p not in INFERENCE]
+EVAL = [p for p in SHIPPED if "/misc/" in p.as_posix()]  # validation loss (python -m opensora_core.eval.val_loss)
+TRAIN = [p for p in SHIPPED if p not in INFERENCE and p not in EVAL]
 
 REQUIRED = [
     "opensora/inference/16x256x256.py",
@@ -234,3 +235,12 @@ def test_tiny_v1_2_debug_configs():
         assert cfg.scheduler.use_timestep_transform
     assert (sample.num_frames, sample.image_size) == (17, (32, 32))
     assert (train.dataset.num_frames, train.dataset.image_size) == (17, (32, 32))
+
+
+@pytest.mark.parametrize("path", EVAL, ids=_rel)
+def test_eval_configs_drive_the_validation_loss(path: Path):
+    from opensora_core.eval.val_loss import check_scheduler
+
+    cfg = load_config(path, overrides={"dataset.data_path": "data/meta.eval.csv"})
+    check_scheduler(cfg, path)
+    assert cfg.num_eval_timesteps >= 1 and cfg.dataset.type == "VariableVideoTextDataset" and cfg.bucket_config

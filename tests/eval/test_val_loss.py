@@ -135,3 +135,37 @@ def test_checkpoint_val_loss_is_deterministic_and_sees_the_weights(tmp_path):
         ckpt / "config.json", ckpt / "ema.safetensors", table, num_eval_timesteps=3, device="cpu"
     )
     assert changed.overall != pytest.approx(fresh.overall, rel=1e-3)
+
+
+class TimeAsVelocity(torch.nn.Module):
+    """Predicts v = t / 1000 everywhere (so the loss shows which t the scheduler passed)."""
+
+    def forward(self, x, t, **kwargs):
+        return (t.float() / 1000).view(-1, 1, 1, 1, 1).expand_as(x).repeat(1, 2, 1, 1, 1)
+
+
+def test_rflow_timesteps_are_the_references_float_linspace():
+    times = eval_timesteps(1000, 10, discrete=False)
+    assert (
+        len(times) == 10 and times[0] == pytest.approx(1000 / 11) and times[-1] == pytest.approx(10000 / 11)
+    )
+    assert eval_timesteps(1000, 10) == [round(t) for t in times]  # IDDPM: the same times as indices
+
+
+def test_rflow_loss_closed_form_at_each_timestep():
+    scheduler = build_scheduler("rflow", use_timestep_transform=True)  # t given: no transform
+    times = eval_timesteps(scheduler.num_timesteps, 3, discrete=False)
+    result = validation_loss(TimeAsVelocity(), scheduler, _batches(2), times, seed=5)
+    x = {k: b.x[i] for b in _batches(2) for i, k in enumerate(b.keys)}
+    for key, losses in result.per_sample.items():
+        target = x[key] - clip_noise((3, 2, 4, 4), 5, key)  # rflow's velocity target x0 - eps
+        expected = [float(((t / 1000 - target) ** 2).mean()) for t in times]
+        assert losses == pytest.approx(expected, rel=1e-5)
+    assert list(result.metrics()) == [
+        "val_loss",
+        "val_loss/t0250",
+        "val_loss/t0500",
+        "val_loss/t0750",
+        "val_loss/bucket/bucket0",
+        "val_loss/bucket/bucket1",
+    ]

@@ -105,7 +105,8 @@ def champion_checkpoint(tracking_uri: str, model_name: str, version: str, into: 
 def _reevaluate(
     candidate: Mapping[str, Any], checkpoint: Path, out: Path, device: str | None
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` with the candidate report's settings (prompts, seed, steps, table)."""
+    """Evaluate ``checkpoint`` with the candidate report's settings (prompts, seed, steps, table, CLIP model,
+    FVD extractor)."""
     from opensora_core.eval.evaluate import REPORT_FILE, evaluate
 
     settings = candidate["settings"]
@@ -120,6 +121,8 @@ def _reevaluate(
         seed=settings["seed"],
         val_table=candidate.get("val_table"),
         num_eval_timesteps=settings.get("num_eval_timesteps", 10),
+        clip_model=settings.get("clip_model"),
+        fvd_extractor=settings.get("fvd_extractor"),
         device=device,
     )
     return json.loads((out / REPORT_FILE).read_text())

@@ -93,3 +93,60 @@ def test_evaluate_reports_clip_score_and_fvd_and_the_gate_pairs_them(tmp_path):
     assert fvd_stats["mean_diff"] == pytest.approx(reports[4]["metrics"]["fvd"] - report["metrics"]["fvd"])
     with pytest.raises(ValueError, match="fvd_extractor needs val_table"):
         evaluate(str(ckpt), str(tmp_path / "x"), PROMPTS, fvd_extractor=extractor)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_the_champion_is_reevaluated_with_the_candidates_clip_model(tmp_path):
+    from kfp.dsl import HTML, Artifact, Metrics
+
+    from components.evaluate.component import evaluate
+    from components.register.component import register
+    from opensora_core.model_registry import ensure_experiment
+    from tests.eval.tiny_checkpoint import make_tiny_checkpoint
+
+    uri, name = f"sqlite:///{tmp_path / 'mlflow.db'}", "opensora-clip-test"
+    ensure_experiment(uri, "clip", (tmp_path / "artifacts").as_uri())
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt", seed=3)
+
+    def run(tag: str, **kw):
+        return evaluate.python_func(
+            checkpoint_uri=str(ckpt),
+            output_uri=str(tmp_path / "eval"),
+            eval_metrics=Metrics(uri=str(tmp_path / f"{tag}-m.json")),
+            report=Artifact(uri=str(tmp_path / f"{tag}-r.json")),
+            comparison=HTML(uri=str(tmp_path / f"{tag}.html")),
+            prompts=PROMPTS,
+            weights=["ema"],
+            num_sampling_steps=2,
+            tracking_uri=uri,
+            experiment="clip",
+            run_id=tag,
+            model_name=name,
+            **kw,
+        )
+
+    first = run("first", gate={"thresholds": {}})  # no CLIP; no champion yet, nothing to fail
+    reg = register.python_func(
+        checkpoint_uri=str(ckpt),
+        model_name=name,
+        registration=Artifact(uri=str(tmp_path / "reg.json")),
+        metrics=first.metrics,
+        gate_decision=first.gate_decision,
+        tracking_uri=uri,
+        experiment="clip",
+        eval_run_id=first.mlflow_run_id,
+        pipeline_run_id="first",
+    )
+    assert reg.champion and "clip_score" not in first.metrics
+    # the same weights evaluated with a CLIP: the champion's stored report has no clip_score and other settings,
+    # so the champion is evaluated again with the candidate's CLIP and compared prompt by prompt
+    second = run(
+        "second", clip_model="debug/tiny-clip", gate={"thresholds": {}, "margins": {"clip_score": 0.01}}
+    )
+    champion = json.loads((tmp_path / "eval" / "second" / "champion" / "report.json").read_text())
+    assert champion["settings"]["clip_model"] == "debug/tiny-clip"
+    stats = second.gate_decision["comparisons"]["clip_score"]
+    assert stats["n"] == 2 and stats["mean_diff"] == pytest.approx(0.0, abs=1e-9)  # same weights, same videos
+    assert second.gate_decision["passed"] and "clip_score" in (tmp_path / "second.html").read_text()

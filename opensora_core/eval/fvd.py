@@ -208,6 +208,11 @@ def fvd_reference(
 ) -> FvdReference:
     """Load ``extractor`` and extract the features of the held-out clips of ``table`` (ValueError when fewer
     than two clips can be read)."""
+    if not isinstance(num_frames, int) or num_frames < 1 or frame_interval < 1:
+        raise ValueError(
+            f"FVD reads held-out clips of num_frames={num_frames!r} frames every {frame_interval}: both must be "
+            "positive integers (give the evaluation a fixed num_frames, e.g. the override num_frames=16)"
+        )
     loaded = load_video_extractor(extractor, device)
     skipped: list[str] = []
     real = loaded.features(held_out_clips(table, num_frames, frame_interval, seed, skipped))

@@ -120,5 +120,7 @@ def test_held_out_clips_are_deterministic_and_short_ones_are_skipped(tmp_path):
     assert len(skipped) == 3
     ref = fvd_reference(str(scripted_extractor(tmp_path)), table, 4, 2, seed=0, device="cpu")
     assert ref.real.shape == (3, 3) and ref.distance(first) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="fixed num_frames"):
+        fvd_reference(str(scripted_extractor(tmp_path)), table, None, 2, seed=0, device="cpu")
     with pytest.raises(ValueError, match="at least 2 held-out clips"):
         fvd_reference(str(scripted_extractor(tmp_path)), table, 9, 1, seed=0, device="cpu")

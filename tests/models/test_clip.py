@@ -55,7 +55,7 @@ def test_local_folder_loads_the_same_model(clip, tmp_path):
     assert torch.allclose(loaded.embed_texts(["a cat"]), clip.embed_texts(["a cat"]), atol=1e-6)
 
 
-def test_bad_models_and_inputs_name_the_problem(clip, tmp_path):
+def test_bad_models_and_inputs_name_the_problem(clip, tmp_path, monkeypatch):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     vision = CLIPVisionConfig(
@@ -71,6 +71,9 @@ def test_bad_models_and_inputs_name_the_problem(clip, tmp_path):
         load_clip(str(tmp_path / "vision"))
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_clip(str(tmp_path / "missing"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="hf download opensora-test/no-such-clip"):
+        load_clip("opensora-test/no-such-clip")  # not in the hub cache, offline: one actionable error
     with pytest.raises(ValueError, match="debug id is 'debug/tiny-clip'"):
         load_clip("debug/tiny-t5")
     with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):

@@ -103,7 +103,8 @@ def champion_checkpoint(tracking_uri: str, model_name: str, version: str, into: 
 def _reevaluate(
     candidate: Mapping[str, Any], checkpoint: Path, out: Path, device: str | None
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` with the candidate report's settings (prompts, seed, steps, table)."""
+    """Evaluate ``checkpoint`` with the candidate report's settings (prompts, seed, steps, table, CLIP model,
+    FVD extractor)."""
     from opensora_core.eval.evaluate import REPORT_FILE, evaluate
 
     settings = candidate["settings"]
@@ -119,6 +120,8 @@ def _reevaluate(
         val_table=candidate.get("val_table"),
         num_eval_timesteps=settings.get("num_eval_timesteps", 10),
         val_batch_size=settings.get("val_batch_size", 8),
+        clip_model=settings.get("clip_model"),
+        fvd_extractor=settings.get("fvd_extractor"),
         device=device,
     )
     return json.loads((out / REPORT_FILE).read_text())

@@ -26,8 +26,10 @@ Parameters (all overridable per run; the compiled presets only change defaults):
   10% and, when a champion exists, be at most 2% worse than it, paired on the same held-out clips), ``git_commit``;
 - evaluation: ``eval_prompts`` (empty: the synthetic captions), ``eval_weights``, ``eval_overrides``,
   ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``,
-  ``eval_fraction`` (share of the clips held out of training, by a hash of the path) and ``eval_timesteps``
-  (timesteps of the validation loss on those clips);
+  ``eval_fraction`` (share of the clips held out of training, by a hash of the path), ``eval_timesteps``
+  (timesteps of the validation loss on those clips), ``eval_clip_model`` (CLIP hub id or folder for
+  ``clip_score``; empty: off) and ``eval_fvd_extractor`` (TorchScript file, e.g. I3D's, or a transformers video
+  model for ``fvd`` against the held-out clips; empty: off);
 - cluster wiring (kfp-kubernetes): ``config_map_name`` (endpoints as env: MLFLOW_TRACKING_URI,
   S3_ENDPOINT_URL, ...), one S3 key pair per step (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY as env), each
   limited by the object store to what its step needs: ``prepare_s3_secret_name`` (datasets),
@@ -168,6 +170,8 @@ def train_pipeline(
     eval_batch_size: int = 4,
     eval_gpus: int = 1,
     eval_timesteps: int = 10,
+    eval_clip_model: str = "",
+    eval_fvd_extractor: str = "",
     config_map_name: str = "opensora-platform",
     prepare_s3_secret_name: str = "opensora-s3-prepare",
     train_s3_secret_name: str = "opensora-s3-train",
@@ -247,6 +251,8 @@ def train_pipeline(
         model_name=model_name,
         gate=gate,
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        clip_model=eval_clip_model,
+        fvd_extractor=eval_fvd_extractor,
     )
     # cached: the checkpoint, prompts, seed and sampling settings determine the videos and metrics
     evaluated.set_display_name("evaluate").set_container_image(train_image).set_caching_options(True)

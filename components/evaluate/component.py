@@ -38,6 +38,8 @@ def evaluate(
     model_name: str = "",
     gate: dict = None,
     run_name: str = "",
+    clip_model: str = "",
+    fvd_extractor: str = "",
 ) -> NamedTuple(
     "EvalOutputs",
     [
@@ -57,7 +59,9 @@ def evaluate(
     ``val_table``: the held-out metadata table for the validation loss (empty: none). ``model_name``: the
     registered model whose champion the gate compares with (empty: ``opensora-{family}-{size}`` of the
     checkpoint's config); ``gate``: ``{"thresholds": {...}, "margins": {...}}`` (empty: the defaults).
-    ``run_name``: the pipeline run's name (the MLflow run is ``eval-{run_name}``).
+    ``run_name``: the pipeline run's name (the MLflow run is ``eval-{run_name}``). ``clip_model``: CLIP hub id
+    or folder for ``clip_score`` (empty: off); ``fvd_extractor``: TorchScript file (trusted: it runs its graph)
+    or transformers video model for ``fvd`` against ``val_table`` (empty: off).
     """
     import json
     import math
@@ -90,6 +94,8 @@ def evaluate(
         tags={k: v for k, v in tags.items() if v},
         val_table=val_table or None,
         num_eval_timesteps=num_eval_timesteps,
+        clip_model=clip_model or None,
+        fvd_extractor=fvd_extractor or None,
     )
     print(result.summary(), flush=True)
     name = resolve_model_name(model_name, checkpoint_uri)

@@ -146,10 +146,16 @@ def quarantine_path(output: str) -> str:
     return stem + ".quarantine.csv"
 
 
+# The curation score stage's columns (data.curate.scores); like num_frames / fps, an empty cell is NaN.
+SCORE_COLUMNS = ("motion", "aesthetic", "text_match")
+
+
 def read_local_table(path: str) -> pd.DataFrame:
-    """Read a local ``.csv`` (empty num_frames / fps cells become NaN, other empty cells stay "") or parquet."""
+    """Read a local ``.csv`` (empty num_frames / fps / score cells become NaN, other empty cells stay "") or
+    parquet."""
     if path.lower().endswith(".csv"):
-        return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in ("num_frames", "fps")})
+        numeric = ("num_frames", "fps", *SCORE_COLUMNS)
+        return pd.read_csv(path, keep_default_na=False, na_values={c: [""] for c in numeric})
     return pd.read_parquet(path)
 
 

@@ -8,6 +8,9 @@
   caption; chance 25% each) and prompt-independent video statistics. Cheap to import (numpy only).
 - ``evaluate``: ``evaluate(checkpoint, output_dir, prompts=None, ...) -> EvalResult`` (torch loaded lazily,
   so importing this package stays cheap).
+- ``clip_score`` (CLIPScore per prompt with a CLIP model, ``clip_model=``) and ``fvd`` (Fréchet video distance to
+  the held-out clips with a TorchScript or transformers video feature extractor, ``fvd_extractor=``); ``frechet``
+  the distance, ``val_loss`` the validation loss, ``gate`` the promotion rules.
 """
 
 from __future__ import annotations

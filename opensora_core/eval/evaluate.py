@@ -21,6 +21,13 @@ variant is also scored by its validation loss (:mod:`opensora_core.eval.val_loss
 metric for real data), ``val_loss/t0091`` per timestep and ``val_loss/bucket/16x16x4`` per bucket, and with an
 ``untrained`` variant ``val_loss_improvement`` = 1 - val_loss / untrained val_loss (0 for random weights).
 
+With ``clip_model`` (a CLIP hub id, local folder or ``debug/tiny-clip``) every variant is scored by its
+CLIPScore (:mod:`opensora_core.eval.clip_score`): ``clip_score`` (mean over prompts) and ``clip_score`` in each
+per-prompt row, which the gate compares pair by pair. With ``fvd_extractor`` (a TorchScript file such as I3D's,
+or a transformers video model; :mod:`opensora_core.eval.fvd`) and ``val_table``, ``fvd``: the Fréchet video
+distance of the generated videos to the held-out clips (``num_frames`` frames at the dataset's
+``frame_interval``, features computed once for all variants). Both are off when unset.
+
 Metrics (:mod:`opensora_core.eval.metrics`): ``valid_fraction``, ``mean_intensity`` and ``temporal_change`` for
 every prompt set; when every prompt is a synthetic caption also ``colour_accuracy``, ``direction_accuracy``,
 ``joint_accuracy`` and ``no_shape_fraction``, and with an ``untrained`` variant the gains
@@ -224,9 +231,15 @@ def _sample_variant(
 
 
 def _score(
-    prompts: list[str], paths: list[Path], videos: list[Any], prefix: str
+    prompts: list[str],
+    paths: list[Path],
+    videos: list[Any],
+    prefix: str,
+    clip: Any = None,
+    fvd_ref: Any = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics (names prefixed) and per-prompt report rows of ``videos``, decoded from ``paths``."""
+    """Metrics (names prefixed) and per-prompt report rows of ``videos``, decoded from ``paths``; CLIPScore with
+    ``clip`` (a ClipEmbedder), FVD with ``fvd_ref`` (an FvdReference)."""
     metrics = {f"{prefix}{k}": v for k, v in video_statistics(videos).items()}
     per_prompt: list[dict[str, Any]] = [
         {"prompt": p, "video": str(v)} for p, v in zip(prompts, paths, strict=True)
@@ -236,6 +249,15 @@ def _score(
         metrics.update(agreement.metrics(prefix))
         for row, verdict in zip(per_prompt, agreement.verdicts, strict=True):
             row.update(verdict.as_dict())
+    if clip is not None:
+        from opensora_core.eval.clip_score import CLIP_SCORE, clip_scores
+
+        scores = clip_scores(clip, videos, prompts)
+        metrics[f"{prefix}{CLIP_SCORE}"] = math.fsum(scores) / len(scores)
+        for row, value in zip(per_prompt, scores, strict=True):
+            row[CLIP_SCORE] = value
+    if fvd_ref is not None:
+        metrics[f"{prefix}fvd"] = fvd_ref.distance(videos)
     return metrics, per_prompt
 
 
@@ -258,6 +280,8 @@ def evaluate(
     num_eval_timesteps: int = 10,
     val_batch_size: int = 8,
     dist_env: Any = None,
+    clip_model: str | None = None,
+    fvd_extractor: str | None = None,
 ) -> EvalResult:
     """Sample ``prompts`` with each of ``weights`` from ``checkpoint``, score and log them (module docstring).
 
@@ -271,7 +295,8 @@ def evaluate(
     (:func:`opensora_core.parallel.dist.init_distributed` under torchrun): every rank calls this; the prompts
     and the held-out batches are split over the ranks and gathered on rank 0, which alone writes the videos,
     previews, report and MLflow run; the metrics are those of one process and every rank returns rank 0's
-    result. Raises ValueError for an unknown weight variant or an empty prompt list.
+    result. Raises ValueError for an unknown weight variant, an empty
+    prompt list, or FVD without ``val_table`` or with fewer than 2 prompts.
     """
     from opensora_core import checkpoint as ckpt
     from opensora_core.io import storage
@@ -284,7 +309,19 @@ def evaluate(
     prompts = list(prompts) if prompts else synthetic_prompts()
     if not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError("prompts must be non-empty strings")
+    if fvd_extractor and not val_table:
+        raise ValueError("fvd_extractor needs val_table: FVD compares the videos with the held-out clips")
+    if fvd_extractor and len(prompts) < 2:
+        raise ValueError(
+            f"FVD fits a Gaussian to the generated videos: give at least 2 prompts, got {len(prompts)}"
+        )
     headline = next((w for w in weights if w != "untrained"), "untrained")
+    clip = None
+    if clip_model:
+        from opensora_core.models.clip import load_clip
+
+        clip = load_clip(clip_model, device)
+    fvd_ref, fvd_interval = None, 1
 
     tmp = Path(tempfile.mkdtemp(prefix="opensora-eval-"))
     try:
@@ -326,8 +363,15 @@ def evaluate(
             )
             prefix = "" if variant == headline else _PREFIX[variant]
             if is_main:
+                if fvd_extractor and fvd_ref is None:
+                    from opensora_core.eval.fvd import fvd_reference
+
+                    fvd_interval = int(getattr(cfg.dataset, "frame_interval", 1) or 1)
+                    fvd_ref = fvd_reference(
+                        fvd_extractor, str(val_table), cfg.num_frames, fvd_interval, seed, device
+                    )
                 videos = [read_sample(p) for p in paths]  # decoded once: scored and tiled into the preview
-                variant_metrics, rows = _score(prompts, paths, videos, prefix)
+                variant_metrics, rows = _score(prompts, paths, videos, prefix, clip, fvd_ref)
                 metrics.update(variant_metrics)
                 report_rows[variant] = rows
                 local_videos[variant] = paths
@@ -346,6 +390,10 @@ def evaluate(
                 val_batch_size=val_batch_size,
                 val_table_sha256=_table_sha256(val_table),
             )
+        if clip_model:
+            settings["clip_model"] = clip_model
+        if fvd_extractor:
+            settings.update(fvd_extractor=fvd_extractor, fvd_frame_interval=fvd_interval)
         if "untrained" in val_losses and headline != "untrained":
             metrics["val_loss_improvement"] = 1.0 - metrics["val_loss"] / metrics["untrained/val_loss"]
         if "untrained" in weights and headline != "untrained":
@@ -369,6 +417,11 @@ def evaluate(
                     "metrics": metrics,
                     "per_prompt": report_rows,
                     "val_loss": {v: r.as_dict() for v, r in val_losses.items()},
+                    **(
+                        {"fvd": {"real_clips": len(fvd_ref.real), "skipped_clips": fvd_ref.skipped}}
+                        if fvd_ref is not None
+                        else {}
+                    ),
                 },
                 indent=2,
             )

@@ -5,7 +5,9 @@ Debug ids usable as ``from_pretrained``:
 ==========================  ===========================================================================
 ``debug/tiny-t5``           T5 encoder, d_model 32, 2 layers, 2 heads; unigram tokenizer trained in code
 ``debug/tiny-clip``         CLIP text model, hidden 32, 2 layers, 2 heads; byte-level BPE learned in code
-                            (both tokenizers: :mod:`opensora_core.testing.tokenizers`)
+                            (both tokenizers: :mod:`opensora_core.testing.tokenizers`). As a full CLIP
+                            (:mod:`opensora_core.models.clip`): that text tower plus a ViT of 32-px images,
+                            8-px patches, width 32, 2 layers; projections to 32
 ``debug/tiny-vae``          diffusers ``AutoencoderKL``, 4 latent channels, 8x spatial downsampling
 ``debug/tiny-vae-temporal`` diffusers ``AutoencoderKLTemporalDecoder``, same latent layout
 ``debug/tiny-vae-v1-2``     Open-Sora 1.2 VAE (``OpenSoraVAE_V1_2``): ``debug/tiny-vae`` then a ``VAE_Temporal``
@@ -102,6 +104,35 @@ def build_tiny_clip() -> tuple[nn.Module, Any]:
     """``(CLIPTextModel, CLIPTokenizer)`` of ``debug/tiny-clip`` (fresh copies of a cached build)."""
     model, tokenizer = _tiny_clip()
     return copy.deepcopy(model), copy.deepcopy(tokenizer)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_clip_model() -> tuple[nn.Module, Any, Any]:
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
+    from transformers.models.clip import CLIPImageProcessorPil
+
+    text, tokenizer = _tiny_clip()
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        projection_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    config = CLIPConfig(text_config=text.config.to_dict(), vision_config=vision.to_dict(), projection_dim=32)
+    model = _seeded(lambda: CLIPModel(config), seed=TINY_SEED + 3)  # cosines of both signs: the clamp shows
+    model.text_model.load_state_dict(text.state_dict())  # the text encoder's debug/tiny-clip
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model.eval(), processor, tokenizer
+
+
+def build_tiny_clip_model() -> tuple[nn.Module, Any, Any]:
+    """``(CLIPModel, CLIPImageProcessorPil, CLIPTokenizer)`` of ``debug/tiny-clip`` as a full CLIP (both towers;
+    the text tower is :func:`build_tiny_clip`'s model), fresh copies of a cached build."""
+    model, processor, tokenizer = _tiny_clip_model()
+    return copy.deepcopy(model), copy.deepcopy(processor), copy.deepcopy(tokenizer)
 
 
 # ---------------------------------------------------------------------------------------------------- VAE
@@ -231,6 +262,15 @@ def save_tiny_clip(directory: str | Path) -> Path:
     return _save(directory, model, tokenizer)
 
 
+def save_tiny_clip_model(directory: str | Path) -> Path:
+    """Write the full ``debug/tiny-clip`` as a Hugging Face folder (config.json, model.safetensors, tokenizer and
+    preprocessor files), loadable by :func:`opensora_core.models.clip.load_clip`."""
+    model, processor, tokenizer = build_tiny_clip_model()
+    path = _save(directory, model, tokenizer)
+    processor.save_pretrained(str(path))
+    return path
+
+
 def save_tiny_vae(directory: str | Path, temporal: bool = False) -> Path:
     """Write ``debug/tiny-vae`` (or the temporal decoder) as a diffusers folder (config.json + safetensors)."""
     return _save(directory, build_tiny_temporal_vae() if temporal else build_tiny_vae(), None)
@@ -247,6 +287,7 @@ def _save(directory: str | Path, model: Any, tokenizer: Any) -> Path:
 
 __all__ = [
     "build_tiny_clip",
+    "build_tiny_clip_model",
     "build_tiny_t5",
     "build_tiny_temporal_vae",
     "build_tiny_vae",
@@ -256,6 +297,7 @@ __all__ = [
     "load_debug_text_model",
     "load_debug_vae",
     "save_tiny_clip",
+    "save_tiny_clip_model",
     "save_tiny_t5",
     "save_tiny_vae",
 ]

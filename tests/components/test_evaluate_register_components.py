@@ -37,8 +37,10 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
         run_id="r1",
         val_table=str(tmp_path / "held" / "meta.csv"),
         num_eval_timesteps=2,
+        clip_model="debug/tiny-clip",
     )
     assert out.output_uri == str(tmp_path / "eval" / "r1") and out.mlflow_run_id == ""
+    assert metrics_art.metadata["clip_score"] == out.metrics["clip_score"]  # CLIPScore reaches the KFP UI
     for variant in ("ema", "untrained"):
         assert (tmp_path / "eval" / "r1" / variant / "sample_1.mp4").is_file()
         assert (tmp_path / "eval" / "r1" / "preview" / f"{variant}.png").is_file()

@@ -167,6 +167,11 @@ def test_training_reads_the_train_split_and_evaluation_the_held_out_split():
     assert tasks["prepare-data"]["inputs"]["parameters"]["eval_fraction"] == {
         "componentInputParameter": "eval_fraction"
     }
+    evaluate = tasks["evaluate"]["inputs"]["parameters"]
+    assert evaluate["clip_model"] == {"componentInputParameter": "eval_clip_model"}
+    assert evaluate["fvd_extractor"] == {"componentInputParameter": "eval_fvd_extractor"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["eval_clip_model"]["defaultValue"] == "" == params["eval_fvd_extractor"]["defaultValue"]
 
 
 def test_caching_on_for_prepare_and_evaluate_off_for_train_and_policy_env_for_train():

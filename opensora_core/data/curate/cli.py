@@ -3,6 +3,7 @@
 python -m opensora_core.data.prepare probe RAW -o meta.csv
 python -m opensora_core.data.prepare split-scenes meta.csv -o clips.csv --clip-dir clips/ --min-seconds 2
 python -m opensora_core.data.prepare score clips.csv -o scored.csv [--aesthetic-clip M --aesthetic-head H.pth]
+    [--text-match-clip M]
 python -m opensora_core.data.prepare filter scored.csv -o kept.csv --config filter.json
 python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv]
 python -m opensora_core.data.prepare dedup captioned.csv -o train.csv
@@ -57,11 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-edge-frames", type=int, default=0)
     p.add_argument("--reencode", action="store_true", help="always re-encode (no stream copy)")
     p.add_argument("--workers", type=int, default=1)
-    p = stage("score", "add motion / aesthetic score columns")
+    p = stage("score", "add motion / aesthetic / text_match score columns")
     p.add_argument("--no-motion", action="store_true")
-    p.add_argument("--aesthetic-clip", help="CLIP vision model folder or hub id")
+    p.add_argument(
+        "--aesthetic-clip", help="CLIP model folder or hub id (e.g. openai/clip-vit-large-patch14)"
+    )
     p.add_argument("--aesthetic-head", help="LAION aesthetic head state dict (.pth/.safetensors)")
-    p.add_argument("--frames", type=int, default=3, help="frames sampled per clip for the aesthetic score")
+    p.add_argument(
+        "--text-match-clip", help="CLIP model folder or hub id: text_match = CLIPScore of frames vs caption"
+    )
+    p.add_argument("--frames", type=int, default=3, help="frames sampled per clip for the CLIP scores")
     p.add_argument("--workers", type=int, default=1)
     p = stage("filter", "drop rows outside thresholds")
     p.add_argument("--config", required=True, type=_json_or_file, help="FilterConfig as JSON or a JSON file")
@@ -113,6 +119,7 @@ def run_stage(args: argparse.Namespace) -> Any:
             args.frames,
             args.workers,
             args.overwrite,
+            text_match_clip=args.text_match_clip,
         )
     if args.stage == "filter":
         return filter.filter_table(args.input, args.output, args.config, args.overwrite)

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from opensora_core.data.curate.common import read_stage_input
-
-SCORE_COLUMNS = ("motion", "aesthetic")
+from opensora_core.data.prepare import SCORE_COLUMNS
 
 
 def _columns(df: pd.DataFrame) -> dict[str, np.ndarray]:

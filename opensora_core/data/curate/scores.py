@@ -6,14 +6,23 @@ evenly spread over the clip, at ``flow_size`` px on the longer side; in pixels p
 
 ``aesthetic``: the LAION aesthetic predictor: a CLIP image embedding (L2-normalised) through an MLP head
 (``layers.0`` ... ``layers.7``: widths d -> 1024 -> 128 -> 64 -> 16 -> 1), averaged over ``num_frames`` frames
-(LAION's scale: about 1-10). The CLIP model is a local folder or hub id (``CLIPVisionModelWithProjection``), the
-head a ``.pth``/``.safetensors`` state dict given by path.
+(LAION's scale: about 1-10). The CLIP model is a local folder or hub id of a full ``CLIPModel`` (LAION's head
+was trained on ``openai/clip-vit-large-patch14``), the head a ``.pth``/``.safetensors`` state dict given by path.
 
-Text-frame CLIP similarity belongs to evaluation's CLIPScore and is not computed here.
+``text_match``: how well the sampled frames match the row's caption (``text``): evaluation's CLIPScore, the mean
+over the ``num_frames`` frames of ``100 * max(cos(image, caption), 0)``
+(:meth:`opensora_core.models.clip.ClipEmbedder.text_frame_score`), so a filter threshold means the same number
+as evaluation's ``clip_score``. Uses the caption the row has when scored (sidecar ``.txt`` or the input table);
+a row without one gets NaN, which a ``text_match`` filter rule drops as missing.
+
+Both CLIP scores load their model with :func:`opensora_core.models.clip.load_clip` (one load per worker process
+and model, shared when ``aesthetic_clip`` and ``text_match_clip`` name the same one), on the CPU.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import time
 from typing import Any
@@ -30,6 +39,8 @@ from opensora_core.data.curate.common import (
     sample_indices,
     write_stage,
 )
+from opensora_core.data.prepare import SCORE_COLUMNS
+from opensora_core.models.clip import ClipEmbedder, load_clip
 
 FLOW_REFERENCE_WIDTH = 256
 
@@ -72,24 +83,18 @@ class AestheticHead(nn.Module):
 
 
 class AestheticScorer:
-    """CLIP image encoder + :class:`AestheticHead`; ``scorer(frames)`` -> mean score of uint8 ``[N, H, W, 3]``."""
+    """CLIP image embeddings (:mod:`opensora_core.models.clip`) + :class:`AestheticHead`; ``scorer(frames)`` ->
+    mean score of uint8 ``[N, H, W, 3]``. ``clip``: a model name for :func:`load_clip` or a loaded embedder."""
 
-    def __init__(self, clip: str, head: str, device: str = "cpu") -> None:
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-        self.device = torch.device(device)
-        self.processor = CLIPImageProcessor.from_pretrained(clip)
-        self.model = CLIPVisionModelWithProjection.from_pretrained(clip).eval().to(self.device)
-        self.head = AestheticHead(self.model.config.projection_dim)
+    def __init__(self, clip: str | ClipEmbedder, head: str, device: str = "cpu") -> None:
+        self.clip = clip if isinstance(clip, ClipEmbedder) else load_clip(clip, device)
+        self.head = AestheticHead(self.clip.dim)
         self.head.load_state_dict(_load_state_dict(head))
-        self.head.eval().to(self.device)
+        self.head.eval()
 
     @torch.no_grad()
     def __call__(self, frames: np.ndarray) -> float:
-        pixels = self.processor(images=list(frames), return_tensors="pt")["pixel_values"].to(self.device)
-        emb = self.model(pixel_values=pixels).image_embeds  # [N, d]
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        return float(self.head(emb).mean())
+        return float(self.head(self.clip.embed_images(frames)).mean())  # [N, d] unit length -> [N] -> mean
 
 
 def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -104,14 +109,30 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-_SCORER: tuple[tuple[str, str], AestheticScorer] | None = None
+@functools.lru_cache(maxsize=2)
+def _clip(name: str) -> ClipEmbedder:
+    """One CLIP per worker process and model name (aesthetic and text_match share it)."""
+    return load_clip(name, "cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def _aesthetic(clip: str, head: str) -> AestheticScorer:
+    return AestheticScorer(_clip(clip), head)
+
+
+def _caption(row: dict[str, Any]) -> str:
+    text = row.get("text")
+    return "" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text).strip()
 
 
 def _score_one(
-    row: dict[str, Any], motion: bool, aesthetic: tuple[str, str] | None, num_frames: int
+    row: dict[str, Any],
+    motion: bool,
+    aesthetic: tuple[str, str] | None,
+    num_frames: int,
+    text_match_clip: str | None = None,
 ) -> dict[str, Any]:
     """Worker: the score columns of one row, or ``{"error": ...}``."""
-    global _SCORER
     from opensora_core.data.video_io import is_image_path, read_image
 
     path = str(row["path"])
@@ -120,15 +141,20 @@ def _score_one(
         image = is_image_path(path)
         if motion:
             out["motion"] = 0.0 if image else motion_score(path, int(row["num_frames"]))
+        if aesthetic is None and text_match_clip is None:
+            return out
+        frames = (  # decoded once for both CLIP scores
+            read_image(path)[None]
+            if image
+            else sample_frames(path, sample_indices(int(row["num_frames"]), num_frames))
+        )
         if aesthetic is not None:
-            if _SCORER is None or _SCORER[0] != aesthetic:
-                _SCORER = (aesthetic, AestheticScorer(*aesthetic))
-            frames = (
-                read_image(path)[None]
-                if image
-                else sample_frames(path, sample_indices(int(row["num_frames"]), num_frames))
+            out["aesthetic"] = _aesthetic(*aesthetic)(frames)
+        if text_match_clip is not None:
+            caption = _caption(row)
+            out["text_match"] = (
+                _clip(text_match_clip).text_frame_score(frames, caption) if caption else math.nan
             )
-            out["aesthetic"] = _SCORER[1](frames)
     except Exception as exc:  # one bad clip must not stop the run
         return {"error": f"scoring failed: {type(exc).__name__}: {exc}"}
     return out
@@ -144,25 +170,33 @@ def score(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    text_match_clip: str | None = None,
 ) -> StageReport:
-    """Add score columns (``motion``; ``aesthetic`` when both ``aesthetic_clip`` and ``aesthetic_head`` are given)
-    to the table ``input``; rows that cannot be scored are dropped with the reason."""
+    """Add score columns (``motion``; ``aesthetic`` when both ``aesthetic_clip`` and ``aesthetic_head`` are given;
+    ``text_match`` with ``text_match_clip``) to the table ``input``; rows that cannot be scored are dropped with
+    the reason."""
     t0 = time.perf_counter()
     if (aesthetic_clip is None) != (aesthetic_head is None):
         raise ValueError("aesthetic scoring needs both --aesthetic-clip and --aesthetic-head")
-    if not motion and aesthetic_clip is None:
-        raise ValueError("nothing to score: enable motion or give --aesthetic-clip/--aesthetic-head")
+    if not motion and aesthetic_clip is None and text_match_clip is None:
+        raise ValueError(
+            "nothing to score: enable motion or give --aesthetic-clip/--aesthetic-head or --text-match-clip"
+        )
     src, out = os.fspath(input), os.fspath(output)
     df = read_stage_input(src, ("path", "num_frames"))
     aesthetic = (aesthetic_clip, aesthetic_head) if aesthetic_clip else None
     rows = df.to_dict("records")
-    items = [(r, motion, aesthetic, num_frames) for r in rows]
+    items = [(r, motion, aesthetic, num_frames, text_match_clip) for r in rows]
     results = map_items(_score_one, items, workers, "scoring", "clip", progress)
     dropped = [(str(r["path"]), res["error"]) for r, res in zip(rows, results, strict=True) if "error" in res]
     keep = [i for i, res in enumerate(results) if "error" not in res]
     table = df.iloc[keep].copy()
-    enabled = {"motion": motion, "aesthetic": aesthetic is not None}
-    for column in ("motion", "aesthetic"):
+    enabled = {
+        "motion": motion,
+        "aesthetic": aesthetic is not None,
+        "text_match": text_match_clip is not None,
+    }
+    for column in SCORE_COLUMNS:
         if enabled[column]:  # also on an empty table: later stages and filters look for the column
             table[column] = [float(results[i][column]) for i in keep]
     return write_stage("score", src, out, table, len(df), dropped, t0, overwrite)

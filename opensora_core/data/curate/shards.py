@@ -61,6 +61,7 @@ class ScoreSettings(BaseModel):
     motion: bool = True
     aesthetic_clip: str | None = None
     aesthetic_head: str | None = None
+    text_match_clip: str | None = Field(None, description="CLIP model for the text_match column")
     frames: int = Field(3, ge=1)
 
 
@@ -211,7 +212,8 @@ def _stages(cfg: CurateConfig, shard: str) -> list[tuple[str, str, dict[str, Any
         s = cfg.score
         out.append(
             ("score", "scored.csv", s.model_dump(),
-             lambda i, o: scores.score(i, o, s.motion, s.aesthetic_clip, s.aesthetic_head, s.frames, progress=False)),
+             lambda i, o: scores.score(i, o, s.motion, s.aesthetic_clip, s.aesthetic_head, s.frames, progress=False,
+                                       text_match_clip=s.text_match_clip)),
         )  # fmt: skip
     if cfg.filter is not None:
         f = cfg.filter

@@ -10,8 +10,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from opensora_core.data.curate import scores
+from opensora_core.data.curate.common import sample_frames, sample_indices
 from opensora_core.data.curate.dedup import dedup
-from opensora_core.data.curate.filter import FilterConfig, why_dropped
+from opensora_core.data.curate.filter import FilterConfig, filter_table, why_dropped
+from opensora_core.data.curate.report import dataset_report
 from opensora_core.data.curate.scores import AestheticHead, AestheticScorer, motion_score
 from opensora_core.data.prepare import OutputExistsError, prepare
 from opensora_core.data.video_io import read_frames
@@ -26,34 +29,74 @@ def test_motion_score_separates_static_and_moving(tmp_path: Path) -> None:
 
 
 def test_aesthetic_scorer_with_a_tiny_clip(tmp_path: Path) -> None:
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers.models.clip import CLIPImageProcessorPil
 
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-        projection_dim=16,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(tmp_path / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+    from opensora_core.models.tiny import save_tiny_clip_model
+
+    folder = save_tiny_clip_model(
         tmp_path / "clip"
-    )
-    head = AestheticHead(16)
+    )  # loaded through models.clip.load_clip, as evaluation does
+    torch.manual_seed(0)
+    head = AestheticHead(32)
     torch.save(head.state_dict(), tmp_path / "head.pth")
-    scorer = AestheticScorer(str(tmp_path / "clip"), str(tmp_path / "head.pth"))
+    scorer = AestheticScorer(str(folder), str(tmp_path / "head.pth"))
     frames = read_frames(make_scene_video(tmp_path / "v.mp4", [6]), [0, 3])
     got = scorer(frames)
-    pixels = scorer.processor(images=list(frames), return_tensors="pt")["pixel_values"]
+    pixels = CLIPImageProcessorPil.from_pretrained(folder)(images=list(frames), return_tensors="pt")[
+        "pixel_values"
+    ]
     with torch.no_grad():
-        emb = scorer.model(pixel_values=pixels).image_embeds
+        emb = scorer.clip.model.get_image_features(pixel_values=pixels).pooler_output
         expected = float(head.eval()(emb / emb.norm(dim=-1, keepdim=True)).mean())
     assert np.isfinite(got) and got == pytest.approx(expected, rel=1e-5)
     with pytest.raises(FileNotFoundError, match="aesthetic head"):
         AestheticScorer(str(tmp_path / "clip"), str(tmp_path / "missing.pth"))
+
+
+def test_text_match_column_and_a_filter_on_it(tmp_path: Path) -> None:
+    from opensora_core.models.clip import load_clip
+    from opensora_core.models.tiny import save_tiny_clip_model
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    captions = {"a": "a cat sleeps in the sun", "b": "the camera pans over a city at night", "c": None}
+    for seed, (name, text) in enumerate(captions.items()):
+        make_scene_video(raw / f"{name}.mp4", [12], seed=seed)
+        if text:
+            (raw / f"{name}.txt").write_text(text)
+    prepare(raw, tmp_path / "meta.csv", allow_missing_captions=True, progress=False)
+    folder = str(save_tiny_clip_model(tmp_path / "clip"))
+    torch.save(AestheticHead(32).state_dict(), tmp_path / "head.pth")
+    scores._clip.cache_clear()
+    report = scores.score(
+        tmp_path / "meta.csv",
+        tmp_path / "scored.csv",
+        motion=False,
+        aesthetic_clip=folder,
+        aesthetic_head=str(tmp_path / "head.pth"),
+        progress=False,
+        text_match_clip=folder,
+    )
+    assert report.num_out == 3 and scores._clip.cache_info().currsize == 1  # one CLIP for both scores
+    table = pd.read_csv(tmp_path / "scored.csv").set_index(pd.Series(["a", "b", "c"]))
+    clip = load_clip("debug/tiny-clip", "cpu")  # the same weights as the saved folder
+    for name in ("a", "b"):
+        path = table.loc[name, "path"]
+        frames = sample_frames(path, sample_indices(int(table.loc[name, "num_frames"]), 3))
+        expected = clip.text_frame_score(frames, captions[name])
+        assert table.loc[name, "text_match"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert np.isnan(table.loc["c", "text_match"])  # no caption, no match score
+    low, high = sorted(table.loc[["a", "b"], "text_match"])
+    assert low < high
+    kept = filter_table(
+        tmp_path / "scored.csv", tmp_path / "kept.csv", {"scores": {"text_match": {"min": (low + high) / 2}}}
+    )
+    reasons = {Path(p).stem: r for p, r in kept.dropped}
+    assert reasons.keys() == {table.index[table["text_match"] == low][0], "c"}
+    assert reasons["c"] == "text_match is missing"
+    assert pd.read_csv(tmp_path / "kept.csv")["text_match"].tolist() == pytest.approx([high])
+    plots = dataset_report(tmp_path / "scored.csv", tmp_path / "report")["plots"]
+    assert any(p.endswith("hist_text_match.png") for p in plots)
 
 
 def test_filter_rules_and_config_validation() -> None:

@@ -382,12 +382,27 @@ class RunConfig(Section):
         False, description="With load: keep weights/optimizer but reset epoch, step and sampler."
     )
     outputs: str = Field("outputs", description="Experiment folder root (local path or s3://).")
-    wandb: Bool = Field(False, description="Also log to Weights & Biases (1.x flag).")
+    wandb: Bool = Field(
+        False,
+        description="Open-Sora's Weights & Biases switch, accepted only as False (upstream configs set it); "
+        "True is an error: track runs in MLflow with `tracking = dict(backend='mlflow', ...)`.",
+    )
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Ours: experiment tracking (MLflow)."
     )
 
     # ------------------------------------------------------------------ field normalisation
+
+    @field_validator("wandb")
+    @classmethod
+    def _no_wandb(cls, v: bool) -> bool:
+        if v:
+            raise ValueError(
+                "wandb=True: Weights & Biases logging is not supported. Remove `wandb = True` (or set it False) "
+                "and track the run in MLflow: tracking = dict(backend='mlflow', uri=..., experiment=...) "
+                "(CLI: --cfg-options tracking.backend=mlflow tracking.uri=URI)"
+            )
+        return v
 
     @field_validator("prompt", "reference_path", "mask_strategy", mode="before")
     @classmethod

@@ -151,8 +151,6 @@ class Trainer:
     def setup(self) -> None:
         """Resolve the checkpoint and experiment folder, build everything, restore state."""
         cfg, env = self.cfg, self.env
-        if cfg.wandb:
-            logger.warning("wandb=True is not supported; use tracking=dict(backend='mlflow', ...) instead")
         load_uri = self._on_rank0("resolving --load", self._resolve_load) if cfg.load else None
         if load_uri:
             logger.info(

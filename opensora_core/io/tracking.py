@@ -61,6 +61,13 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
     return experiment_id(MlflowClient(tracking_uri=tracking_uri), name, artifact_location)
 
 
+def step_run_name(pipeline_run: str | None, step: str) -> str | None:
+    """The MLflow run name of a pipeline step: ``<pipeline run>-<step>`` (``opensora-train-20261202-train``,
+    ``...-eval``), so the runs of one pipeline run sort and read together; None without a pipeline run name
+    (MLflow then makes one up)."""
+    return f"{pipeline_run}-{step}" if pipeline_run else None
+
+
 def scrub_uri(value: str) -> str:
     """Drop ``user:password@`` and query strings (presigned signatures) from URL-like values."""
     if "://" not in value:

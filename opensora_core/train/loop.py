@@ -561,9 +561,7 @@ class Trainer:
         if self.is_main:
             logger.info(format_log_line(values))
             if self.tracker is not None:
-                from opensora_core.io.tracking import system_metrics
-
-                self.tracker.log_metrics({**metrics, **system_metrics()}, step=self.global_step)
+                self.tracker.log_metrics(metrics, step=self.global_step)
         self._window_loss, self._window_good, self._window_grad = 0.0, 0, []
         self.meter.reset_window()
 

@@ -8,7 +8,8 @@ temporary name and renamed, so an interrupted run never leaves a truncated video
 ``prompt_as_path`` run would skip.
 
 Preview grids (``{save_dir}/preview/{stem}.png``): one row per sample of a prompt, up to ``max_frames`` evenly
-spaced frames per row, 2-pixel white separators.
+spaced frames per row, 2-pixel white separators, optionally a label above each row
+(:func:`opensora_core.utils.grid.labelled_grid`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from opensora_core.utils.grid import labelled_grid, write_grid_png
 
 if TYPE_CHECKING:
     import torch
@@ -125,32 +128,16 @@ def read_sample(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def preview_grid(rows: Sequence[np.ndarray], max_frames: int = 8, pad: int = 2) -> np.ndarray:
-    """Tile samples ``[T, H, W, 3]`` (one per row) into one uint8 image; up to ``max_frames`` evenly spaced
-    frames per row, ``pad`` white pixels between cells. Rows of another size are cropped/padded to the first."""
-    if not rows:
-        raise ValueError("preview_grid needs at least one sample")
-    height, width = rows[0].shape[1:3]
-    cols = min(max_frames, max(r.shape[0] for r in rows))
-    grid = np.full((len(rows) * (height + pad) - pad, cols * (width + pad) - pad, 3), 255, dtype=np.uint8)
-    for i, frames in enumerate(rows):
-        picks = np.linspace(0, frames.shape[0] - 1, min(cols, frames.shape[0])).round().astype(int)
-        for j, f in enumerate(picks):
-            tile = frames[f, :height, :width]
-            top, left = i * (height + pad), j * (width + pad)
-            grid[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
-    return grid
+    """Tile samples ``[T, H, W, 3]`` (one per row) into one uint8 image without labels
+    (:func:`opensora_core.utils.grid.labelled_grid`)."""
+    return labelled_grid(rows, max_frames=max_frames, pad=pad)
 
 
-def write_preview_grid(rows: Sequence[np.ndarray], path: str | os.PathLike[str], max_frames: int = 8) -> Path:
-    """Write :func:`preview_grid` of ``rows`` as a PNG (atomic) and return its path."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        Image.fromarray(preview_grid(rows, max_frames)).save(tmp, format="PNG")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def write_preview_grid(
+    rows: Sequence[np.ndarray],
+    path: str | os.PathLike[str],
+    max_frames: int = 8,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Write the grid of ``rows`` (``labels``: a text above each row) as a PNG (atomic) and return its path."""
+    return write_grid_png(labelled_grid(rows, labels, max_frames=max_frames), path)

@@ -17,14 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from opensora_core.utils.grid import labelled_grid, write_grid_png
-
-if TYPE_CHECKING:
-    import torch
+from opensora_core.utils.grid import labelled_grid, to_uint8_frames, write_grid_png
 
 __all__ = [
     "PREVIEW_DIR",
@@ -73,15 +69,6 @@ def sample_path(stem: Path, sample_index: int, num_sample: int, num_frames: int)
 def save_fps(fps: int, frame_interval: int) -> int:
     """Playback rate of saved videos: ``fps // frame_interval`` (at least 1), as Open-Sora 1.1."""
     return max(1, int(fps) // int(frame_interval))
-
-
-def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """``[3, T, H, W]`` in [-1, 1] -> uint8 ``[T, H, W, 3]`` (clamped, ``round((x + 1) / 2 * 255)``)."""
-    import torch
-
-    x = video.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
-    x = ((x + 1.0) * 127.5).add_(0.5).clamp_(0, 255).to(torch.uint8)
-    return x.permute(1, 2, 3, 0).contiguous().numpy()
 
 
 def _even(frames: np.ndarray) -> np.ndarray:

@@ -28,6 +28,15 @@ def _font(size: int) -> Any:
     return ImageFont.load_default(size=size)
 
 
+def to_uint8_frames(video: Any) -> np.ndarray:
+    """A torch video ``[3, T, H, W]`` in [-1, 1] -> uint8 ``[T, H, W, 3]`` (clamped, ``round((x + 1) / 2 * 255)``)."""
+    import torch
+
+    x = video.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
+    x = ((x + 1.0) * 127.5).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().numpy()
+
+
 def _text_width(font: Any, text: str) -> int:
     left, _, right, _ = font.getbbox(text)
     return int(right - left)
@@ -108,18 +117,27 @@ def labelled_grid(
     return np.asarray(image)
 
 
+def encode_png(image: np.ndarray) -> bytes:
+    """A uint8 ``[H, W, 3]`` image as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def write_grid_png(image: np.ndarray, path: Any) -> Any:
     """Write a uint8 ``[H, W, 3]`` image as a PNG through a temporary name (never a truncated file); returns
     ``path`` as a ``Path``."""
     from pathlib import Path
 
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        Image.fromarray(image).save(tmp, format="PNG")
+        tmp.write_bytes(encode_png(image))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

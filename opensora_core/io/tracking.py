@@ -160,6 +160,7 @@ class MLflowTracker(Tracker):
         self._system_interval = float(system_metrics_interval_s)
         self._monitor: Any = None
         self._monitor_lock = threading.Lock()
+        self._closing = False  # set by close(): no monitor starts after it
         self._client = MlflowClient(tracking_uri=self.uri)
         self._pending = _Pending()
         self._lock = threading.Lock()
@@ -221,6 +222,8 @@ class MLflowTracker(Tracker):
     def close(self, status: str = "FINISHED", timeout: float = 30.0) -> None:
         with self._lock:
             self._pending.end_status = status
+        with self._monitor_lock:
+            self._closing = True
         self._stop_system_metrics()  # its last samples go out before the run ends
         ok = self.flush(timeout)
         self._stop.set()
@@ -290,7 +293,7 @@ class MLflowTracker(Tracker):
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         with self._monitor_lock:
-            if self.end_requested or self._monitor_alive():
+            if self._closing or self._monitor_alive():
                 return
             self._monitor = SystemMetricsMonitor(
                 self.run_id,
@@ -310,11 +313,6 @@ class MLflowTracker(Tracker):
         with self._monitor_lock:
             if self._monitor is not None:
                 self._monitor.finish()
-
-    @property
-    def end_requested(self) -> bool:
-        """True once :meth:`close` asked to end the run."""
-        return self._pending.end_status is not None
 
     def _send_all(self) -> None:
         from mlflow.entities import Metric, Param, RunTag

@@ -36,13 +36,22 @@ def test_size_grows_with_prompts_and_long_prompts_wrap():
 
 
 def test_without_labels_the_layout_is_the_plain_tiling(tmp_path):
-    grid = labelled_grid([_video(10, frames=8), _video(20, frames=8)], max_frames=4, pad=2)
+    grid = labelled_grid([_video(10, frames=8), _video(20, frames=8)], max_frames=4, pad=2, min_tile=1)
     assert grid.shape == (2 * 16 + 2, 4 * 16 + 3 * 2, 3)
     assert grid[0, 0, 0] == 10 and grid[18, 0, 0] == 20 and grid[16, 0, 0] == 255
     path = write_grid_png(grid, tmp_path / "g" / "grid.png")
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(path)), grid)
+
+
+def test_tiny_frames_are_enlarged_to_the_minimum_tile():
+    video = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    video[:, 0, 0] = 200  # one bright pixel -> a 4x4 block at min_tile 64
+    grid = labelled_grid([video], max_frames=2, pad=2)
+    assert grid.shape == (64, 2 * 64 + 2, 3)
+    assert (grid[:4, :4] == 200).all() and (grid[4:8, 4:8] == 0).all()
+    assert labelled_grid([_video(1, size=128)]).shape[0] == 128  # large frames keep their size
 
 
 def test_label_count_must_match_rows():

@@ -115,9 +115,9 @@ def read_sample(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def preview_grid(rows: Sequence[np.ndarray], max_frames: int = 8, pad: int = 2) -> np.ndarray:
-    """Tile samples ``[T, H, W, 3]`` (one per row) into one uint8 image without labels
+    """Tile samples ``[T, H, W, 3]`` (one per row) into one uint8 image at their own size, without labels
     (:func:`opensora_core.utils.grid.labelled_grid`)."""
-    return labelled_grid(rows, max_frames=max_frames, pad=pad)
+    return labelled_grid(rows, max_frames=max_frames, pad=pad, min_tile=1)
 
 
 def write_preview_grid(

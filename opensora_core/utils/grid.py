@@ -1,8 +1,9 @@
 """Labelled preview grids: one row of frames per video, the row's text written above it.
 
 :func:`labelled_grid` is what the trainer's preview (``preview_every``), evaluation and the sampler's previews
-show: up to ``max_frames`` evenly spaced frames per row (left to right in time), ``pad`` white pixels between
-cells, and with ``labels`` a white band above each row holding its prompt in black, wrapped to the grid width
+show: up to ``max_frames`` evenly spaced frames per row (left to right in time), frames smaller than
+``min_tile`` pixels enlarged by an integer factor (nearest neighbour, so a 16x16 debug clip stays visible),
+``pad`` white pixels between cells, and with ``labels`` a white band above each row holding its prompt in black, wrapped to the grid width
 at ``font_size`` pixels (readable at 100% zoom; the grid is at least ``min_label_width`` wide so a prompt does
 not wrap to one word per line on tiny videos). PIL and numpy only.
 """
@@ -18,6 +19,7 @@ import numpy as np
 FONT_SIZE = 14
 MIN_LABEL_WIDTH = 384
 MAX_LABEL_LINES = 4
+MIN_TILE = 64
 
 
 @lru_cache(maxsize=4)
@@ -74,6 +76,7 @@ def labelled_grid(
     pad: int = 2,
     font_size: int = FONT_SIZE,
     min_label_width: int = MIN_LABEL_WIDTH,
+    min_tile: int = MIN_TILE,
 ) -> np.ndarray:
     """Tile uint8 videos ``[T, H, W, 3]`` (one per row) into one uint8 image ``[H', W', 3]``.
 
@@ -84,6 +87,9 @@ def labelled_grid(
         raise ValueError("labelled_grid needs at least one video")
     if labels is not None and len(labels) != len(rows):
         raise ValueError(f"labelled_grid: {len(labels)} labels for {len(rows)} rows; give one label per row")
+    scale = max(1, -(-min_tile // min(rows[0].shape[1:3])))  # ceil: the first row's frames set the tile size
+    if scale > 1:
+        rows = [r.repeat(scale, axis=1).repeat(scale, axis=2) for r in rows]
     height, width = rows[0].shape[1:3]
     cols = min(max_frames, max(r.shape[0] for r in rows))
     tiles_width = cols * (width + pad) - pad

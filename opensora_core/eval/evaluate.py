@@ -227,6 +227,7 @@ def evaluate(
     from opensora_core import checkpoint as ckpt
     from opensora_core.io import storage
     from opensora_core.sample.writer import read_sample, write_preview_grid
+    from opensora_core.utils.grid import MIN_TILE
 
     weights = list(dict.fromkeys(weights))
     bad = [w for w in weights if w not in WEIGHT_VARIANTS]
@@ -279,7 +280,7 @@ def evaluate(
             report_rows[variant] = rows
             local_videos[variant] = paths
             previews[variant] = write_preview_grid(
-                videos, out / PREVIEW_DIR / f"{variant}.png", labels=prompts
+                videos, out / PREVIEW_DIR / f"{variant}.png", labels=prompts, min_tile=MIN_TILE
             )
             if val_table:
                 val_losses[variant] = _val_loss(folder, variant, val_table, num_eval_timesteps, seed, device)

@@ -125,6 +125,8 @@ def write_preview_grid(
     path: str | os.PathLike[str],
     max_frames: int = 8,
     labels: Sequence[str] | None = None,
+    min_tile: int = 1,
 ) -> Path:
-    """Write the grid of ``rows`` (``labels``: a text above each row) as a PNG (atomic) and return its path."""
-    return write_grid_png(labelled_grid(rows, labels, max_frames=max_frames), path)
+    """Write the grid of ``rows`` (``labels``: a text above each row; frames under ``min_tile`` pixels
+    enlarged) as a PNG (atomic) and return its path."""
+    return write_grid_png(labelled_grid(rows, labels, max_frames=max_frames, min_tile=min_tile), path)

@@ -149,6 +149,7 @@ def run_training(
     launcher: str = "pytorchjob",
     cfg_options: Sequence[str] = (),
     run_id: str = "",
+    pipeline_run_name: str = "",
     num_nodes: int = 1,
     gpus_per_node: int = 8,
     procs_per_node: int = 0,
@@ -172,6 +173,8 @@ def run_training(
 ) -> TrainOutcome:
     """Train with the chosen launcher and return the newest checkpoint (the train component's body).
 
+    The MLflow run is named ``<pipeline_run_name>-train`` (``<run_id>-train`` without a name).
+
     ``image``: the training image of the job's pods; empty means this release's (``launchers.images``).
     Cluster launchers only: ``queue_name`` (Kueue LocalQueue), ``priority_class``, ``shm_size`` (/dev/shm
     size), ``nccl_env`` (extra NCCL_* variables over the defaults), ``affinity`` (pod affinity JSON),
@@ -184,7 +187,9 @@ def run_training(
     from opensora_core.io import storage
 
     outputs = storage.join(outputs_uri, run_id) if run_id else outputs_uri
-    run_name = f"train-{run_id}" if run_id else ""
+    from opensora_core.io.tracking import step_run_name
+
+    run_name = step_run_name(pipeline_run_name or run_id, "train") or ""
     options = list(cfg_options)
     if launcher == "local" and sp_size > 1:  # the cluster launchers add these themselves
         options = [f"sp_size={sp_size}", "plugin=zero2-seq", *options]

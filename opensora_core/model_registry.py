@@ -333,11 +333,12 @@ def register_checkpoint(
     decision: Any = None,
     description: str | None = None,
     require_lineage: bool = False,
+    run_name: str | None = None,
 ) -> RegistrationResult:
     """Log ``checkpoint`` as a pyfunc model and register it as a version of ``model_name`` (module docstring).
 
     ``run_id``: the MLflow run to log the model into (the evaluation run, so the version links to its
-    metrics); None creates a run in ``experiment``. ``metrics`` feed the gate and are recorded with the version;
+    metrics); None creates a run in ``experiment`` named ``run_name`` (default ``register-{model_name}``). ``metrics`` feed the gate and are recorded with the version;
     ``lineage`` keys: dataset_uri, dataset_sha256, git_commit (default: :func:`git_commit`), image,
     pipeline_run_id. ``aliases`` are always set; ``champion`` is added when the gate passes. ``decision``: a
     gate outcome decided elsewhere (``.passed``, ``.details``; e.g. ``opensora_core.eval.gate.GateDecision``
@@ -412,7 +413,7 @@ def register_checkpoint(
             mlflow.set_tracking_uri(uri)
             if run_id is None:
                 exp_id = ensure_experiment(uri, experiment)
-                run_id = client.create_run(exp_id, run_name=f"register-{model_name}").info.run_id
+                run_id = client.create_run(exp_id, run_name=run_name or f"register-{model_name}").info.run_id
             with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*input example was not provided.*")
                 logged = mlflow.pyfunc.log_model(

@@ -87,6 +87,7 @@ def make_curate_pipeline(parallelism: int = PARALLELISM) -> Any:
             tracking_uri=mlflow_tracking_uri,
             experiment=mlflow_experiment,
             min_clips=min_clips,
+            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
         merged.set_display_name("merge-shards").set_container_image(runtime_image).set_caching_options(False)
         _cluster_wiring(merged, *wiring)

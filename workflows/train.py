@@ -181,6 +181,7 @@ def train_pipeline(
 ) -> PipelineOutputs:
     """prepare_data -> train -> evaluate -> register (see the module docstring for the parameters)."""
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER  # MLflow runs: <pipeline run>-train, -eval, -register
 
     prep = prepare_data(
         raw_data_uri=raw_data_uri,
@@ -202,6 +203,7 @@ def train_pipeline(
         cfg_options=cfg_options,
         launcher=launcher,
         run_id=run_id,
+        run_name=run_name,
         num_nodes=num_nodes,
         gpus_per_node=gpus_per_node,
         procs_per_node=procs_per_node,
@@ -250,7 +252,7 @@ def train_pipeline(
         num_eval_timesteps=eval_timesteps,
         model_name=model_name,
         gate=gate,
-        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        run_name=run_name,
         clip_model=eval_clip_model,
         fvd_extractor=eval_fvd_extractor,
     )
@@ -274,6 +276,7 @@ def train_pipeline(
         image=train_image,
         pipeline_run_id=run_id,
         git_commit=git_commit,
+        run_name=run_name,
     )
     registered.set_display_name("register").set_container_image(runtime_image).set_caching_options(False)
     _cluster_wiring(registered, config_map_name, evaluate_s3_secret_name, mlflow_secret_name)

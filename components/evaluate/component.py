@@ -59,7 +59,8 @@ def evaluate(
     ``val_table``: the held-out metadata table for the validation loss (empty: none). ``model_name``: the
     registered model whose champion the gate compares with (empty: ``opensora-{family}-{size}`` of the
     checkpoint's config); ``gate``: ``{"thresholds": {...}, "margins": {...}}`` (empty: the defaults).
-    ``run_name``: the pipeline run's name (the MLflow run is ``eval-{run_name}``). ``clip_model``: CLIP hub id
+    ``run_name``: the pipeline run's name (the MLflow run is ``{run_name}-eval``; empty: ``{run_id}-eval``).
+    ``clip_model``: CLIP hub id
     or folder for ``clip_score`` (empty: off); ``fvd_extractor``: TorchScript file (trusted: it runs its graph)
     or transformers video model for ``fvd`` against ``val_table`` (empty: off).
     """
@@ -72,13 +73,14 @@ def evaluate(
     from opensora_core.eval import evaluate as run_evaluation
     from opensora_core.eval.model_card import resolve_model_name
     from opensora_core.io import storage
+    from opensora_core.io.tracking import step_run_name
 
     out_uri = storage.join(output_uri, run_id) if run_id else output_uri
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     tracking = None
     if uri:
         tracking = {"uri": uri, "experiment": experiment or "opensora"}
-        tracking["run_name"] = f"eval-{run_name or run_id}" if (run_name or run_id) else None
+        tracking["run_name"] = step_run_name(run_name or run_id, "eval")
     tags = {"opensora.pipeline_run_id": run_id, "opensora.train_run_id": train_run_id}
     result = run_evaluation(
         checkpoint_uri,

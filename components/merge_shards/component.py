@@ -22,6 +22,7 @@ def merge_shards(
     tracking_uri: str = "",
     experiment: str = "opensora-data",
     min_clips: int = 1,
+    run_name: str = "",
 ) -> NamedTuple(
     "MergeOutputs",
     [("metadata_uri", str), ("num_clips", int), ("dataset_sha256", str), ("mlflow_run_id", str)],
@@ -29,7 +30,8 @@ def merge_shards(
     """Merge the shard ``results`` (``result.json`` locations from ``curate_shard``) under ``root_uri``.
 
     ``tracking_uri`` (empty: ``MLFLOW_TRACKING_URI`` from the environment, none: no MLflow run) receives a dataset
-    run with ``mlflow.log_input`` lineage and the report. Fails when fewer than ``min_clips`` clips remain.
+    run with ``mlflow.log_input`` lineage and the report, named ``{run_name}-dataset`` (``run_name``: the pipeline
+    run's name; empty: ``curate-<root folder>``). Fails when fewer than ``min_clips`` clips remain.
     """
     import logging
     import os
@@ -49,8 +51,9 @@ def merge_shards(
     uri = tracking_uri.strip() or os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri:
         from opensora_core.io.dataset_run import log_dataset_run
+        from opensora_core.io.tracking import step_run_name
 
-        run_id = log_dataset_run(curation, uri, experiment)
+        run_id = log_dataset_run(curation, uri, experiment, run_name=step_run_name(run_name, "dataset"))
     digest = curation["sha256"]
     report.metadata.update(
         {"metadata_uri": curation["table"], "num_clips": curation["rows"], "sha256": digest}

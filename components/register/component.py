@@ -31,6 +31,7 @@ def register(
     pipeline_run_id: str = "",
     git_commit: str = "",
     weights: str = "ema",
+    run_name: str = "",
 ) -> NamedTuple(
     "RegisterOutputs",
     [("model_name", str), ("version", str), ("aliases", list), ("champion", bool), ("model_uri", str)],
@@ -39,7 +40,8 @@ def register(
 
     ``metrics``: the evaluation's (recorded with the version); ``gate_decision``: the evaluate step's (empty:
     never champion). ``eval_run_id``: the MLflow run the model is logged into (empty: a new run).
-    ``tracking_uri`` empty means ``$MLFLOW_TRACKING_URI``.
+    ``tracking_uri`` empty means ``$MLFLOW_TRACKING_URI``. ``run_name``: the pipeline run's name, naming a new
+    run ``{run_name}-register``.
     """
     import json
     import os
@@ -50,6 +52,7 @@ def register(
     from opensora_core.eval.gate import GateDecision
     from opensora_core.eval.model_card import model_card
     from opensora_core.io import storage
+    from opensora_core.io.tracking import step_run_name
     from opensora_core.model_registry import register_checkpoint
 
     lineage = {
@@ -71,6 +74,7 @@ def register(
         tracking_uri=tracking_uri or None,
         experiment=experiment or "opensora",
         run_id=eval_run_id or None,
+        run_name=step_run_name(run_name or pipeline_run_id, "register"),
         metrics=dict(metrics or {}),
         lineage=lineage,
         weights=weights,

@@ -39,6 +39,7 @@ def train(
     cfg_options: list = None,
     launcher: str = "pytorchjob",
     run_id: str = "",
+    run_name: str = "",
     num_nodes: int = 1,
     gpus_per_node: int = 8,
     procs_per_node: int = 0,
@@ -62,6 +63,8 @@ def train(
 ):
     """Train ``config`` on ``metadata_uri``; checkpoints go to ``{outputs_uri}/{run_id}`` (local or s3://).
 
+    ``run_name``: the pipeline run's name; the MLflow run is ``{run_name}-train`` (empty: ``{run_id}-train``).
+
     ``launcher``: pytorchjob | trainjob | local. ``image`` is the training image of the job's pods (empty:
     this release's train image); ``procs_per_node`` (0 = one per GPU) sets processes for CPU jobs and the
     local launcher. ``queue_name``, ``priority_class``, ``shm_size``, ``nccl_env``, ``affinity`` and
@@ -78,6 +81,7 @@ def train(
         launcher=launcher,
         cfg_options=list(cfg_options or []),
         run_id=run_id,
+        pipeline_run_name=run_name,
         num_nodes=num_nodes,
         gpus_per_node=gpus_per_node,
         procs_per_node=procs_per_node,

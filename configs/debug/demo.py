@@ -58,6 +58,16 @@ epochs = 10000
 max_steps = 1000
 log_every = 50
 ckpt_every = 0  # one checkpoint, at the end
+# A labelled grid of these prompts every 200 steps (MLflow image `preview` with a step slider; about 1 s each
+# on one busy CPU thread), sampled as the evaluation does: the 50-step schedule the model trains on.
+preview_every = 200
+preview_prompts = [
+    "a red square moving left",
+    "a blue circle moving right",
+    "a green square moving up",
+    "a yellow circle moving down",
+]
+preview_sampling_steps = 50
 ema_decay = 0.95
 
 batch_size = 32  # per process; 2 processes

@@ -53,8 +53,12 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
     Flag("--load", "load", "checkpoint directory to resume from"),
     Flag("--data-path", "dataset.data_path", "metadata table (csv/parquet) of the training data"),
     Flag("--start-from-scratch", "start_from_scratch", "with --load: reset epoch/step/sampler", kind="bool"),
-    Flag("--wandb", "wandb", "also log to Weights & Biases", kind="bool"),
 )
+# Flags of Open-Sora that this platform does not implement: passing one is an error that says what to use.
+REMOVED_TRAIN_FLAGS: dict[str, str] = {
+    "--wandb": "Weights & Biases logging is not supported; track the run in MLflow with "
+    "--cfg-options tracking.backend=mlflow tracking.uri=URI (or set MLFLOW_TRACKING_URI)",
+}
 SAMPLE_FLAGS: tuple[Flag, ...] = (
     Flag("--prompt-path", "prompt_path", "text file with one prompt per line (clears config prompts)"),
     Flag("--prompt", "prompt", "prompt(s); repeatable", kind="list"),
@@ -104,9 +108,20 @@ def _dest(flag: Flag) -> str:
     return flag.name.lstrip("-").replace("-", "_")
 
 
+class _RemovedFlag(argparse.Action):
+    """A flag that exists in Open-Sora but not here: using it stops the parser with what to do instead."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
+    ) -> None:
+        parser.error(f"{option} was removed: {REMOVED_TRAIN_FLAGS[option]}")
+
+
 def add_cli_args(parser: argparse.ArgumentParser, training: bool) -> argparse.ArgumentParser:
     """Add the positional config path, the Open-Sora flags of the mode, and `--cfg-options` to `parser`."""
     parser.add_argument("config", help="config file (.py Open-Sora style, or a .json dump)")
+    for name in REMOVED_TRAIN_FLAGS if training else ():
+        parser.add_argument(name, nargs="?", action=_RemovedFlag, help=argparse.SUPPRESS)
     for flag in _flags(training):
         if flag.kind == "bool":
             parser.add_argument(

@@ -380,6 +380,18 @@ class RunConfig(Section):
     max_steps: PosInt | None = Field(None, description="Ours: stop after this many global steps.")
     log_every: PosInt = Field(10, description="Log metrics every N global steps.")
     ckpt_every: NonNegInt = Field(1000, description="Checkpoint every N global steps (0 = only at the end).")
+    preview_every: NonNegInt = Field(
+        0,
+        description="Ours: every N global steps rank 0 samples `preview_prompts` from the current (EMA) weights "
+        "and logs one labelled grid (MLflow image `preview` at that step; `preview/` in the experiment "
+        "folder); 0 = off.",
+    )
+    preview_prompts: list[str] = Field(
+        default_factory=list, description="Ours: the preview's prompts, one grid row each (fixed seeds)."
+    )
+    preview_sampling_steps: PosInt = Field(
+        10, description="Ours: sampling steps of the preview (the training scheduler, respaced)."
+    )
     keep_last_n: PosInt | None = Field(None, description="Ours: keep only the newest N checkpoints.")
     max_bad_steps: NonNegInt = Field(
         5, description="Ours: abort after this many consecutive steps with a non-finite loss or grad norm."
@@ -407,12 +419,27 @@ class RunConfig(Section):
         False, description="With load: keep weights/optimizer but reset epoch, step and sampler."
     )
     outputs: str = Field("outputs", description="Experiment folder root (local path or s3://).")
-    wandb: Bool = Field(False, description="Also log to Weights & Biases (1.x flag).")
+    wandb: Bool = Field(
+        False,
+        description="Open-Sora's Weights & Biases switch, accepted only as False (upstream configs set it); "
+        "True is an error: track runs in MLflow with `tracking = dict(backend='mlflow', ...)`.",
+    )
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Ours: experiment tracking (MLflow)."
     )
 
     # ------------------------------------------------------------------ field normalisation
+
+    @field_validator("wandb")
+    @classmethod
+    def _no_wandb(cls, v: bool) -> bool:
+        if v:
+            raise ValueError(
+                "wandb=True: Weights & Biases logging is not supported. Remove `wandb = True` (or set it False) "
+                "and track the run in MLflow: tracking = dict(backend='mlflow', uri=..., experiment=...) "
+                "(CLI: --cfg-options tracking.backend=mlflow tracking.uri=URI)"
+            )
+        return v
 
     @field_validator("prompt", "reference_path", "mask_strategy", mode="before")
     @classmethod
@@ -479,6 +506,7 @@ class RunConfig(Section):
             + self._parallel_problems()
             + self._data_problems()
             + self._long_video_problems()
+            + self._preview_problems()
         )
         if self.start_index is not None and self.end_index is not None and self.end_index <= self.start_index:
             problems.append(
@@ -487,6 +515,26 @@ class RunConfig(Section):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _preview_problems(self) -> list[str]:
+        if not self.preview_every:
+            return []
+        problems = []
+        if not self.preview_prompts:
+            problems.append(
+                f"preview_every={self.preview_every} needs preview_prompts (a few prompts to sample), or set "
+                "preview_every=0"
+            )
+        if any(not (isinstance(p, str) and p.strip()) for p in self.preview_prompts):
+            problems.append("preview_prompts must be non-empty strings")
+        if isinstance(self.dataset, VariableVideoTextDatasetConfig) and (
+            self.num_frames is None or self.image_size is None
+        ):
+            problems.append(
+                "preview_every with a bucketed dataset (VariableVideoTextDataset) needs num_frames and "
+                "image_size: the size the preview samples at"
+            )
+        return problems
 
     def _named_size_problems(self) -> list[str]:
         res, ar = self.resolution, self.aspect_ratio

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from opensora_core.entry import Entry, config_classes
-from opensora_core.fields import Bool, OptSize2, PosFloat, PosInt, Section, Size2
+from opensora_core.fields import Bool, NonNegFloat, OptSize2, PosFloat, PosInt, Section, Size2
 from opensora_core.models.registry import MODELS
 from opensora_core.models.text_encoder_registry import TEXT_ENCODERS
 from opensora_core.models.vae_registry import VAES
@@ -111,6 +111,11 @@ class TrackingConfig(Section):
     run_name: str | None = Field(None, description="Run name (default: generated).")
     request_timeout: PosFloat = Field(
         5.0, description="Seconds per tracking request (never blocks training)."
+    )
+    system_metrics_interval_s: NonNegFloat = Field(
+        15.0,
+        description="Seconds between samples of MLflow's system metrics (CPU, memory, disk, network; GPU "
+        "utilisation and memory with NVML), logged as `system/...`; 0 = off.",
     )
 
     @field_validator("uri")

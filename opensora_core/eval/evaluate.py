@@ -35,7 +35,7 @@ every prompt set; when every prompt is a synthetic caption also ``colour_accurac
 (decoded back from the mp4 files), i.e. what a user sees.
 
 Outputs under ``output_dir`` (local or ``s3://``): ``{variant}/sample_{i}.mp4``, ``preview/{variant}.png`` (one
-row per prompt), ``report.json`` (metrics, per-prompt verdicts, per-clip validation losses, settings and their
+row per prompt, the prompt written above it), ``report.json`` (metrics, per-prompt verdicts, per-clip validation losses, settings and their
 hash ``eval_config_sha256``: two reports with the same hash were measured on the same prompts, seeds and
 held-out clips, so their per-prompt / per-clip values pair up). With ``tracking`` the same files and
 metrics go to one MLflow run (through :mod:`opensora_core.io.tracking`).
@@ -301,6 +301,7 @@ def evaluate(
     from opensora_core import checkpoint as ckpt
     from opensora_core.io import storage
     from opensora_core.sample.writer import read_sample, write_preview_grid
+    from opensora_core.utils.grid import MIN_TILE
 
     weights = list(dict.fromkeys(weights))
     bad = [w for w in weights if w not in WEIGHT_VARIANTS]
@@ -375,7 +376,9 @@ def evaluate(
                 metrics.update(variant_metrics)
                 report_rows[variant] = rows
                 local_videos[variant] = paths
-                previews[variant] = write_preview_grid(videos, out / PREVIEW_DIR / f"{variant}.png")
+                previews[variant] = write_preview_grid(
+                    videos, out / PREVIEW_DIR / f"{variant}.png", labels=prompts, min_tile=MIN_TILE
+                )
             if val_table:
                 val_losses[variant] = _val_loss(
                     folder, variant, val_table, num_eval_timesteps, seed, val_batch_size, device, dist_env

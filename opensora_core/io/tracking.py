@@ -4,14 +4,18 @@
 `MlflowClient` (no global fluent state) from a background thread: every call only appends to an in-memory
 queue, the thread sends batches, and when the server is unreachable it keeps the buffer, logs one warning per
 outage and retries with exponential backoff. Nothing in training depends on tracking succeeding.
+
+System metrics (``system/cpu_utilization_percentage``, ``system/system_memory_usage_megabytes``, disk and
+network, and with NVML ``system/gpu_0_utilization_percentage`` / ``system/gpu_0_memory_usage_megabytes`` ...)
+come from MLflow's own monitor (``mlflow.system_metrics``, psutil + nvidia-ml-py), started on the run once it
+exists and sampled every ``system_metrics_interval_s`` seconds on its own thread; an outage stops it and the
+recovery restarts it, continuing its step count.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import resource
 import threading
 import time
 from collections import deque
@@ -61,6 +65,13 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
     return experiment_id(MlflowClient(tracking_uri=tracking_uri), name, artifact_location)
 
 
+def step_run_name(pipeline_run: str | None, step: str) -> str | None:
+    """The MLflow run name of a pipeline step: ``<pipeline run>-<step>`` (``opensora-train-20261202-train``,
+    ``...-eval``), so the runs of one pipeline run sort and read together; None without a pipeline run name
+    (MLflow then makes one up)."""
+    return f"{pipeline_run}-{step}" if pipeline_run else None
+
+
 def scrub_uri(value: str) -> str:
     """Drop ``user:password@`` and query strings (presigned signatures) from URL-like values."""
     if "://" not in value:
@@ -77,29 +88,6 @@ def scrub_uri(value: str) -> str:
 def redact(params: dict[str, Any]) -> dict[str, Any]:
     """Drop every entry whose key looks like a credential (:func:`opensora_core.config.hints.is_secret_key`)."""
     return {k: v for k, v in params.items() if not is_secret_key(k)}
-
-
-def system_metrics() -> dict[str, float]:
-    """Cheap process/system metrics: RSS, peak RSS, load average, CUDA memory when present."""
-    m: dict[str, float] = {}
-    try:
-        with open("/proc/self/statm") as f:
-            rss_pages = int(f.read().split()[1])
-        m["system/rss_mb"] = rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        pass
-    m["system/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with contextlib.suppress(OSError):
-        m["system/load_1m"] = os.getloadavg()[0]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            m["system/cuda_mem_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
-            m["system/cuda_max_mem_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    except Exception:  # noqa: BLE001 - metrics are best effort
-        pass
-    return m
 
 
 class Tracker:
@@ -119,6 +107,10 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a local file or folder as a run artifact."""
 
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        """Record an image (uint8 ``[H, W, 3]`` array or PIL image) as image ``key`` at global step ``step``
+        (MLflow's image panel: a step slider per key, comparable across runs)."""
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Try to send everything buffered; True when the buffer is empty."""
         return True
@@ -133,6 +125,7 @@ class _Pending:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: deque = field(default_factory=deque)  # (key, value, timestamp_ms, step)
     artifacts: deque = field(default_factory=deque)  # (local path, artifact_path)
+    images: deque = field(default_factory=deque)  # (image, key, step, timestamp_ms)
     end_status: str | None = None
 
 
@@ -141,6 +134,7 @@ class MLflowTracker(Tracker):
 
     `run_id` resumes an existing run (training resume continues the same MLflow run); otherwise a run is created
     in `experiment` on first contact with the server. `request_timeout` bounds each HTTP call.
+    `system_metrics_interval_s`: seconds between MLflow system-metrics samples (0: none).
     """
 
     def __init__(
@@ -151,6 +145,7 @@ class MLflowTracker(Tracker):
         run_id: str | None = None,
         request_timeout: float = 5.0,
         max_backoff: float = 30.0,
+        system_metrics_interval_s: float = 15.0,
     ) -> None:
         # Each HTTP call fails fast; the retry policy is ours (buffer + backoff), not MLflow's 7 retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -161,6 +156,11 @@ class MLflowTracker(Tracker):
         self.experiment = experiment
         self.run_name = run_name
         self.run_id = run_id
+        self._resumed = run_id is not None
+        self._system_interval = float(system_metrics_interval_s)
+        self._monitor: Any = None
+        self._monitor_lock = threading.Lock()
+        self._closing = False  # set by close(): no monitor starts after it
         self._client = MlflowClient(tracking_uri=self.uri)
         self._pending = _Pending()
         self._lock = threading.Lock()
@@ -204,6 +204,11 @@ class MLflowTracker(Tracker):
             self._pending.artifacts.append((str(path), artifact_path))
         self._kick()
 
+    def log_image(self, image: Any, key: str, step: int) -> None:
+        with self._lock:
+            self._pending.images.append((image, key, int(step), int(time.time() * 1000)))
+        self._kick()
+
     def flush(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         self._retry_now.set()
@@ -217,6 +222,9 @@ class MLflowTracker(Tracker):
     def close(self, status: str = "FINISHED", timeout: float = 30.0) -> None:
         with self._lock:
             self._pending.end_status = status
+        with self._monitor_lock:
+            self._closing = True
+        self._stop_system_metrics()  # its last samples go out before the run ends
         ok = self.flush(timeout)
         self._stop.set()
         self._wake.set()
@@ -241,7 +249,7 @@ class MLflowTracker(Tracker):
 
     def _empty(self) -> bool:
         p = self._pending
-        return not (p.params or p.tags or p.metrics or p.artifacts or p.end_status)
+        return not (p.params or p.tags or p.metrics or p.artifacts or p.images or p.end_status)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -271,10 +279,40 @@ class MLflowTracker(Tracker):
                 self._idle.set()
 
     def _ensure_run(self) -> None:
-        if self.run_id is not None:
+        if self.run_id is None:
+            run = self._client.create_run(
+                experiment_id(self._client, self.experiment), run_name=self.run_name
+            )
+            self.run_id = run.info.run_id
+        self._start_system_metrics()
+
+    def _start_system_metrics(self) -> None:
+        """Start MLflow's system-metrics monitor on the run (again after an outage stopped it)."""
+        if self._system_interval <= 0:
             return
-        run = self._client.create_run(experiment_id(self._client, self.experiment), run_name=self.run_name)
-        self.run_id = run.info.run_id
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        with self._monitor_lock:
+            if self._closing or self._monitor_alive():
+                return
+            self._monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=self._system_interval,
+                resume_logging=self._resumed or self._monitor is not None,  # continue the system/ step count
+                tracking_uri=self.uri,
+            )
+            self._monitor.start()
+
+    def _monitor_alive(self) -> bool:
+        # MLflow's monitor keeps its thread in `_process` (None once finished or never started); it also
+        # returns on its own when the server is unreachable, which is when it needs a restart.
+        thread = getattr(self._monitor, "_process", None)
+        return thread is not None and thread.is_alive()
+
+    def _stop_system_metrics(self) -> None:
+        with self._monitor_lock:
+            if self._monitor is not None:
+                self._monitor.finish()
 
     def _send_all(self) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -317,6 +355,14 @@ class MLflowTracker(Tracker):
                 log.warning("artifact %s vanished before upload; skipped", path)
             with self._lock:
                 self._pending.artifacts.popleft()
+        while True:
+            with self._lock:
+                if not self._pending.images:
+                    break
+                image, key, step, ts = self._pending.images[0]
+            self._client.log_image(self.run_id, image, key=key, step=step, timestamp=ts)
+            with self._lock:
+                self._pending.images.popleft()
         with self._lock:
             status = self._pending.end_status
         if status:
@@ -335,7 +381,7 @@ def build_tracker(cfg: dict[str, Any] | None, run_id: str | None = None) -> Trac
     if backend == "none":
         return Tracker()
     if backend == "mlflow":
-        allowed = {"uri", "experiment", "run_name", "request_timeout"}
+        allowed = {"uri", "experiment", "run_name", "request_timeout", "system_metrics_interval_s"}
         unknown = set(cfg) - allowed
         if unknown:
             raise ValueError(f"tracking: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")

@@ -52,12 +52,11 @@ from torch import nn
 
 from opensora_core.checkpoint import SAMPLING_WEIGHT_FILES, list_checkpoints
 from opensora_core.config import RunConfig
-from opensora_core.data.video_io import IMAGE_FPS
+from opensora_core.data import conditioning
 from opensora_core.io import storage
 from opensora_core.models import build_model
 from opensora_core.models.checkpoint import load_checkpoint
 from opensora_core.models.layers import to_torch_dtype
-from opensora_core.models.registry import model_caps
 from opensora_core.models.text_encoders import build_text_encoder
 from opensora_core.models.vae import build_vae
 from opensora_core.sample.long import (
@@ -314,18 +313,16 @@ def video_info(cfg: RunConfig, batch: int, device: torch.device) -> dict[str, to
     """Size conditioning for ``cfg.multi_resolution``: the model's ``ModelCaps.video_info`` inputs (STDiT2:
     height, width, num_frames, ar, fps; PixArtMS: height, width, ar), 1-D float tensors of length ``batch``;
     ``ar = width / height``."""
-    keys = model_caps(cfg.model.type).video_info
-    if not cfg.multi_resolution or not keys:
+    if not cfg.multi_resolution:
         return {}
-    height, width = cfg.image_size  # type: ignore[misc]
-    values = {
-        "height": height,
-        "width": width,
-        "ar": width / height,
-        "num_frames": cfg.num_frames,
-        "fps": IMAGE_FPS if cfg.num_frames == 1 else cfg.fps,
-    }
-    return {key: torch.full((batch,), float(values[key]), device=device) for key in keys}  # type: ignore[arg-type]
+    return conditioning.video_info(
+        cfg.model.type,
+        tuple(cfg.image_size),
+        cfg.num_frames,
+        cfg.fps,
+        batch,
+        device,  # type: ignore[arg-type]
+    )
 
 
 def _device_of(module: nn.Module) -> torch.device:

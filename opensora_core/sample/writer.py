@@ -8,7 +8,8 @@ temporary name and renamed, so an interrupted run never leaves a truncated video
 ``prompt_as_path`` run would skip.
 
 Preview grids (``{save_dir}/preview/{stem}.png``): one row per sample of a prompt, up to ``max_frames`` evenly
-spaced frames per row, 2-pixel white separators.
+spaced frames per row, 2-pixel white separators, optionally a label above each row
+(:func:`opensora_core.utils.grid.labelled_grid`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
+from opensora_core.utils.grid import labelled_grid, to_uint8_frames, write_grid_png
 
 __all__ = [
     "PREVIEW_DIR",
@@ -72,15 +71,6 @@ def save_fps(fps: int, frame_interval: int) -> int:
     return max(1, int(fps) // int(frame_interval))
 
 
-def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """``[3, T, H, W]`` in [-1, 1] -> uint8 ``[T, H, W, 3]`` (clamped, ``round((x + 1) / 2 * 255)``)."""
-    import torch
-
-    x = video.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
-    x = ((x + 1.0) * 127.5).add_(0.5).clamp_(0, 255).to(torch.uint8)
-    return x.permute(1, 2, 3, 0).contiguous().numpy()
-
-
 def _even(frames: np.ndarray) -> np.ndarray:
     """Pad ``[T, H, W, 3]`` by repeating the last row/column to even H and W (yuv420p needs them)."""
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
@@ -125,32 +115,18 @@ def read_sample(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def preview_grid(rows: Sequence[np.ndarray], max_frames: int = 8, pad: int = 2) -> np.ndarray:
-    """Tile samples ``[T, H, W, 3]`` (one per row) into one uint8 image; up to ``max_frames`` evenly spaced
-    frames per row, ``pad`` white pixels between cells. Rows of another size are cropped/padded to the first."""
-    if not rows:
-        raise ValueError("preview_grid needs at least one sample")
-    height, width = rows[0].shape[1:3]
-    cols = min(max_frames, max(r.shape[0] for r in rows))
-    grid = np.full((len(rows) * (height + pad) - pad, cols * (width + pad) - pad, 3), 255, dtype=np.uint8)
-    for i, frames in enumerate(rows):
-        picks = np.linspace(0, frames.shape[0] - 1, min(cols, frames.shape[0])).round().astype(int)
-        for j, f in enumerate(picks):
-            tile = frames[f, :height, :width]
-            top, left = i * (height + pad), j * (width + pad)
-            grid[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
-    return grid
+    """Tile samples ``[T, H, W, 3]`` (one per row) into one uint8 image at their own size, without labels
+    (:func:`opensora_core.utils.grid.labelled_grid`)."""
+    return labelled_grid(rows, max_frames=max_frames, pad=pad, min_tile=1)
 
 
-def write_preview_grid(rows: Sequence[np.ndarray], path: str | os.PathLike[str], max_frames: int = 8) -> Path:
-    """Write :func:`preview_grid` of ``rows`` as a PNG (atomic) and return its path."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        Image.fromarray(preview_grid(rows, max_frames)).save(tmp, format="PNG")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+def write_preview_grid(
+    rows: Sequence[np.ndarray],
+    path: str | os.PathLike[str],
+    max_frames: int = 8,
+    labels: Sequence[str] | None = None,
+    min_tile: int = 1,
+) -> Path:
+    """Write the grid of ``rows`` (``labels``: a text above each row; frames under ``min_tile`` pixels
+    enlarged) as a PNG (atomic) and return its path."""
+    return write_grid_png(labelled_grid(rows, labels, max_frames=max_frames, min_tile=min_tile), path)

@@ -6,7 +6,8 @@ frame masks (``mask_ratios``), timesteps and noise from the step's keyed generat
 and to the model as ``x_mask``; all-reduce the loss and a non-finite flag so every rank agrees on skipping a
 bad step; backward, clip, AdamW step (through the backend), EMA update. Caption dropout is the model's own
 ``class_dropout_prob`` in train mode. Every ``log_every`` steps rank 0 writes a ``key=value`` log line and
-tracker metrics; every ``ckpt_every`` steps (and at the end) an atomic checkpoint is written; at the end rank 0
+tracker metrics; every ``ckpt_every`` steps (and at the end) an atomic checkpoint is written; every
+``preview_every`` steps rank 0 samples the preview grid (:mod:`opensora_core.train.preview`); at the end rank 0
 writes the final metrics file (step, metrics, checkpoint, MLflow run id) into the experiment folder.
 
 Bad steps: a step whose loss or gradient norm is not finite is skipped (no update, no EMA) and counted; after
@@ -151,8 +152,6 @@ class Trainer:
     def setup(self) -> None:
         """Resolve the checkpoint and experiment folder, build everything, restore state."""
         cfg, env = self.cfg, self.env
-        if cfg.wandb:
-            logger.warning("wandb=True is not supported; use tracking=dict(backend='mlflow', ...) instead")
         load_uri = self._on_rank0("resolving --load", self._resolve_load) if cfg.load else None
         if load_uri:
             logger.info(
@@ -181,6 +180,7 @@ class Trainer:
             grad_clip=cfg.grad_clip,
         )
         self.ema = EMA(self.backend.module, decay=cfg.ema_decay) if self.use_ema else None
+        self.previewer = self._build_previewer() if cfg.preview_every and self.is_main else None
         self.data = build_data(cfg, self.mesh.dp_size, self.mesh.dp_rank, self.device)
         running: dict[str, Any] = {}
         if self.load_dir is not None:
@@ -211,6 +211,20 @@ class Trainer:
             cfg.dtype,
             self.exp_dir,
         )
+
+    def _build_previewer(self) -> Any:
+        """Rank 0's preview sampler: a plain copy of the architecture (its initial weights are replaced at
+        every preview; built under a forked RNG so the run's random state does not depend on previews)."""
+        from opensora_core.models import build_model
+        from opensora_core.train.components import model_build_kwargs
+        from opensora_core.train.preview import PreviewSampler
+
+        comps = self.comps
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(
+                self.cfg.model.type, **model_build_kwargs(self.cfg, comps.vae, comps.text_encoder)
+            )
+        return PreviewSampler(self.cfg, model.to(self.device), comps.vae, comps.text_encoder)
 
     def _on_rank0(self, what: str, fn: Any) -> Any:
         """Run ``fn`` on rank 0 and give its result to every rank; a failure is raised on every rank."""
@@ -482,6 +496,8 @@ class Trainer:
                     self._abort(iter_start)
                 if cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0:
                     self.save_guard.periodic(functools.partial(self.save, iter_start), self.global_step)
+                if cfg.preview_every and self.global_step % cfg.preview_every == 0:
+                    self.preview()
                 if outcome.preempt:
                     self._preempt(iter_start)
                 self.faults.pause_if_due(self.global_step)
@@ -568,11 +584,33 @@ class Trainer:
         if self.is_main:
             logger.info(format_log_line(values))
             if self.tracker is not None:
-                from opensora_core.io.tracking import system_metrics
-
-                self.tracker.log_metrics({**metrics, **system_metrics()}, step=self.global_step)
+                self.tracker.log_metrics(metrics, step=self.global_step)
         self._window_loss, self._window_good, self._window_grad = 0.0, 0, []
         self.meter.reset_window()
+
+    # ================================================================================ preview
+    def preview(self) -> None:
+        """Sample the preview grid of this step and log it (collective: every rank gathers the weights).
+
+        A failing preview is reported and training goes on: the grid is for people, not for the run.
+        """
+        from opensora_core.train.preview import PREVIEW_KEY
+
+        t0 = time.perf_counter()
+        state = self.ema.state_dict() if self.ema is not None else self.backend.model_state_dict()
+        if self.previewer is not None:
+            try:
+                from opensora_core.utils.grid import encode_png
+
+                grid = self.previewer.grid(state, self.backend.autocast)
+                name = f"global_step{self.global_step}.png"
+                storage.write_bytes(storage.join(self.exp_dir, PREVIEW_KEY, name), encode_png(grid))
+                if self.tracker is not None:
+                    self.tracker.log_image(grid, PREVIEW_KEY, step=self.global_step)
+                    self.tracker.log_metrics({"preview_s": time.perf_counter() - t0}, step=self.global_step)
+            except Exception as e:  # noqa: BLE001 - see the docstring
+                logger.warning("preview at step %d failed (%s: %s)", self.global_step, type(e).__name__, e)
+        self.meter.start()  # preview time is not step time
 
     # ================================================================================ checkpoints
     def save(self, iter_start: int) -> str:

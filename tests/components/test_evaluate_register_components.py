@@ -44,6 +44,11 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
     for variant in ("ema", "untrained"):
         assert (tmp_path / "eval" / "r1" / variant / "sample_1.mp4").is_file()
         assert (tmp_path / "eval" / "r1" / "preview" / f"{variant}.png").is_file()
+    import numpy as np
+    from PIL import Image
+
+    preview = np.asarray(Image.open(tmp_path / "eval" / "r1" / "preview" / "ema.png"))
+    assert preview.shape[1] >= 384 and (preview[:12] < 80).any()  # the first prompt is written above its row
     assert set(out.metrics) >= {"colour_accuracy", "untrained/colour_accuracy", "colour_accuracy_gain"}
     assert metrics_art.metadata["colour_accuracy"] == out.metrics["colour_accuracy"]
     assert json.loads((tmp_path / "report.json").read_text())["global_step"] == 7
@@ -80,10 +85,13 @@ def test_evaluate_then_register_with_mlflow(checkpoint, tmp_path, mlflow_server)
     run = client.get_run(out.mlflow_run_id)
     assert run.data.metrics["untrained/colour_accuracy"] == out.metrics["untrained/colour_accuracy"]
     assert run.data.tags["opensora.pipeline_run_id"] == "pipe-7"
+    assert run.info.run_name == "pipe-7-eval"  # no pipeline run name given: the run id
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"videos", "preview", "report.json", "comparison.html"} <= artifacts
     previews = {a.path for a in client.list_artifacts(run.info.run_id, "preview")}
     assert {"preview/ema.png", "preview/untrained.png"} <= previews
+    videos = {a.path for a in client.list_artifacts(run.info.run_id, "videos/ema")}
+    assert {"videos/ema/sample_0.mp4", "videos/ema/sample_1.mp4"} <= videos
 
     registration = Artifact(uri=str(tmp_path / "reg.json"))
     reg = register.python_func(

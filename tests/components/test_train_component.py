@@ -183,6 +183,25 @@ def test_cluster_launcher_gets_spec_and_returns_checkpoint(tmp_path, monkeypatch
     assert outcome.final_metrics["loss"] == 0.5
 
 
+def test_the_mlflow_run_is_named_after_the_pipeline_run(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_launch(spec, **kwargs):
+        seen.append(spec.training_args())
+        if len(seen) == 1:
+            _fake_checkpoint(str(tmp_path / "run-3"))
+
+    monkeypatch.setattr("launchers.runner.launch", fake_launch)
+    monkeypatch.setenv("OPENSORA_ALLOWED_NAMESPACES", "ml")
+    common = dict(
+        config="c.py", metadata_uri="m.csv", outputs_uri=str(tmp_path), run_id="run-3", namespace="ml"
+    )
+    run_training(**common, experiment="exp", pipeline_run_name="opensora-train-20261202", log=lambda s: None)
+    run_training(**common, experiment="exp", log=lambda s: None)
+    assert "tracking.run_name=opensora-train-20261202-train" in seen[0]
+    assert "tracking.run_name=run-3-train" in seen[1]  # no pipeline run name: the run id
+
+
 def test_empty_image_means_this_release_train_image(tmp_path, monkeypatch):
     seen = {}
 

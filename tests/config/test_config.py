@@ -410,7 +410,6 @@ def test_train_cli_flags_map_to_fields():
             "--outputs", "s3://bucket/runs",
             "--batch-size", "2",
             "--start-from-scratch",
-            "--wandb", "false",
             "--seed", "1",
             "--cfg-options", "max_steps=3", "lr=1e-4",
         ],
@@ -424,6 +423,21 @@ def test_train_cli_flags_map_to_fields():
         1,
     )
     assert (cfg.start_from_scratch, cfg.wandb, cfg.max_steps, cfg.lr) == (True, False, 3, 1e-4)
+
+
+def test_wandb_flag_is_removed_with_a_pointer_to_mlflow(capsys):
+    for flag in (["--wandb"], ["--wandb", "false"]):
+        with pytest.raises(SystemExit):
+            parse_cli([str(V10_TRAIN), *flag], training=True)
+        err = capsys.readouterr().err
+        assert "--wandb was removed" in err and "tracking.backend=mlflow" in err
+
+
+def test_wandb_key_false_loads_and_true_names_the_key_and_the_fix():
+    assert load_config(V10_TRAIN).wandb is False  # upstream configs say `wandb = False`
+    with pytest.raises(ConfigError) as info:
+        load_config(V10_TRAIN, overrides={"wandb": True})
+    assert "wandb" in str(info.value) and "tracking = dict(backend='mlflow'" in str(info.value)
 
 
 def test_cfg_options_win_over_named_flags():

@@ -92,7 +92,7 @@ def test_default_gate_through_the_registry(setup):
     assert out.metrics["val_loss_improvement"] == 0.0
     assert not reg.champion and reg.aliases == ["candidate"]
     assert "val_loss_improvement=0 >= 0.1: FAIL" in " ".join(out.gate_decision["details"])
-    assert client.get_run(out.mlflow_run_id).info.run_name == "eval-pipeline-random"
+    assert client.get_run(out.mlflow_run_id).info.run_name == "pipeline-random-eval"
 
     # 2. the trained model: accepted, champion; the model card is the version's description
     out, reg = _evaluate_and_register(setup, setup["trained"], "trained")

@@ -81,3 +81,38 @@ def test_mlflow_outage_mid_run_buffers_and_recovers(tmp_path):
         assert len(client.get_metric_history(run_id, "loss")) == 16
     finally:
         server.stop()
+
+
+@pytest.mark.integration
+def test_system_metrics_and_step_images_reach_a_real_run(mlflow_server):
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    tracker = MLflowTracker(uri=mlflow_server.uri, experiment="system", system_metrics_interval_s=0.2)
+    for step in (2, 4):
+        tracker.log_image(np.full((8, 16, 3), 40 * step, dtype=np.uint8), key="preview", step=step)
+    time.sleep(1.5)  # a few samples of MLflow's monitor
+    tracker.close()
+
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(tracker.run_id)
+    system = {k for k in run.data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
+    assert len(client.get_metric_history(tracker.run_id, "system/cpu_utilization_percentage")) >= 2
+    images = [a.path for a in client.list_artifacts(tracker.run_id, "images")]
+    steps = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images if p.endswith(".png"))
+    assert steps == [2, 4] and all(p.startswith("images/preview+step+") for p in images)
+    assert run.info.status == "FINISHED"
+
+
+def test_system_metrics_can_be_switched_off(mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    tracker = build_tracker(
+        {"backend": "mlflow", "uri": mlflow_server.uri, "experiment": "quiet", "system_metrics_interval_s": 0}
+    )
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    time.sleep(0.5)
+    tracker.close()
+    metrics = MlflowClient(mlflow_server.uri).get_run(tracker.run_id).data.metrics
+    assert metrics == {"loss": 1.0}

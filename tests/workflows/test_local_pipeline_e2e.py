@@ -44,9 +44,12 @@ def test_local_pipeline_end_to_end(tmp_path):
     eval_run = client.get_run(mv.run_id)
     assert eval_run.data.metrics["colour_accuracy"] == result.metrics["colour_accuracy"]
     train_runs = client.search_runs(
-        [client.get_experiment_by_name("opensora-demo").experiment_id], "tags.mlflow.runName LIKE 'train-%'"
+        [client.get_experiment_by_name("opensora-demo").experiment_id], "tags.mlflow.runName LIKE '%-train'"
     )
     assert len(train_runs) == 1 and "loss" in train_runs[0].data.metrics
+    # the runs are named after the pipeline run (KFP local: opensora-train-<timestamp>), one suffix per step
+    pipeline_run = train_runs[0].info.run_name.removesuffix("-train")
+    assert pipeline_run.startswith("opensora-train-") and eval_run.info.run_name == f"{pipeline_run}-eval"
     saved = json.loads((tmp_path / "demo" / "demo_result.json").read_text())
     assert saved["model_version"] == "1"
     assert " ui --backend-store-uri sqlite:///" in result.report()

@@ -5,7 +5,8 @@ python -m opensora_core.data.prepare split-scenes meta.csv -o clips.csv --clip-d
 python -m opensora_core.data.prepare score clips.csv -o scored.csv [--aesthetic-clip M --aesthetic-head H.pth]
 python -m opensora_core.data.prepare filter scored.csv -o kept.csv --config filter.json
 python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv]
-python -m opensora_core.data.prepare dedup captioned.csv -o train.csv
+python -m opensora_core.data.prepare dedup captioned.csv -o deduped.csv
+python -m opensora_core.data.prepare holdout deduped.csv -o train.csv --eval-fraction 0.1 [--eval-output eval.csv]
 python -m opensora_core.data.prepare report train.csv --out-dir report/ [--bucket-config buckets.json]
 python -m opensora_core.data.prepare curate RAW --root curated/ --shards 8 --workers 4 [--config curate.json]
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from opensora_core.data.prepare import OutputExistsError
 
-STAGES = ("split-scenes", "score", "filter", "caption", "dedup", "report", "curate")
+STAGES = ("split-scenes", "score", "filter", "caption", "dedup", "holdout", "report", "curate")
 
 
 def _json_or_file(text: str) -> Any:
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("dedup", "drop exact and near duplicates")
     p.add_argument("--exact-only", action="store_true")
     p.add_argument("--max-distance", type=int, default=6)
+    p = stage("holdout", "train / held-out split by a hash of the clip path")
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="share of the clips held out, in [0, 1)")
+    p.add_argument("--eval-output", help="held-out table (default: OUTPUT's stem + .eval + its extension)")
+    p.add_argument("--salt", default="", help="prefix hashed with each key (another salt, another split)")
+    p.add_argument(
+        "--by-source", action="store_true", help="hash source_path: all clips of one video on one side"
+    )
     p = stage("report", "histograms and bucket counts of a table")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--bucket-config", type=_json_or_file, help="bucket_config as JSON or a JSON file")
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_stage(args: argparse.Namespace) -> Any:
     """Run the stage ``args.stage``; returns its report."""
-    from opensora_core.data.curate import captions, dedup, filter, report, scenes, scores
+    from opensora_core.data.curate import captions, dedup, filter, holdout, report, scenes, scores
 
     if args.stage == "split-scenes":
         cfg = scenes.SceneSplitConfig(
@@ -123,6 +131,16 @@ def run_stage(args: argparse.Namespace) -> Any:
     if args.stage == "dedup":
         return dedup.dedup(
             args.input, args.output, not args.exact_only, args.max_distance, overwrite=args.overwrite
+        )
+    if args.stage == "holdout":
+        return holdout.holdout(
+            args.input,
+            args.output,
+            args.eval_fraction,
+            args.eval_output,
+            args.salt,
+            args.by_source,
+            args.overwrite,
         )
     if args.stage == "report":
         return report.dataset_report(args.input, args.out_dir, args.bucket_config, args.frame_interval)

@@ -83,6 +83,17 @@ class DedupSettings(BaseModel):
     max_distance: int = Field(6, ge=0, le=64)
 
 
+class HoldoutSettings(BaseModel):
+    """``holdout`` settings, run once on the merged, deduplicated table (see
+    :func:`opensora_core.data.curate.holdout.holdout`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    salt: str = ""
+    by_source: bool = Field(False, description="hash source_path: all clips of one video on the same side")
+
+
 class CurateConfig(BaseModel):
     """Which stages run and how (unknown keys are rejected); a ``None`` stage is skipped.
 
@@ -97,6 +108,7 @@ class CurateConfig(BaseModel):
     filter: FilterConfig | None = Field(default_factory=FilterConfig)
     caption: CaptionSettings | None = Field(default_factory=CaptionSettings)
     dedup: DedupSettings | None = Field(default_factory=DedupSettings)
+    holdout: HoldoutSettings | None = Field(None, description="held-out table ROOT/eval.csv (None: no split)")
     bucket_config: dict[str, Any] | None = None
     frame_interval: int = Field(1, ge=1)
 

@@ -4,7 +4,7 @@ python -m opensora_core.data.prepare probe RAW -o meta.csv
 python -m opensora_core.data.prepare split-scenes meta.csv -o clips.csv --clip-dir clips/ --min-seconds 2
 python -m opensora_core.data.prepare score clips.csv -o scored.csv [--aesthetic-clip M --aesthetic-head H.pth]
 python -m opensora_core.data.prepare filter scored.csv -o kept.csv --config filter.json
-python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv]
+python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv] [--model M]
 python -m opensora_core.data.prepare dedup captioned.csv -o deduped.csv
 python -m opensora_core.data.prepare holdout deduped.csv -o train.csv --eval-fraction 0.1 [--eval-output eval.csv]
 python -m opensora_core.data.prepare report train.csv --out-dir report/ [--bucket-config buckets.json]
@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", help="captions table (path,text)")
     p.add_argument("--min-words", type=int, default=1)
     p.add_argument("--max-words", type=int, default=200)
+    p.add_argument("--model", help="generate missing captions: image-text-to-text model folder or hub id")
+    p.add_argument("--prompt", help="generation prompt (default: a describe-the-video chat turn, or none)")
+    p.add_argument("--frames", type=int, default=3, help="frames per clip, tiled into one image")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=8, help="clips per generation call")
     p = stage("dedup", "drop exact and near duplicates")
     p.add_argument("--exact-only", action="store_true")
     p.add_argument("--max-distance", type=int, default=6)
@@ -126,7 +131,17 @@ def run_stage(args: argparse.Namespace) -> Any:
         return filter.filter_table(args.input, args.output, args.config, args.overwrite)
     if args.stage == "caption":
         return captions.caption(
-            args.input, args.output, args.captions, args.min_words, args.max_words, args.overwrite
+            args.input,
+            args.output,
+            args.captions,
+            args.min_words,
+            args.max_words,
+            args.overwrite,
+            model=args.model,
+            prompt=args.prompt,
+            num_frames=args.frames,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
         )
     if args.stage == "dedup":
         return dedup.dedup(

@@ -72,6 +72,11 @@ class CaptionSettings(BaseModel):
     captions: str | None = Field(None, description="a path,text captions table (absolute path or s3://)")
     min_words: int = Field(1, ge=1)
     max_words: int = Field(200, ge=1)
+    model: str | None = Field(None, description="image-text-to-text model generating missing captions")
+    prompt: str | None = None
+    frames: int = Field(3, ge=1)
+    max_new_tokens: int = Field(60, ge=1)
+    batch_size: int = Field(8, ge=1)
 
 
 class DedupSettings(BaseModel):
@@ -232,7 +237,9 @@ def _stages(cfg: CurateConfig, shard: str) -> list[tuple[str, str, dict[str, Any
         c = cfg.caption
         out.append(
             ("caption", "captioned.csv", c.model_dump(),
-             lambda i, o: captions.caption(i, o, c.captions, c.min_words, c.max_words)),
+             lambda i, o: captions.caption(
+                 i, o, c.captions, c.min_words, c.max_words, model=c.model, prompt=c.prompt,
+                 num_frames=c.frames, max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, progress=False)),
         )  # fmt: skip
     return out
 

@@ -10,14 +10,18 @@
    faithful imitation of ``torchvision.io.read_video`` (pyav backend) in the reference loader: decode every
    frame with PyAV's default codec settings, convert every frame to RGB, stack, index. All variants load the
    same windows, interleaved in rounds; wall-time rates are the best round, CPU-time rates (process CPU time
-   of all threads, insensitive to other load on the machine) the best round too.
+   of all threads, insensitive to other load on the machine) the best round too. With ``--reference REF12
+   --reference-torchvision TV`` the reference itself is measured too (``*_vs_reference`` lines): Open-Sora 1.2's
+   ``read_video(path, backend="av")`` imported from the checkout REF12 with torchvision's pyav reader from TV
+   (:mod:`benchmarks._reference_video`), and ours is checked to return its pixels.
 2. Bucket assignment over synthetic metadata rows with the Open-Sora v1.1 stage3 bucket_config:
    ``baseline`` = the reference way, ``DataFrame.apply(get_bucket_id, axis=1)`` in one process (pandarallel
    with ``num_bucket_build_workers=1``; measured on a subset, rows/s); ``ours`` = the vectorised
    :meth:`Bucket.assign` (bit-exact keep_prob draws) with 1 process and with 2 worker processes.
 3. The whole per-epoch bucket plan of :class:`VariableVideoBatchSampler` (assignment, grouping, shuffles).
 
-Usage: ``python benchmarks/data.py [--quick] [--rows N] [--videos N] [--clips N]``.
+Usage: ``python benchmarks/data.py [--quick] [--rows N] [--videos N] [--clips N] [--reference REF12
+--reference-torchvision TV]``.
 """
 
 from __future__ import annotations
@@ -104,6 +108,17 @@ def bench_clip_loading(args: argparse.Namespace, workdir: Path) -> None:
         clip = full[temporal_random_crop_indices(len(full), 16, 3, rng)]
         assert clip.shape == (16, h, w, 3)
 
+    reference = None
+    if args.reference:
+        from benchmarks._reference_video import load_read_video
+
+        reference = load_read_video(Path(args.reference), Path(args.reference_torchvision))
+
+    def reference_load(path: Path, rng: random.Random) -> None:
+        full, _ = reference(str(path), backend="av")  # uint8 [T, C, H, W] tensor
+        clip = full[temporal_random_crop_indices(len(full), 16, 3, rng)]
+        assert tuple(clip.shape) == (16, 3, h, w)
+
     def ours(threads: int | None):  # noqa: ANN202
         def load(path: Path, rng: random.Random) -> None:
             clip, _ = read_clip(path, 16, 3, rng, decode_threads=threads)
@@ -121,10 +136,17 @@ def bench_clip_loading(args: argparse.Namespace, workdir: Path) -> None:
                 )
             )
         read_clip(paths[0], 16, 3, random.Random(0))  # warm-up: first decode in a process is slower
+        if reference is not None:  # the same pixels as the reference's reader, for every file
+            window = temporal_random_crop_indices(num_frames, 16, 3, random.Random(7))
+            for path in paths:
+                ref = reference(str(path), backend="av")[0][window].permute(0, 2, 3, 1).numpy()
+                assert np.array_equal(read_clip(path, 16, 3, random.Random(7), decode_threads=1)[0], ref)
         threads = resolve_decode_threads(None)
-        base = ours_auto = ours_one = (0.0, 0.0)
+        base = ours_auto = ours_one = ref_rates = (0.0, 0.0)
         for _ in range(max(1, args.repeats)):  # interleaved so that every variant sees the same load
             base = max_rates(base, clip_rates(baseline, paths, args.baseline_clips))
+            if reference is not None:
+                ref_rates = max_rates(ref_rates, clip_rates(reference_load, paths, args.baseline_clips))
             ours_auto = max_rates(ours_auto, clip_rates(ours(None), paths, args.clips))
             ours_one = max_rates(ours_one, clip_rates(ours(1), paths, args.clips))
         name = f"clip_load_16f_interval3_{h}p_{seconds:g}s_keyint{keyint}"
@@ -146,6 +168,37 @@ def bench_clip_loading(args: argparse.Namespace, workdir: Path) -> None:
             "clips/cpu-s",
             detail=f"{detail}; ours decode_threads=1; CPU time",
         )
+        if reference is not None:
+            ref_detail = (
+                f"{detail.split('; baseline')[0]}; reference = Open-Sora 1.2 read_video(backend='av') from "
+                f"{args.reference} (torchvision pyav reader from {args.reference_torchvision}) + indexing, "
+                f"{args.baseline_clips} windows per round; ours returns the same pixels (checked)"
+            )
+            for suffix, rates, what in (
+                ("", ours_auto, auto),
+                ("_1thread", ours_one, "ours decode_threads=1"),
+            ):
+                emit(
+                    f"{name}{suffix}_vs_reference",
+                    rates[0],
+                    ref_rates[0],
+                    "clips/s",
+                    detail=f"{ref_detail}; {what}",
+                )
+                emit(
+                    f"{name}{suffix}_vs_reference_cpu",
+                    rates[1],
+                    ref_rates[1],
+                    "clips/cpu-s",
+                    detail=f"{ref_detail}; {what}; CPU time",
+                )
+            emit(
+                f"{name}_imitation_vs_reference",
+                base[0],
+                ref_rates[0],
+                "clips/s",
+                detail=f"{ref_detail}; ours = the baseline imitation read_video_full (how faithful it is)",
+            )
 
 
 def max_rates(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
@@ -262,9 +315,19 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--reference",
+        help="Open-Sora 1.2 checkout: also measure its read_video (see benchmarks/_reference_video.py)",
+    )
+    parser.add_argument(
+        "--reference-torchvision",
+        help="folder with torchvision<=0.21 (pip --no-deps --target) for --reference",
+    )
     parser.add_argument("--skip-clips", action="store_true")
     parser.add_argument("--skip-buckets", action="store_true")
     args = parser.parse_args()
+    if bool(args.reference) != bool(args.reference_torchvision):
+        parser.error("--reference and --reference-torchvision go together")
     if args.quick:
         args.rows, args.baseline_rows, args.videos, args.clips, args.baseline_clips = 30_000, 500, 1, 4, 2
         args.repeats = 1

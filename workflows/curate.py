@@ -12,7 +12,8 @@ dataset run), ``runtime_image`` and the cluster wiring of workflows/train.py (Co
 At most ``PARALLELISM`` shard pods run at once: KFP takes ``ParallelFor(parallelism=...)`` at compile time, so
 it is an argument of :func:`make_curate_pipeline` rather than a run parameter (``num_shards`` is the run-time
 knob). The merge step's ``report`` artifact is the HTML dataset report; its ``metadata_uri`` output is the
-training table to pass to the train pipeline's ``metadata_uri``.
+training table to pass to the train pipeline's ``metadata_uri``; ``eval_metadata_uri`` the held-out table of a
+``holdout`` config (empty without one).
 """
 
 from typing import Any, NamedTuple
@@ -34,6 +35,7 @@ class CurateOutputs(NamedTuple):
     """What a curation run returns."""
 
     metadata_uri: str
+    eval_metadata_uri: str
     num_clips: int
     dataset_sha256: str
     mlflow_run_id: str
@@ -93,6 +95,7 @@ def make_curate_pipeline(parallelism: int = PARALLELISM) -> Any:
         _cluster_wiring(merged, *wiring)
         return CurateOutputs(
             merged.outputs["metadata_uri"],
+            merged.outputs["eval_metadata_uri"],
             merged.outputs["num_clips"],
             merged.outputs["dataset_sha256"],
             merged.outputs["mlflow_run_id"],

@@ -60,9 +60,8 @@ def evaluate(
     registered model whose champion the gate compares with (empty: ``opensora-{family}-{size}`` of the
     checkpoint's config); ``gate``: ``{"thresholds": {...}, "margins": {...}}`` (empty: the defaults).
     ``run_name``: the pipeline run's name (the MLflow run is ``{run_name}-eval``; empty: ``{run_id}-eval``).
-    ``clip_model``: CLIP hub id
-    or folder for ``clip_score`` (empty: off); ``fvd_extractor``: TorchScript file (trusted: it runs its graph)
-    or transformers video model for ``fvd`` against ``val_table`` (empty: off).
+    ``clip_model``: CLIP hub id or folder for ``clip_score`` (empty: off); ``fvd_extractor``: TorchScript file
+    (trusted: it runs its graph) or transformers video model for ``fvd`` against ``val_table`` (empty: off).
     """
     import json
     import math

@@ -25,13 +25,20 @@ def merge_shards(
     run_name: str = "",
 ) -> NamedTuple(
     "MergeOutputs",
-    [("metadata_uri", str), ("num_clips", int), ("dataset_sha256", str), ("mlflow_run_id", str)],
+    [
+        ("metadata_uri", str),
+        ("eval_metadata_uri", str),
+        ("num_clips", int),
+        ("dataset_sha256", str),
+        ("mlflow_run_id", str),
+    ],
 ):
     """Merge the shard ``results`` (``result.json`` locations from ``curate_shard``) under ``root_uri``.
 
     ``tracking_uri`` (empty: ``MLFLOW_TRACKING_URI`` from the environment, none: no MLflow run) receives a dataset
     run with ``mlflow.log_input`` lineage and the report, named ``{run_name}-dataset`` (``run_name``: the pipeline
     run's name; empty: ``curate-<root folder>``). Fails when fewer than ``min_clips`` clips remain.
+    ``eval_metadata_uri`` is the held-out table of a ``holdout`` config (empty without one).
     """
     import logging
     import os
@@ -58,5 +65,8 @@ def merge_shards(
     report.metadata.update(
         {"metadata_uri": curation["table"], "num_clips": curation["rows"], "sha256": digest}
     )
-    outputs = namedtuple("MergeOutputs", ["metadata_uri", "num_clips", "dataset_sha256", "mlflow_run_id"])
-    return outputs(curation["table"], curation["rows"], digest, run_id)
+    outputs = namedtuple(
+        "MergeOutputs",
+        ["metadata_uri", "eval_metadata_uri", "num_clips", "dataset_sha256", "mlflow_run_id"],
+    )
+    return outputs(curation["table"], curation["eval_table"] or "", curation["rows"], digest, run_id)

@@ -9,6 +9,10 @@ A row is held out when ``u(path) < eval_fraction``, where ``u`` maps the SHA-256
 or machine) or the path as written when it lies elsewhere. Adding or removing rows never moves another row
 between the two sides. With ``eval_fraction > 0`` at least one row is held out (the one with the smallest
 ``u``) and at least one row stays for training, otherwise ValueError.
+
+``by_source=True`` hashes a row's ``source_path`` (the long video a scene clip was cut from) instead of its
+path, so all clips of one source land on the same side and no held-out clip has a sibling in training; rows
+without a source use their path (the at-least-one rules above then move whole groups).
 """
 
 from __future__ import annotations
@@ -50,17 +54,22 @@ def held_out_score(key: str, salt: str = "") -> float:
 
 
 def split_table(
-    table: pd.DataFrame, eval_fraction: float, table_folder: str | None = None, salt: str = ""
+    table: pd.DataFrame,
+    eval_fraction: float,
+    table_folder: str | None = None,
+    salt: str = "",
+    by_source: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(train, held_out)`` rows of ``table`` (its ``path`` column; see the module docstring)."""
+    """``(train, held_out)`` rows of ``table`` (its ``path`` column, or ``source_path`` with ``by_source``; see
+    the module docstring)."""
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
     if "path" not in table.columns:
         raise ValueError(f"the metadata table has no 'path' column (has {list(table.columns)})")
-    scores = pd.Series(
-        [held_out_score(split_key(p, table_folder), salt) for p in table["path"].astype(str)],
-        index=table.index,
-    )
+    keys = table["path"].astype(str).tolist()
+    if by_source and "source_path" in table.columns:
+        keys = [s if isinstance(s, str) and s else k for s, k in zip(table["source_path"], keys, strict=True)]
+    scores = pd.Series([held_out_score(split_key(k, table_folder), salt) for k in keys], index=table.index)
     held = scores < eval_fraction
     if eval_fraction > 0 and not held.any() and len(table):
         held = scores == scores.min()

@@ -43,6 +43,7 @@ def test_plan_curate_merge_components(tmp_path, monkeypatch):
     )
 
     assert out.metadata_uri == str(root / "train.csv") and out.num_clips == 6
+    assert out.eval_metadata_uri == ""  # no holdout in CONFIG
     assert out.dataset_sha256 == hashlib.sha256((root / "train.csv").read_bytes()).hexdigest()
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page and "split-scenes" in page

@@ -135,6 +135,24 @@ def test_decode_threads_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_decode_threads(-2)
 
 
+def test_header_only_open_keeps_what_the_readers_use(tmp_path: Path) -> None:
+    """MP4 opened for reading skips the probing decode, with the same stream fields and packet timestamps."""
+    path = make_test_video(tmp_path / "v.mp4", "bframes")
+    with video_io._open(path) as probed, video_io._open(path, header_only=True) as header:
+        a, b = probed.streams.video[0], header.streams.video[0]
+        for name in ("frames", "time_base", "start_time", "average_rate"):
+            assert getattr(a, name) == getattr(b, name), name
+        assert (a.codec_context.width, a.codec_context.height) == (
+            b.codec_context.width,
+            b.codec_context.height,
+        )
+        assert b.codec_context.pix_fmt is None and a.codec_context.pix_fmt == "yuv420p"  # nothing was decoded
+        assert [p.pts for p in probed.demux(a)] == [p.pts for p in header.demux(b)]
+        assert (
+            header.streams.video[0].codec_context.skip_frame == "DEFAULT"
+        )  # the reading decoder decodes all
+
+
 def test_other_containers_and_rates(tmp_path: Path) -> None:
     import av
 

@@ -32,6 +32,7 @@ def test_curate_pipeline_shards_in_parallel_then_merges():
     assert {"raw_data_uri", "curated_uri", "num_shards", "config", "mlflow_tracking_uri"} <= set(params)
     assert set(spec["root"]["outputDefinitions"]["parameters"]) == {
         "metadata_uri",
+        "eval_metadata_uri",
         "num_clips",
         "dataset_sha256",
         "mlflow_run_id",

@@ -9,4 +9,5 @@ it (:mod:`.common`), and can run alone or in any order:
 ``filter``        :mod:`.filter` (typed thresholds; every dropped row with its rule)
 ``caption``       :mod:`.captions` (captions from the table or sidecar ``.txt`` files, cleaned)
 ``dedup``         :mod:`.dedup` (exact content hash, near duplicates by keyframe dHash)
+``holdout``       :mod:`.holdout` (train / held-out split by a hash of the clip path)
 """

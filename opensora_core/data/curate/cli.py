@@ -5,8 +5,9 @@ python -m opensora_core.data.prepare split-scenes meta.csv -o clips.csv --clip-d
 python -m opensora_core.data.prepare score clips.csv -o scored.csv [--aesthetic-clip M --aesthetic-head H.pth]
     [--text-match-clip M]
 python -m opensora_core.data.prepare filter scored.csv -o kept.csv --config filter.json
-python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv]
-python -m opensora_core.data.prepare dedup captioned.csv -o train.csv
+python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv] [--model M]
+python -m opensora_core.data.prepare dedup captioned.csv -o deduped.csv
+python -m opensora_core.data.prepare holdout deduped.csv -o train.csv --eval-fraction 0.1 [--eval-output eval.csv]
 python -m opensora_core.data.prepare report train.csv --out-dir report/ [--bucket-config buckets.json]
 python -m opensora_core.data.prepare curate RAW --root curated/ --shards 8 --workers 4 [--config curate.json]
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from opensora_core.data.prepare import OutputExistsError
 
-STAGES = ("split-scenes", "score", "filter", "caption", "dedup", "report", "curate")
+STAGES = ("split-scenes", "score", "filter", "caption", "dedup", "holdout", "report", "curate")
 
 
 def _json_or_file(text: str) -> Any:
@@ -75,9 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", help="captions table (path,text)")
     p.add_argument("--min-words", type=int, default=1)
     p.add_argument("--max-words", type=int, default=200)
+    p.add_argument("--model", help="generate missing captions: image-text-to-text model folder or hub id")
+    p.add_argument("--prompt", help="generation prompt (default: a describe-the-video chat turn, or none)")
+    p.add_argument("--frames", type=int, default=3, help="frames per clip, tiled into one image")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=8, help="clips per generation call")
     p = stage("dedup", "drop exact and near duplicates")
     p.add_argument("--exact-only", action="store_true")
     p.add_argument("--max-distance", type=int, default=6)
+    p = stage("holdout", "train / held-out split by a hash of the clip path")
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="share of the clips held out, in [0, 1)")
+    p.add_argument("--eval-output", help="held-out table (default: OUTPUT's stem + .eval + its extension)")
+    p.add_argument("--salt", default="", help="prefix hashed with each key (another salt, another split)")
+    p.add_argument(
+        "--by-source", action="store_true", help="hash source_path: all clips of one video on one side"
+    )
     p = stage("report", "histograms and bucket counts of a table")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--bucket-config", type=_json_or_file, help="bucket_config as JSON or a JSON file")
@@ -98,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_stage(args: argparse.Namespace) -> Any:
     """Run the stage ``args.stage``; returns its report."""
-    from opensora_core.data.curate import captions, dedup, filter, report, scenes, scores
+    from opensora_core.data.curate import captions, dedup, filter, holdout, report, scenes, scores
 
     if args.stage == "split-scenes":
         cfg = scenes.SceneSplitConfig(
@@ -125,11 +138,31 @@ def run_stage(args: argparse.Namespace) -> Any:
         return filter.filter_table(args.input, args.output, args.config, args.overwrite)
     if args.stage == "caption":
         return captions.caption(
-            args.input, args.output, args.captions, args.min_words, args.max_words, args.overwrite
+            args.input,
+            args.output,
+            args.captions,
+            args.min_words,
+            args.max_words,
+            args.overwrite,
+            model=args.model,
+            prompt=args.prompt,
+            num_frames=args.frames,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
         )
     if args.stage == "dedup":
         return dedup.dedup(
             args.input, args.output, not args.exact_only, args.max_distance, overwrite=args.overwrite
+        )
+    if args.stage == "holdout":
+        return holdout.holdout(
+            args.input,
+            args.output,
+            args.eval_fraction,
+            args.eval_output,
+            args.salt,
+            args.by_source,
+            args.overwrite,
         )
     if args.stage == "report":
         return report.dataset_report(args.input, args.out_dir, args.bucket_config, args.frame_interval)

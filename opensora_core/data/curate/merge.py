@@ -2,8 +2,9 @@
 
 :func:`merge_shards` concatenates the shards' last tables (``ROOT/merged.csv``), runs ``dedup`` on the whole
 (duplicates in different shards are found there; rows are in source order, so the copy kept is the one from
-the first source path, as in an unsharded run; ``ROOT/train.csv``), and writes the dataset report to
-``ROOT/report/``: ``curation.json`` (per stage: rows in/out summed over shards, shards served from the cache,
+the first source path, as in an unsharded run; ``ROOT/train.csv``), with a ``holdout`` config splits that into
+``ROOT/train.csv`` and the held-out ``ROOT/eval.csv`` (the deduplicated table is then ``ROOT/deduped.csv``), and
+writes the dataset report of the training table to ``ROOT/report/``: ``curation.json`` (per stage: rows in/out summed over shards, shards served from the cache,
 drops per rule; every dropped row with its stage and rule; the table's SHA-256), the histograms and bucket table of
 :func:`.report.dataset_report`, and ``report.html`` (:func:`.report.render_html`, PNGs inlined).
 :func:`run_curation` is plan -> shards in worker processes -> merge, the local twin of the KFP pipeline
@@ -81,7 +82,7 @@ def merge_shards(
 
     ``report_dir`` (local; default ``ROOT/report``, for an ``s3://`` root a temp folder whose files are also
     copied to ``ROOT/report/``) receives the PNGs, ``curation.json`` and ``report.html``."""
-    from opensora_core.data.curate import dedup, report
+    from opensora_core.data.curate import dedup, holdout, report
 
     t0 = time.perf_counter()
     cfg = as_config(config)
@@ -102,11 +103,18 @@ def merge_shards(
     merged = _source_order(pd.concat(tables, ignore_index=True))
     merged_path = _sub(root, "merged.csv")
     write_stage("merge", plan_path, merged_path, merged, len(merged), [], t0, overwrite=False)
-    final = merged_path
+    final, eval_table = merged_path, None
     if cfg.dedup is not None and len(merged):
-        final = _sub(root, "train.csv")
+        final = _sub(root, "deduped.csv" if cfg.holdout is not None else "train.csv")
         rep = dedup.dedup(merged_path, final, cfg.dedup.near, cfg.dedup.max_distance)
         reports.append((json.loads(json.dumps(asdict(rep), default=str)), False))
+    if cfg.holdout is not None and len(merged):
+        h = cfg.holdout
+        split = holdout.holdout(
+            final, _sub(root, "train.csv"), h.eval_fraction, _sub(root, "eval.csv"), h.salt, h.by_source
+        )
+        reports.append((json.loads(json.dumps(asdict(split), default=str)), False))
+        final, eval_table = split.output, split.details["eval_output"]
     out_dir = os.fspath(report_dir) if report_dir else None
     if out_dir is None:
         out_dir = tempfile.mkdtemp(prefix="opensora-report-") if is_uri(root) else _sub(root, "report")
@@ -114,6 +122,7 @@ def merge_shards(
     curation = {
         "root": root,
         "table": final,
+        "eval_table": eval_table,
         "sha256": dedup.file_sha256(final),
         "rows": dataset["rows"],
         "num_shards": len(shards),

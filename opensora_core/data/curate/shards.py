@@ -73,6 +73,11 @@ class CaptionSettings(BaseModel):
     captions: str | None = Field(None, description="a path,text captions table (absolute path or s3://)")
     min_words: int = Field(1, ge=1)
     max_words: int = Field(200, ge=1)
+    model: str | None = Field(None, description="image-text-to-text model generating missing captions")
+    prompt: str | None = None
+    frames: int = Field(3, ge=1)
+    max_new_tokens: int = Field(60, ge=1)
+    batch_size: int = Field(8, ge=1)
 
 
 class DedupSettings(BaseModel):
@@ -82,6 +87,17 @@ class DedupSettings(BaseModel):
 
     near: bool = True
     max_distance: int = Field(6, ge=0, le=64)
+
+
+class HoldoutSettings(BaseModel):
+    """``holdout`` settings, run once on the merged, deduplicated table (see
+    :func:`opensora_core.data.curate.holdout.holdout`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    salt: str = ""
+    by_source: bool = Field(False, description="hash source_path: all clips of one video on the same side")
 
 
 class CurateConfig(BaseModel):
@@ -98,6 +114,7 @@ class CurateConfig(BaseModel):
     filter: FilterConfig | None = Field(default_factory=FilterConfig)
     caption: CaptionSettings | None = Field(default_factory=CaptionSettings)
     dedup: DedupSettings | None = Field(default_factory=DedupSettings)
+    holdout: HoldoutSettings | None = Field(None, description="held-out table ROOT/eval.csv (None: no split)")
     bucket_config: dict[str, Any] | None = None
     frame_interval: int = Field(1, ge=1)
 
@@ -222,7 +239,9 @@ def _stages(cfg: CurateConfig, shard: str) -> list[tuple[str, str, dict[str, Any
         c = cfg.caption
         out.append(
             ("caption", "captioned.csv", c.model_dump(),
-             lambda i, o: captions.caption(i, o, c.captions, c.min_words, c.max_words)),
+             lambda i, o: captions.caption(
+                 i, o, c.captions, c.min_words, c.max_words, model=c.model, prompt=c.prompt,
+                 num_frames=c.frames, max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, progress=False)),
         )  # fmt: skip
     return out
 

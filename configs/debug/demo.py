@@ -57,7 +57,7 @@ tracking = dict(backend="none")  # the pipeline switches MLflow on
 epochs = 10000
 max_steps = 1000
 log_every = 50
-ckpt_every = 0  # one checkpoint, at the end
+ckpt_every = 250  # intermediate checkpoints: the demo evaluates each one for its learning curve
 ema_decay = 0.95
 
 batch_size = 32  # per process; 2 processes

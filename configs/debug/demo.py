@@ -26,8 +26,11 @@
 #   fewer than 2 frames score direction "none" (28% of them) and a static shape scores "left" (a tie).
 # - Data: paths through the middle of the frame (synthetic jitter=1, workflows/demo.py) raise colour from 78% to
 #   91% at 1000 steps (direction unchanged: 9%); the data stays balanced over colour x shape x direction.
-# - Sampling steps matter most: the same 1000-step checkpoint scores direction 9% with 50 IDDPM steps, 31% with
-#   100, 250 or 1000 steps (colour 91-94%); the demo evaluates with 100.
+# - Sampling steps: one 1000-step checkpoint scored direction 9% with 50 IDDPM steps and 31% with 100, 250 or 1000
+#   (colour 91-94%), but the demo run's own 1000-step checkpoint scored 12.5% with both 50 and 100: not a fix, the
+#   demo keeps 50.
+# - The demo as committed (1000 steps, 50 sampling steps): colour 90.6%, direction 12.5%, validation loss 98.4%
+#   below the untrained model's; its curve: direction 9.4 / 6.2 / 12.5 / 12.5% at steps 250-1000.
 # - Tried, no better at 1000 steps: x0-prediction (scheduler.predict_xstart; direction 25% at 500 steps, 16% at
 #   1000, colour 72%, patchy samples); batch 16 x 2000 steps (colour 25%, direction 6% at step 1000); Latte-XL/2
 #   with the tiny CLIP (temporal table in the residual stream; colour 81%, direction 9%); guidance 1-2.5 (fewer

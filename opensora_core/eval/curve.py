@@ -119,7 +119,7 @@ def plot_curve(points: Sequence[CurvePoint], path: str | Path, title: str = "cap
         ax.set_ylim(0, 102)
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()

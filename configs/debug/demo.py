@@ -33,7 +33,8 @@
 #   below the untrained model's; its curve: direction 9.4 / 6.2 / 12.5 / 12.5% at steps 250-1000.
 # - Tried, no better at 1000 steps: x0-prediction (scheduler.predict_xstart; direction 25% at 500 steps, 16% at
 #   1000, colour 72%, patchy samples); batch 16 x 2000 steps (colour 25%, direction 6% at step 1000); Latte-XL/2
-#   with the tiny CLIP (temporal table in the residual stream; colour 81%, direction 9%); guidance 1-2.5 (fewer
+#   with the tiny CLIP (temporal table in the residual stream; colour 81%, direction 9%); patch (2, 4, 4), two
+#   frames per token (colour 25%, direction 16-22% at steps 250-1000); guidance 1-2.5 (fewer
 #   shapes at all). Next candidates: more steps than fit in the demo's budget, rflow (needs a validation loss for
 #   rflow, eval.val_loss refuses it), a deeper model.
 dataset = dict(

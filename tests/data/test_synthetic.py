@@ -75,3 +75,25 @@ def test_deterministic_by_seed(tmp_path: Path) -> None:
         assert (tmp_path / "x" / name).read_bytes() == (tmp_path / "y" / name).read_bytes()
     with pytest.raises(ValueError, match="even"):
         generate(tmp_path / "z", num=1, size=17)
+
+
+def _centroids(frames: np.ndarray) -> np.ndarray:
+    """(y, x) centroid of the lit pixels of each frame, [T, 2]."""
+    return np.stack([np.argwhere(f.max(axis=-1) > 0).mean(axis=0) for f in frames])
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_jitter_keeps_the_path_in_the_middle(size: int) -> None:
+    rng = np.random.default_rng(0)
+    for d in DIRECTIONS:
+        centred = _centroids(render_clip("red", "square", d, size=size, num_frames=8, jitter=0, rng=rng))
+        again = _centroids(render_clip("red", "square", d, size=size, num_frames=8, jitter=0, rng=rng))
+        np.testing.assert_array_equal(centred, again)  # jitter 0: the caption fixes the clip
+        across = centred[:, 0] if d in ("left", "right") else centred[:, 1]
+        assert abs(across.mean() - (size - 1) / 2) <= 1.0, (d, across)
+        for _ in range(8):
+            clip = render_clip("red", "square", d, size=size, num_frames=8, jitter=1, rng=rng)
+            assert np.abs(_centroids(clip) - centred).max() <= 1.0
+            assert score_clip(clip) == ("red", d)
+    with pytest.raises(ValueError, match="jitter"):
+        render_clip("red", "square", "up", jitter=-1)

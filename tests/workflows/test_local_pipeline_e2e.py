@@ -50,6 +50,13 @@ def test_local_pipeline_end_to_end(tmp_path):
     # the runs are named after the pipeline run (KFP local: opensora-train-<timestamp>), one suffix per step
     pipeline_run = train_runs[0].info.run_name.removesuffix("-train")
     assert pipeline_run.startswith("opensora-train-") and eval_run.info.run_name == f"{pipeline_run}-eval"
+    # the learning curve: one point per checkpoint (only the final one here), logged to the training run
+    assert [p.global_step for p in result.curve] == [3]
+    assert result.curve[0].colour_accuracy == result.metrics["colour_accuracy"]  # same weights, prompts, seed
+    train_run = train_runs[0].info.run_id
+    assert "learning_curve.png" in [a.path for a in client.list_artifacts(train_run)]
+    assert train_runs[0].data.metrics["curve/direction_accuracy"] == result.curve[0].direction_accuracy
+    assert "learning curve" in result.report()
     saved = json.loads((tmp_path / "demo" / "demo_result.json").read_text())
     assert saved["model_version"] == "1"
     assert " ui --backend-store-uri sqlite:///" in result.report()

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-table", help="held-out metadata table: also measure the validation loss")
     p.add_argument("--num-eval-timesteps", type=int, default=10, help="validation-loss timesteps")
     p.add_argument("--val-batch-size", type=int, default=8, help="held-out clips per validation batch")
+    p.add_argument("--clip-model", help="CLIP hub id or folder: also measure clip_score")
+    p.add_argument(
+        "--fvd-extractor",
+        help="video feature extractor for fvd against --val-table: a TorchScript file (trusted: it runs its "
+        "graph) or a transformers video model id/folder",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (log the evaluation as a run)")
     p.add_argument("--experiment", default="opensora", help="MLflow experiment")
     p.add_argument("--run-name", help="MLflow run name (default eval-step{N})")
@@ -88,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             val_table=args.val_table,
             num_eval_timesteps=args.num_eval_timesteps,
             val_batch_size=args.val_batch_size,
+            clip_model=args.clip_model,
+            fvd_extractor=args.fvd_extractor,
             dist_env=env,
         )
     except (FileNotFoundError, ConfigError, SampleInputError) as exc:  # missing checkpoint, bad overrides

@@ -35,6 +35,19 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys):
     assert "config.json" in capsys.readouterr().err
 
 
+def test_cli_clip_model_scores_every_prompt(tmp_path: Path):
+    from opensora_core.eval.cli import main
+
+    ckpt = make_tiny_checkpoint(tmp_path / "run", seed=1)
+    out = tmp_path / "out"
+    argv = [str(ckpt), str(out), "--prompt", "a red circle moving left", "a blue square moving up"]
+    argv += ["--weights", "ema", "--num-sampling-steps", "2", "--clip-model", "debug/tiny-clip"]
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["clip_model"] == "debug/tiny-clip"
+    assert 0.0 <= report["metrics"]["clip_score"] <= 100.0
+
+
 def _env() -> dict[str, str]:
     import os
 
@@ -69,6 +82,8 @@ def test_torchrun_two_ranks_equals_one_process(tmp_path: Path):
         "2",
         "--val-batch-size",
         "2",  # 3 held-out clips: batches of 2 and 1, one per rank
+        "--clip-model",
+        "debug/tiny-clip",  # clip_score per prompt, split over the ranks like the videos
         "--device",
         "cpu",
         "--no-progress",

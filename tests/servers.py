@@ -121,7 +121,9 @@ class S3Server:
         return cmd
 
     def start(self, timeout: float = 30.0) -> S3Server:
-        """Launch ``weed mini`` and wait until the S3 API answers an authenticated request."""
+        """Launch ``weed mini`` and wait until the S3 API answers an authenticated request and, after a restart,
+        a stored object reads back (the filer answers before the volume server has registered; a read in that
+        window fails with InternalError)."""
         if self.proc is not None and self.proc.poll() is None:
             return self
         (self.root / "data").mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,16 @@ class S3Server:
 
     def _ready(self) -> bool:
         try:
-            self.client().list_buckets()
+            client = self.client()
+            for bucket in client.list_buckets():
+                for obj in client.list_objects(bucket.name, recursive=True):
+                    response = client.get_object(bucket.name, obj.object_name)
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
+                        response.release_conn()
+                    break  # one object per bucket shows the volume server serves data
         except Exception:
             return False
         return True

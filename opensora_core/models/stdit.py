@@ -100,7 +100,9 @@ class STDiTBlock(nn.Module):
         x_s = self.attn(x_m.reshape(B * T, S, C)).view(B, T, S, C)
         h = gated_residual(h, gate_msa, x_s, self.drop_path)
 
-        # temporal attention over the T frames of each spatial position (un-normalised residual, gate_msa)
+        # temporal attention over the T frames of each spatial position (un-normalised residual, gate_msa).
+        # The [B*S, T, C] copy stays: SDPA on 5-D strided [B, S, H, T, D] views of the qkv output would skip
+        # it, but inductor (torch 2.13, CPU) compiles that to wrong numbers (eager is right).
         x_t = h.transpose(1, 2).reshape(B * S, T, C)
         if tpe is not None:
             x_t = x_t + tpe

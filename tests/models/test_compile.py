@@ -70,7 +70,12 @@ def _block_args(model: nn.Module, inputs: dict, index: int) -> tuple:
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
+    from torch._dynamo.utils import counters
+
+    # reset() keeps dynamo's counters: clear them too, or graphs traced by an earlier test
+    # (torch._dynamo.explain) are counted by _graphs() in a later one
     torch._dynamo.reset()
+    counters.clear()
     yield
     torch._dynamo.reset()
 

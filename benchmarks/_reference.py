@@ -1,4 +1,4 @@
-"""Import the Open-Sora 1.0 reference (commit c861b98) from a checkout given on the command line, on a CPU.
+"""Import the Open-Sora reference (1.0 c861b98; 1.1 d599fd7 for STDiT2) from a checkout given on the command line, on a CPU.
 
 No reference code lives in this repository: the benchmarks that measure the reference side by side call
 :func:`load_opensora_v1` with the checkout and a ``pip --target`` folder holding timm 0.9.16:
@@ -94,20 +94,11 @@ class _Registry:
         return lambda obj: obj
 
 
-def load_opensora_v1(reference: Path, deps: Path) -> types.SimpleNamespace:
-    """Import the 1.0 reference's STDiT and IDDPM modules; returns ``SimpleNamespace(stdit=..., iddpm=...)``.
-
-    Raises FileNotFoundError naming the argument when ``reference`` or ``deps`` lacks the expected files.
-    """
+def install_stand_ins(reference: Path, deps: Path) -> None:
+    """Put ``reference`` (an Open-Sora 1.x checkout) and ``deps`` first on ``sys.path`` and install the CPU
+    stand-ins of the module docstring, so the reference's ``opensora.models`` / ``opensora.schedulers`` modules
+    import (1.0 STDiT and IDDPM, 1.1 STDiT2)."""
     reference, deps = Path(reference).resolve(), Path(deps).resolve()
-    if not (reference / "opensora" / "models" / "stdit" / "stdit.py").is_file():
-        raise FileNotFoundError(
-            f"--reference {reference}: no opensora/models/stdit/stdit.py; give an Open-Sora checkout at {COMMIT}"
-        )
-    if not (deps / "timm" / "layers" / "mlp.py").is_file():
-        raise FileNotFoundError(
-            f"--reference-deps {deps}: no timm/layers/mlp.py; pip install --no-deps --target {deps} timm==0.9.16"
-        )
     sys.path.insert(0, str(deps))
     sys.path.insert(0, str(reference))
     fmha = _module("xformers.ops.fmha", BlockDiagonalMask=_BlockDiagonalMask)
@@ -134,6 +125,23 @@ def load_opensora_v1(reference: Path, deps: Path) -> types.SimpleNamespace:
         "opensora.registry", MODELS=registry, SCHEDULERS=registry, build_module=_unavailable("build_module")
     )
     _module("opensora.utils.ckpt_utils", load_checkpoint=_unavailable("load_checkpoint"))
+
+
+def load_opensora_v1(reference: Path, deps: Path) -> types.SimpleNamespace:
+    """Import the 1.0 reference's STDiT and IDDPM modules; returns ``SimpleNamespace(stdit=..., iddpm=...)``.
+
+    Raises FileNotFoundError naming the argument when ``reference`` or ``deps`` lacks the expected files.
+    """
+    reference, deps = Path(reference).resolve(), Path(deps).resolve()
+    if not (reference / "opensora" / "models" / "stdit" / "stdit.py").is_file():
+        raise FileNotFoundError(
+            f"--reference {reference}: no opensora/models/stdit/stdit.py; give an Open-Sora checkout at {COMMIT}"
+        )
+    if not (deps / "timm" / "layers" / "mlp.py").is_file():
+        raise FileNotFoundError(
+            f"--reference-deps {deps}: no timm/layers/mlp.py; pip install --no-deps --target {deps} timm==0.9.16"
+        )
+    install_stand_ins(reference, deps)
     return types.SimpleNamespace(
         stdit=importlib.import_module("opensora.models.stdit.stdit"),
         iddpm=importlib.import_module("opensora.schedulers.iddpm"),

@@ -2,8 +2,8 @@
 
 The reference is imported from checkouts given on the command line (no reference code lives in this repo):
 Open-Sora 1.0 (commit c861b98) for STDiT, Open-Sora 1.1 (commit d599fd7) for STDiT2. Modules the reference
-imports that are CUDA-only or absent here are replaced before the import, as in
-``tests/models/parity_data/generate_stdit2_mask.py`` (mmengine registry, timm's layer files, placeholders for
+imports that are CUDA-only or absent here are replaced before the import by ``benchmarks/_reference.py``
+(the stand-ins ``benchmarks/sampling.py`` uses too: mmengine registry, timm's layer files, placeholders for
 checkpoint/config helpers); xformers' block-diagonal ``memory_efficient_attention`` becomes one
 ``scaled_dot_product_attention`` call per caption block (what the kernel computes, at fused-kernel speed).
 
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import statistics
@@ -59,67 +58,16 @@ from opensora_core.models.compile import compile_blocks  # noqa: E402
 MID = dict(hidden=384, depth=4, heads=6, latent=(4, 16, 32, 32), batch=2, caption=4096, tokens=120)
 TINY = dict(hidden=48, depth=2, heads=3, latent=(4, 4, 8, 8), batch=2, caption=32, tokens=12)
 MODELS = ("stdit", "stdit2")
-GENERATOR = REPO / "tests" / "models" / "parity_data" / "generate_stdit2_mask.py"
 
 
 # ---- the reference, imported from a checkout --------------------------------------------------------------
 
 
-def _generator_helpers():
-    """The stand-in helpers of the STDiT2 parity generator (one source for both scripts)."""
-    spec = importlib.util.spec_from_file_location("_parity_generator", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _block_diagonal_attention(q, k, v, p=0.0, attn_bias=None):
-    """xformers ``memory_efficient_attention`` on [1, M, heads, D]: one SDPA per block of the block-diagonal
-    mask (scale 1/sqrt(D)), which is what the kernel computes."""
-    import torch
-    import torch.nn.functional as F
-
-    if p:
-        raise ValueError("the reference stand-in supports dropout 0 only")
-    if attn_bias is None:
-        return F.scaled_dot_product_attention(*(a.transpose(1, 2) for a in (q, k, v))).transpose(1, 2)
-    outs = [
-        F.scaled_dot_product_attention(qi.transpose(1, 2), ki.transpose(1, 2), vi.transpose(1, 2)).transpose(
-            1, 2
-        )
-        for qi, ki, vi in zip(
-            q.split(attn_bias.q_seqlen, dim=1),
-            k.split(attn_bias.kv_seqlen, dim=1),
-            v.split(attn_bias.kv_seqlen, dim=1),
-            strict=True,
-        )
-    ]
-    return torch.cat(outs, dim=1)
-
-
 def install_reference(reference: Path, deps: Path) -> None:
-    """Make the reference's model modules importable on this CPU machine (see the module docstring)."""
-    g = _generator_helpers()
-    sys.path.insert(0, str(deps))
-    sys.path.insert(0, str(reference))
-    fmha = g._module("xformers.ops.fmha", BlockDiagonalMask=g._BlockDiagonalMask)
-    ops = g._module("xformers.ops", fmha=fmha, memory_efficient_attention=_block_diagonal_attention)
-    g._module("xformers", ops=ops)
-    g._package("timm", deps / "timm")
-    g._package("timm.layers", deps / "timm" / "layers")
-    mlp = importlib.import_module("timm.layers.mlp")
-    drop = importlib.import_module("timm.layers.drop")
-    g._package("timm.models", deps / "timm" / "models")
-    g._module("timm.models.vision_transformer", Mlp=mlp.Mlp)
-    g._module("timm.models.layers", DropPath=drop.DropPath, Mlp=mlp.Mlp)
-    g._module("mmengine", __path__=[])
-    g._module("mmengine.registry", Registry=g._Registry)
-    g._package("opensora", reference / "opensora")
-    g._package("opensora.models", reference / "opensora" / "models")
-    g._package("opensora.utils", reference / "opensora" / "utils")
-    registry = g._Registry()
-    g._module("opensora.registry", MODELS=registry, build_module=g._unavailable("build_module"))
-    g._module("opensora.utils.ckpt_utils", load_checkpoint=g._unavailable("load_checkpoint"))
+    """Make the reference's model modules importable on this CPU machine (``benchmarks/_reference.py``)."""
+    from benchmarks._reference import install_stand_ins
+
+    install_stand_ins(reference, deps)
 
 
 # ---- models and inputs ------------------------------------------------------------------------------------
@@ -321,6 +269,12 @@ def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 # ---- driver -------------------------------------------------------------------------------------------------
 
 
+def _mem_ratio(ours_mib: float, ref_mib: float) -> float | None:
+    """ours / reference; None when the reference's peak is under 1 MiB (below what VmHWM resolves: the tiny
+    sizes' step peaks read 0 or negative)."""
+    return round(ours_mib / ref_mib, 3) if ref_mib >= 1.0 else None
+
+
 def compare(model: str, compiled: bool, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Time both implementations and measure their memory; one record per mode."""
     import torch
@@ -358,11 +312,11 @@ def compare(model: str, compiled: bool, args: argparse.Namespace) -> list[dict[s
             "round_ratios": [round(r / o, 3) for o, r in zip(t["ours_s"], t["ref_s"], strict=True)],
             "ours_step_peak_mib": round(mem["ours"]["step_peak_mib"], 1),
             "ref_step_peak_mib": round(mem["reference"]["step_peak_mib"], 1),
-            "step_mem_ratio": round(mem["ours"]["step_peak_mib"] / mem["reference"]["step_peak_mib"], 3),
+            "step_mem_ratio": _mem_ratio(mem["ours"]["step_peak_mib"], mem["reference"]["step_peak_mib"]),
             "ours_process_peak_mib": round(mem["ours"]["process_peak_mib"], 1),
             "ref_process_peak_mib": round(mem["reference"]["process_peak_mib"], 1),
-            "process_mem_ratio": round(
-                mem["ours"]["process_peak_mib"] / mem["reference"]["process_peak_mib"], 3
+            "process_mem_ratio": _mem_ratio(
+                mem["ours"]["process_peak_mib"], mem["reference"]["process_peak_mib"]
             ),
             "first_step_s": round(t["first_step_s"], 2),
             "recompiles_while_timed": t["recompiles_while_timed"],

@@ -1,5 +1,5 @@
-"""Shared by the benchmark scripts: the CPU model name for the ``machine`` field of their JSON lines, and the
-side-by-side ``emit`` line of the data benchmarks."""
+"""Shared by the benchmark scripts: the CPU model name for the ``machine`` field of their JSON lines, the
+side-by-side ``emit`` line of the data benchmarks, and random values for zero-initialised weights."""
 
 from __future__ import annotations
 
@@ -38,3 +38,17 @@ def emit(name: str, ours: float, baseline: float, unit: str, **extra: object) ->
         **extra,
     }
     print(json.dumps(record), flush=True)
+
+
+def randomise_zero_params(model: object, seed: int = 1) -> None:
+    """Give every all-zero parameter seeded N(0, 0.02²) values (in place).
+
+    Zero-initialised layers (adaLN, final layer, cross-attention projections) would make a fresh model's output
+    trivial, so timing and parity runs fill them; the same seed gives the same values in every script."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():  # type: ignore[attr-defined]
+            if not param.any():
+                param.copy_(torch.randn(param.shape, generator=g) * 0.02)

@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._machine import machine  # noqa: E402
+from benchmarks._machine import machine, randomise_zero_params  # noqa: E402
 
 LENGTH = 120
 
@@ -97,7 +97,7 @@ def _model_case(size: tuple[int, int, int], hidden: int, depth: int, valid: list
         caption_channels=64,
         model_max_length=length,
     ).eval()
-    _randomise_zero_params(model)
+    randomise_zero_params(model)
     b = len(valid)
     x, t = torch.randn(b, 4, *size), torch.full((b,), 500.0)
     y, mask = torch.randn(b, 1, length, 64), _mask(valid, length)
@@ -108,17 +108,6 @@ def _model_case(size: tuple[int, int, int], hidden: int, depth: int, valid: list
             return model(x, t, y, mask=mask)
 
     return run
-
-
-def _randomise_zero_params(model) -> None:
-    """Zero-initialised projections (cross-attention ``proj`` among them) would hide the attention output."""
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            if not param.any():
-                param.copy_(torch.randn(param.shape, generator=g) * 0.02)
 
 
 def _time(run: Callable[[], object], calls: int) -> tuple[float, float]:

@@ -52,7 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._machine import machine  # noqa: E402
+from benchmarks._machine import machine, randomise_zero_params  # noqa: E402
 from opensora_core.models.compile import compile_blocks  # noqa: E402
 
 MID = dict(hidden=384, depth=4, heads=6, latent=(4, 16, 32, 32), batch=2, caption=4096, tokens=120)
@@ -101,11 +101,7 @@ def build_reference(model: str, size: dict[str, Any]):
     else:
         mod = importlib.import_module("opensora.models.stdit.stdit2")
         net = mod.STDiT2(mod.STDiT2Config(**cfg))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    randomise_zero_params(net)
     return net.train()
 
 

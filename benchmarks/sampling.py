@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._machine import machine  # noqa: E402
+from benchmarks._machine import machine, randomise_zero_params  # noqa: E402
 
 
 def _wall(run: Callable[[], object]) -> float:
@@ -85,17 +85,6 @@ class _FreeModel:
         return torch.zeros(x.shape[0], 2 * x.shape[1], *x.shape[2:])
 
     forward = __call__  # the reference calls ``model.forward``
-
-
-def _randomise_zero_params(model) -> None:
-    """Zero-initialised layers (adaLN, final, cross-attention projections) would make the output trivial."""
-    import torch
-
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            if not param.any():
-                param.copy_(torch.randn(param.shape, generator=g) * 0.02)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -146,12 +135,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         reference = load_opensora_v1(args.reference, args.reference_deps)
         ref_model = reference.stdit.STDiT(**config).eval()
-        _randomise_zero_params(ref_model)
+        randomise_zero_params(ref_model)
         model = build_model("STDiT-XL/2", **config).eval()
         model.load_state_dict(ref_model.state_dict(), strict=True)
     else:
         model = build_model("STDiT-XL/2", **config).eval()
-        _randomise_zero_params(model)
+        randomise_zero_params(model)
     g = torch.Generator().manual_seed(2)
     z = torch.randn(1, 4, *size, generator=g)
     y = torch.randn(1, 1, config["model_max_length"], config["caption_channels"], generator=g)

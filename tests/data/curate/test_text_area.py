@@ -116,7 +116,7 @@ def test_score_cli_filter_and_report(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_missing_rapidocr_fails_the_stage_with_the_install_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _clips(tmp_path / "raw")
     prepare(tmp_path / "raw", tmp_path / "meta.csv", allow_missing_captions=True, progress=False)
@@ -124,6 +124,9 @@ def test_missing_rapidocr_fails_the_stage_with_the_install_line(
     with pytest.raises(ImportError, match=r"needs rapidocr .*pip install rapidocr==3\.10\.0"):
         scores.score(tmp_path / "meta.csv", tmp_path / "scored.csv", text=True, progress=False)
     assert not (tmp_path / "scored.csv").exists()  # failed before any clip, nothing written
+    argv = ["score", str(tmp_path / "meta.csv"), "-o", str(tmp_path / "scored.csv"), "--text"]
+    assert cli_main(argv) == 1
+    assert "pip install rapidocr==3.10.0 onnxruntime==1.32.0" in capsys.readouterr().err
     report = scores.score(tmp_path / "meta.csv", tmp_path / "scored.csv", progress=False)  # not requested
     assert report.num_out == 2
 

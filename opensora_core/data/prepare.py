@@ -147,7 +147,7 @@ def quarantine_path(output: str) -> str:
 
 
 # The curation score stage's columns (data.curate.scores); like num_frames / fps, an empty cell is NaN.
-SCORE_COLUMNS = ("motion", "aesthetic", "text_match")
+SCORE_COLUMNS = ("motion", "aesthetic", "text_match", "text_area")
 
 
 def read_local_table(path: str) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 python -m opensora_core.data.prepare probe RAW -o meta.csv
 python -m opensora_core.data.prepare split-scenes meta.csv -o clips.csv --clip-dir clips/ --min-seconds 2
 python -m opensora_core.data.prepare score clips.csv -o scored.csv [--aesthetic-clip M --aesthetic-head H.pth]
-    [--text-match-clip M]
+    [--text-match-clip M] [--text]
 python -m opensora_core.data.prepare filter scored.csv -o kept.csv --config filter.json
 python -m opensora_core.data.prepare caption kept.csv -o captioned.csv [--captions captions.csv] [--model M]
 python -m opensora_core.data.prepare dedup captioned.csv -o deduped.csv
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-edge-frames", type=int, default=0)
     p.add_argument("--reencode", action="store_true", help="always re-encode (no stream copy)")
     p.add_argument("--workers", type=int, default=1)
-    p = stage("score", "add motion / aesthetic / text_match score columns")
+    p = stage("score", "add motion / aesthetic / text_match / text_area score columns")
     p.add_argument("--no-motion", action="store_true")
     p.add_argument(
         "--aesthetic-clip", help="CLIP model folder or hub id (e.g. openai/clip-vit-large-patch14)"
@@ -68,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--text-match-clip", help="CLIP model folder or hub id: text_match = CLIPScore of frames vs caption"
     )
-    p.add_argument("--frames", type=int, default=3, help="frames sampled per clip for the CLIP scores")
+    p.add_argument(
+        "--text", action="store_true", help="text_area = share of the frame burned-in text covers (rapidocr)"
+    )
+    p.add_argument("--text-size", type=int, default=640, help="longer frame side (px) for --text")
+    p.add_argument(
+        "--frames", type=int, default=3, help="frames sampled per clip for the CLIP and text scores"
+    )
     p.add_argument("--workers", type=int, default=1)
     p = stage("filter", "drop rows outside thresholds")
     p.add_argument("--config", required=True, type=_json_or_file, help="FilterConfig as JSON or a JSON file")
@@ -133,6 +139,8 @@ def run_stage(args: argparse.Namespace) -> Any:
             args.workers,
             args.overwrite,
             text_match_clip=args.text_match_clip,
+            text=args.text,
+            text_size=args.text_size,
         )
     if args.stage == "filter":
         return filter.filter_table(args.input, args.output, args.config, args.overwrite)
@@ -182,7 +190,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = run_stage(args)
-    except (OutputExistsError, FileNotFoundError, ValueError) as exc:
+    except (OutputExistsError, FileNotFoundError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(result if args.stage not in ("report", "curate") else json.dumps(result, indent=2, default=str))

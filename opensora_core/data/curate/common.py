@@ -146,7 +146,13 @@ def sample_frames(path: str, indices: np.ndarray, max_side: int | None = None) -
 
     with fetch_to_local(path) as local:
         frames = read_frames(local, indices, decode_threads=1)
-    if max_side is None or max(frames.shape[1:3]) <= max_side:
+    return frames if max_side is None else shrink_frames(frames, max_side)
+
+
+def shrink_frames(frames: np.ndarray, max_side: int) -> np.ndarray:
+    """uint8 ``[N, H, W, 3]`` shrunk so the longer side is at most ``max_side`` (area interpolation; smaller
+    frames are returned as they are)."""
+    if max(frames.shape[1:3]) <= max_side:
         return frames
     import cv2
 

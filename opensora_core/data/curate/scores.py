@@ -17,6 +17,11 @@ a row without one gets NaN, which a ``text_match`` filter rule drops as missing.
 
 Both CLIP scores load their model with :func:`opensora_core.models.clip.load_clip` (one load per worker process
 and model, shared when ``aesthetic_clip`` and ``text_match_clip`` name the same one), on the CPU.
+
+``text_area``: burned-in text, the largest share of a frame covered by text boxes the bundled RapidOCR models
+detect and read, over the same ``num_frames`` frames analysed at ``text_size`` px on the longer side
+(:mod:`opensora_core.data.curate.text_area`); 0.0 without text. Needs the ``rapidocr`` package (checked before
+any clip is scored).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from opensora_core.data.curate.common import (
     sample_indices,
     write_stage,
 )
+from opensora_core.data.curate.text_area import TextAreaScorer, require_rapidocr
 from opensora_core.data.prepare import SCORE_COLUMNS
 from opensora_core.models.clip import ClipEmbedder, load_clip
 
@@ -120,6 +126,12 @@ def _aesthetic(clip: str, head: str) -> AestheticScorer:
     return AestheticScorer(_clip(clip), head)
 
 
+@functools.lru_cache(maxsize=1)
+def _text_area(max_side: int) -> TextAreaScorer:
+    """One OCR engine per worker process."""
+    return TextAreaScorer(max_side)
+
+
 def _caption(row: dict[str, Any]) -> str:
     text = row.get("text")
     return "" if text is None or (isinstance(text, float) and math.isnan(text)) else str(text).strip()
@@ -131,8 +143,9 @@ def _score_one(
     aesthetic: tuple[str, str] | None,
     num_frames: int,
     text_match_clip: str | None = None,
+    text_size: int | None = None,
 ) -> dict[str, Any]:
-    """Worker: the score columns of one row, or ``{"error": ...}``."""
+    """Worker: the score columns of one row (``text_area`` when ``text_size`` is set), or ``{"error": ...}``."""
     from opensora_core.data.video_io import is_image_path, read_image
 
     path = str(row["path"])
@@ -141,9 +154,9 @@ def _score_one(
         image = is_image_path(path)
         if motion:
             out["motion"] = 0.0 if image else motion_score(path, int(row["num_frames"]))
-        if aesthetic is None and text_match_clip is None:
+        if aesthetic is None and text_match_clip is None and text_size is None:
             return out
-        frames = (  # decoded once for both CLIP scores
+        frames = (  # decoded once for the CLIP and text scores
             read_image(path)[None]
             if image
             else sample_frames(path, sample_indices(int(row["num_frames"]), num_frames))
@@ -155,6 +168,8 @@ def _score_one(
             out["text_match"] = (
                 _clip(text_match_clip).text_frame_score(frames, caption) if caption else math.nan
             )
+        if text_size is not None:
+            out["text_area"] = _text_area(text_size)(frames)
     except Exception as exc:  # one bad clip must not stop the run
         return {"error": f"scoring failed: {type(exc).__name__}: {exc}"}
     return out
@@ -171,22 +186,28 @@ def score(
     overwrite: bool = False,
     progress: bool = True,
     text_match_clip: str | None = None,
+    text: bool = False,
+    text_size: int = 640,
 ) -> StageReport:
     """Add score columns (``motion``; ``aesthetic`` when both ``aesthetic_clip`` and ``aesthetic_head`` are given;
-    ``text_match`` with ``text_match_clip``) to the table ``input``; rows that cannot be scored are dropped with
-    the reason."""
+    ``text_match`` with ``text_match_clip``; ``text_area`` with ``text``, frames at ``text_size`` px) to the table
+    ``input``; rows that cannot be scored are dropped with the reason."""
     t0 = time.perf_counter()
     if (aesthetic_clip is None) != (aesthetic_head is None):
         raise ValueError("aesthetic scoring needs both --aesthetic-clip and --aesthetic-head")
-    if not motion and aesthetic_clip is None and text_match_clip is None:
+    if not motion and aesthetic_clip is None and text_match_clip is None and not text:
         raise ValueError(
-            "nothing to score: enable motion or give --aesthetic-clip/--aesthetic-head or --text-match-clip"
+            "nothing to score: enable motion or give --aesthetic-clip/--aesthetic-head, --text-match-clip or --text"
         )
+    if text:
+        if text_size < 32:
+            raise ValueError(f"--text-size must be at least 32 px, got {text_size}")
+        require_rapidocr()  # a missing package fails the stage here, not every row
     src, out = os.fspath(input), os.fspath(output)
     df = read_stage_input(src, ("path", "num_frames"))
     aesthetic = (aesthetic_clip, aesthetic_head) if aesthetic_clip else None
     rows = df.to_dict("records")
-    items = [(r, motion, aesthetic, num_frames, text_match_clip) for r in rows]
+    items = [(r, motion, aesthetic, num_frames, text_match_clip, text_size if text else None) for r in rows]
     results = map_items(_score_one, items, workers, "scoring", "clip", progress)
     dropped = [(str(r["path"]), res["error"]) for r, res in zip(rows, results, strict=True) if "error" in res]
     keep = [i for i, res in enumerate(results) if "error" not in res]
@@ -195,6 +216,7 @@ def score(
         "motion": motion,
         "aesthetic": aesthetic is not None,
         "text_match": text_match_clip is not None,
+        "text_area": text,
     }
     for column in SCORE_COLUMNS:
         if enabled[column]:  # also on an empty table: later stages and filters look for the column

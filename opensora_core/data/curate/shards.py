@@ -62,6 +62,8 @@ class ScoreSettings(BaseModel):
     aesthetic_clip: str | None = None
     aesthetic_head: str | None = None
     text_match_clip: str | None = Field(None, description="CLIP model for the text_match column")
+    text: bool = Field(False, description="the text_area column: burned-in text (rapidocr)")
+    text_size: int = Field(640, ge=32, description="longer frame side (px) the text_area score analyses")
     frames: int = Field(3, ge=1)
 
 
@@ -230,7 +232,7 @@ def _stages(cfg: CurateConfig, shard: str) -> list[tuple[str, str, dict[str, Any
         out.append(
             ("score", "scored.csv", s.model_dump(),
              lambda i, o: scores.score(i, o, s.motion, s.aesthetic_clip, s.aesthetic_head, s.frames, progress=False,
-                                       text_match_clip=s.text_match_clip)),
+                                       text_match_clip=s.text_match_clip, text=s.text, text_size=s.text_size)),
         )  # fmt: skip
     if cfg.filter is not None:
         f = cfg.filter

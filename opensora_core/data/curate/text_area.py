@@ -11,8 +11,9 @@ burned in for one second counts.
 
 Frames are analysed with the longer side at most ``max_side`` px (640 by default; the detector's
 ``limit_type="max"``, ``limit_side_len=max_side``); the score is a share of the frame, comparable across
-sizes, and a larger ``max_side`` finds smaller text at more cost (about quadratic). One onnxruntime thread per scorer (parallelism comes from the stage's worker processes). Direction
-classification is off (upside-down text is not looked for).
+sizes, and a larger ``max_side`` finds smaller text at more cost (about quadratic). One onnxruntime thread per
+scorer (parallelism comes from the stage's worker processes). Direction classification is off (upside-down text
+is not looked for).
 """
 
 from __future__ import annotations

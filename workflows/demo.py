@@ -38,15 +38,17 @@ DEMO_CONFIG = REPO_ROOT / "configs" / "debug" / "demo.py"
 DEMO_EXPERIMENT = "opensora-demo"
 DEMO_MODEL = "opensora-demo"
 DEMO_JITTER = 1  # pixels a clip's path may stray from the middle of the frame (synthetic.render_clip)
-DEMO_SAMPLING_STEPS = 50  # IDDPM steps of the evaluation (100 or more did not help reliably: tuning notes)
+DEMO_SAMPLING_STEPS = 50  # rectified-flow Euler steps of the evaluation (configs/debug/demo.py)
 # champion only when the trained model passes the default gate (validation loss at least 10% below the untrained
-# model's on the held-out clips, every video valid) and clearly beats the untrained one on caption colour
+# model's on the held-out clips, every video valid), clearly beats the untrained one on caption colour and moves
+# the shape in the caption's direction in at least 60% of the videos (chance: 25%)
 DEMO_GATE = {
     "thresholds": {
         "val_loss_improvement": 0.1,
         "valid_fraction": 1.0,
         "colour_accuracy": 0.5,
         "colour_accuracy_gain": 0.25,
+        "direction_accuracy": 0.6,
     }
 }
 
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     parser.add_argument("--clips", type=int, default=128, help="synthetic clips to train on")
     parser.add_argument(
-        "--eval-sampling-steps", type=int, default=DEMO_SAMPLING_STEPS, help="IDDPM sampling steps"
+        "--eval-sampling-steps", type=int, default=DEMO_SAMPLING_STEPS, help="sampling steps (rectified-flow Euler steps)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -53,13 +53,15 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
     assert metrics_art.metadata["colour_accuracy"] == out.metrics["colour_accuracy"]
     assert json.loads((tmp_path / "report.json").read_text())["global_step"] == 7
     assert out.metrics["val_loss_improvement"] == 0.0  # random weights: no better than the untrained model
-    assert {"val_loss", "val_loss/t0017", "val_loss/t0033", "val_loss/bucket/16x16x4"} <= set(out.metrics)
+    assert {"val_loss", "val_loss/t0333", "val_loss/t0667", "val_loss/bucket/16x16x4"} <= set(
+        out.metrics
+    )  # rflow times
     report = json.loads((tmp_path / "eval" / "r1" / "report.json").read_text())
     assert len(report["val_loss"]["ema"]["per_sample"]) == 2 and len(report["eval_config_sha256"]) == 64
     # no registry: absolute thresholds only, and random weights do not pass them
     assert out.gate_decision["passed"] is False and out.model_name == "opensora-stdit-16"
     assert "no champion yet" in (tmp_path / "comparison.html").read_text()
-    assert "val_loss/t0017" not in metrics_art.metadata  # KFP gets the headline numbers only
+    assert "val_loss/t0333" not in metrics_art.metadata  # KFP gets the headline numbers only
 
 
 @pytest.mark.integration

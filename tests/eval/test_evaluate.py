@@ -9,7 +9,13 @@ from opensora_core.eval import evaluate
 from opensora_core.eval.evaluate import sampling_config
 from tests.eval.tiny_checkpoint import DEMO_CONFIG
 
-IDDPM_50 = {"type": "iddpm", "timestep_respacing": "50", "num_sampling_steps": None, "cfg_scale": 7.0}
+IDDPM_50 = {
+    "_delete_": True,
+    "type": "iddpm",
+    "timestep_respacing": "50",
+    "num_sampling_steps": None,
+    "cfg_scale": 7.0,
+}
 
 
 @pytest.fixture

@@ -121,7 +121,7 @@ def test_checkpoint_val_loss_is_deterministic_and_sees_the_weights(tmp_path):
     ]
     assert run[0].per_sample == run[1].per_sample and run[0].num_samples == 3
     assert list(run[0].per_bucket) == ["16x16x4"] and math.isfinite(run[0].overall)
-    assert run[0].timesteps == [12, 25, 38]  # the demo's 50-step respaced schedule
+    assert run[0].timesteps == [250.0, 500.0, 750.0]  # the demo's rectified flow: linspace(0, 1000, 5)[1:-1]
     # A fresh STDiT's final layer is zero (adaLN-zero), so any initialisation scores the same loss ...
     fresh = checkpoint_val_loss(ckpt / "config.json", None, table, num_eval_timesteps=3, device="cpu")
     assert fresh.per_sample == run[0].per_sample

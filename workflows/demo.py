@@ -1,6 +1,9 @@
 """The local end-to-end run (`make demo`): the training pipeline on this machine, no cluster needed.
 
-    python -m workflows.demo [--workdir outputs/demo] [--steps N] [--clips N]
+    python -m workflows.demo [--workdir outputs/demo] [--steps N] [--clips N] [--keep] [--random-weights]
+
+A second run ``--keep --random-weights`` after a normal one registers the random initial weights against the
+first run's champion: the gate rejects them, the version gets ``candidate`` only.
 
 1. writes a synthetic captioned video set (coloured squares/circles moving through the middle of the frame;
    16x16 px, 8 frames, 128 clips);
@@ -37,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "configs" / "debug" / "demo.py"
 DEMO_EXPERIMENT = "opensora-demo"
 DEMO_MODEL = "opensora-demo"
+DEMO_MARKER = ".opensora-demo"  # in every workdir the demo made (the only folders it empties)
 DEMO_JITTER = 1  # pixels a clip's path may stray from the middle of the frame (synthetic.render_clip)
 DEMO_SAMPLING_STEPS = 50  # rectified-flow Euler steps of the evaluation (configs/debug/demo.py)
 # champion only when the trained model passes the default gate (validation loss at least 10% below the untrained
@@ -165,6 +169,27 @@ def demo_parameters(
     }
 
 
+def prepare_workdir(workdir: Path, keep: bool = False) -> None:
+    """Create ``workdir``; empty it first when a previous demo made it, unless ``keep``.
+
+    A non-empty folder without the demo's marker (:data:`DEMO_MARKER`, or the ``demo_result.json`` of demos
+    older than the marker) is refused with FileExistsError: the demo never deletes what it did not write."""
+    if workdir.is_dir() and any(workdir.iterdir()):
+        if not ((workdir / DEMO_MARKER).is_file() or (workdir / "demo_result.json").is_file()):
+            raise FileExistsError(
+                f"--workdir {workdir} is not empty and was not made by the demo (no {DEMO_MARKER}); give a new "
+                "or empty folder"
+            )
+        if not keep:
+            shutil.rmtree(workdir)
+    elif workdir.exists() and not workdir.is_dir():
+        raise FileExistsError(f"--workdir {workdir} is a file; give a folder")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / DEMO_MARKER).write_text(
+        "made by python -m workflows.demo: the next demo run empties this folder unless it is given --keep\n"
+    )
+
+
 def make_dataset(folder: Path, clips: int, seed: int = 0) -> Any:
     """Write the synthetic clips (16x16 px, 8 frames) and their metadata table into ``folder``.
 
@@ -235,9 +260,16 @@ def run_demo(
     eval_sampling_steps: int = DEMO_SAMPLING_STEPS,
     gate: dict[str, Any] | None = None,
     extra_cfg_options: list[str] | None = None,
-    fresh: bool = True,
+    keep: bool = False,
+    random_weights: bool = False,
 ) -> DemoResult:
-    """Run the whole local pipeline in ``workdir`` and return its outputs (``fresh`` empties it first)."""
+    """Run the whole local pipeline in ``workdir`` and return its outputs.
+
+    A previous demo's ``workdir`` is emptied first unless ``keep``: then its MLflow store, registry and dataset
+    are reused and the new version is gated against the registered ``champion``. ``random_weights`` registers
+    the random initial weights instead of a trained model: one training step with ``ema_decay=1.0``, so the
+    EMA weights that are evaluated and registered stay at their initialisation (what the gate must reject).
+    A non-empty folder the demo did not make is refused, never emptied."""
     from kfp import local
 
     from opensora_core.model_registry import ensure_experiment
@@ -245,14 +277,19 @@ def run_demo(
 
     t0 = time.perf_counter()
     workdir = Path(workdir).resolve()
-    if fresh and workdir.exists():
-        shutil.rmtree(workdir)
+    prepare_workdir(workdir, keep)
     (workdir / "mlflow").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    if random_weights:
+        steps = 1 if steps is None else steps
+        extra_cfg_options = [*(extra_cfg_options or []), "ema_decay=1.0"]
 
-    report = make_dataset(workdir / "data", clips)
+    if keep and (workdir / "data" / "meta.csv").is_file():
+        print(f"[demo] reusing the synthetic dataset in {workdir / 'data'}", flush=True)
+    else:
+        report = make_dataset(workdir / "data", clips)
+        print(f"[demo] synthetic dataset: {report}", flush=True)
     timings["dataset_s"] = time.perf_counter() - t0
-    print(f"[demo] synthetic dataset: {report}", flush=True)
 
     tracking_uri = f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}"
     ensure_experiment(tracking_uri, DEMO_EXPERIMENT, (workdir / "mlflow" / "artifacts").as_uri())
@@ -283,13 +320,14 @@ def run_demo(
         timings=timings,
     )
     t_curve = time.perf_counter()
+    run_folder = Path(result.eval_output_uri).name  # the pipeline run's id: runs kept with --keep do not mix
     result.curve, png = learning_curve(
-        result.checkpoint_uri, tracking_uri, workdir / "curve", eval_prompts, eval_sampling_steps
+        result.checkpoint_uri, tracking_uri, workdir / "curve" / run_folder, eval_prompts, eval_sampling_steps
     )
     result.curve_png = str(png)
     timings["curve_s"] = time.perf_counter() - t_curve
     result.seconds = time.perf_counter() - t0
-    (workdir / "demo_result.json").write_text(
+    (workdir / "demo_result.json").write_text(  # the latest run's summary
         json.dumps(
             {**result.__dict__, "workdir": str(workdir), "curve": [p.__dict__ for p in result.curve]},
             indent=2,
@@ -306,13 +344,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     parser.add_argument("--clips", type=int, default=128, help="synthetic clips to train on")
     parser.add_argument(
-        "--eval-sampling-steps", type=int, default=DEMO_SAMPLING_STEPS, help="sampling steps (rectified-flow Euler steps)"
+        "--eval-sampling-steps",
+        type=int,
+        default=DEMO_SAMPLING_STEPS,
+        help="sampling steps (rectified-flow Euler steps)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the previous demo's MLflow store, registry and dataset in --workdir: the new version is gated "
+        "against its champion (default: a previous demo's workdir is emptied)",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="register the random initial weights instead of a trained model (1 step, ema_decay=1.0); with "
+        "--keep after a normal demo it shows the gate keeping the champion",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    result = run_demo(
-        args.workdir, steps=args.steps, clips=args.clips, eval_sampling_steps=args.eval_sampling_steps
-    )
+    try:
+        result = run_demo(
+            args.workdir,
+            steps=args.steps,
+            clips=args.clips,
+            eval_sampling_steps=args.eval_sampling_steps,
+            keep=args.keep,
+            random_weights=args.random_weights,
+        )
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(result.report(), flush=True)
     return 0
 

@@ -25,7 +25,8 @@ Parameters (all overridable per run; the compiled presets only change defaults):
   0.02}}``, empty: the defaults of ``opensora_core.eval.gate``: beat the untrained model's validation loss by
   10% and, when a champion exists, be at most 2% worse than it, paired on the same held-out clips), ``git_commit``;
 - evaluation: ``eval_prompts`` (empty: the synthetic captions), ``eval_weights``, ``eval_overrides``,
-  ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus``,
+  ``eval_sampling_steps``, ``eval_cfg_scale``, ``eval_seed``, ``eval_batch_size``, ``eval_gpus`` (GPUs of the
+  evaluate pod, one data-parallel rank each),
   ``eval_fraction`` (share of the clips held out of training, by a hash of the path), ``eval_timesteps``
   (timesteps of the validation loss on those clips), ``eval_clip_model`` (CLIP hub id or folder for
   ``clip_score``; empty: off) and ``eval_fvd_extractor`` (TorchScript file, e.g. I3D's, or a transformers video
@@ -255,6 +256,7 @@ def train_pipeline(
         run_name=run_name,
         clip_model=eval_clip_model,
         fvd_extractor=eval_fvd_extractor,
+        processes=eval_gpus,  # one rank per GPU of the pod (0 on CPU: one process)
     )
     # cached: the checkpoint, prompts, seed and sampling settings determine the videos and metrics
     evaluated.set_display_name("evaluate").set_container_image(train_image).set_caching_options(True)

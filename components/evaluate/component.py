@@ -40,6 +40,7 @@ def evaluate(
     run_name: str = "",
     clip_model: str = "",
     fvd_extractor: str = "",
+    processes: int = 1,
 ) -> NamedTuple(
     "EvalOutputs",
     [
@@ -62,6 +63,9 @@ def evaluate(
     ``run_name``: the pipeline run's name (the MLflow run is ``{run_name}-eval``; empty: ``{run_id}-eval``).
     ``clip_model``: CLIP hub id or folder for ``clip_score`` (empty: off); ``fvd_extractor``: TorchScript file
     (trusted: it runs its graph) or transformers video model for ``fvd`` against ``val_table`` (empty: off).
+    ``processes``: ranks of the evaluation in this pod (the pipeline passes its GPU count); above 1 the prompts
+    and held-out batches are split over ``torchrun`` ranks (``opensora_core.eval.cli.evaluate_data_parallel``),
+    with the same results as one process.
     """
     import json
     import math
@@ -70,6 +74,7 @@ def evaluate(
 
     from opensora_core.champion import gate_against_champion
     from opensora_core.eval import evaluate as run_evaluation
+    from opensora_core.eval.cli import evaluate_data_parallel
     from opensora_core.eval.model_card import resolve_model_name
     from opensora_core.io import storage
     from opensora_core.io.tracking import step_run_name
@@ -81,10 +86,7 @@ def evaluate(
         tracking = {"uri": uri, "experiment": experiment or "opensora"}
         tracking["run_name"] = step_run_name(run_name or run_id, "eval")
     tags = {"opensora.pipeline_run_id": run_id, "opensora.train_run_id": train_run_id}
-    result = run_evaluation(
-        checkpoint_uri,
-        out_uri,
-        list(prompts or []) or None,
+    settings = dict(
         weights=list(weights or ["ema", "untrained"]),
         overrides=list(overrides or []),
         num_sampling_steps=num_sampling_steps or None,
@@ -98,6 +100,10 @@ def evaluate(
         clip_model=clip_model or None,
         fvd_extractor=fvd_extractor or None,
     )
+    if processes > 1:
+        result = evaluate_data_parallel(processes, checkpoint_uri, out_uri, list(prompts or []), **settings)
+    else:
+        result = run_evaluation(checkpoint_uri, out_uri, list(prompts or []) or None, **settings)
     print(result.summary(), flush=True)
     name = resolve_model_name(model_name, checkpoint_uri)
     outcome = gate_against_champion(

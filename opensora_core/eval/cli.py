@@ -13,9 +13,13 @@ with status 2 and one ``error: ...`` line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 EXIT_BAD_INPUT = 2
 
@@ -46,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (log the evaluation as a run)")
     p.add_argument("--experiment", default="opensora", help="MLflow experiment")
     p.add_argument("--run-name", help="MLflow run name (default eval-step{N})")
+    p.add_argument(
+        "--tag", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="MLflow tags of the run"
+    )
+    p.add_argument("--result-json", help="also write the result (metrics, paths, run id) to this local file")
     p.add_argument("--device", help="torch device (default: this rank's GPU, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument("--cfg-options", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
@@ -61,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from opensora_core.sample.prompts import SampleInputError, read_prompt_file
 
     try:
+        tags = dict(_key_value(item, "--tag") for item in args.tag)
         prompts = list(args.prompt or [])
         if args.prompt_path:
             prompts += read_prompt_file(args.prompt_path)
@@ -89,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             tracking=tracking if args.tracking_uri else None,
+            tags=tags,
             device=args.device or (str(env.device) if env.is_distributed else None),
             progress=not args.no_progress,
             val_table=args.val_table,
@@ -105,4 +115,80 @@ def main(argv: Sequence[str] | None = None) -> int:
         env.close()
     if env.is_main:
         print(result.summary(), flush=True)
+        if args.result_json:
+            Path(args.result_json).write_text(json.dumps(dataclasses.asdict(result)), encoding="utf-8")
     return 0
+
+
+def _key_value(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
+    return key, value
+
+
+def evaluate_data_parallel(
+    processes: int,
+    checkpoint: str,
+    output_dir: str,
+    prompts: Sequence[str] | None = None,
+    *,
+    weights: Sequence[str] = ("ema", "untrained"),
+    overrides: Sequence[str] = (),
+    num_sampling_steps: int | None = None,
+    cfg_scale: float | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    tracking: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    val_table: str | None = None,
+    num_eval_timesteps: int = 10,
+    clip_model: str | None = None,
+    fvd_extractor: str | None = None,
+) -> Any:
+    """:func:`~opensora_core.eval.evaluate.evaluate` over ``processes`` local ranks: runs
+    ``torchrun --standalone --nproc-per-node processes -m opensora_core.eval ...`` (one GPU per rank when there
+    are GPUs, gloo on CPU) and returns rank 0's :class:`~opensora_core.eval.evaluate.EvalResult`. The results
+    equal one process's. Raises RuntimeError with the end of the ranks' output when they fail."""
+    import subprocess
+    import tempfile
+
+    from opensora_core.eval.evaluate import EvalResult
+
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    argv = [
+        checkpoint,
+        output_dir,
+        "--weights",
+        *weights,
+        "--seed",
+        str(seed),
+        "--batch-size",
+        str(batch_size),
+    ]
+    argv += [f"--prompt={p}" for p in prompts or []]
+    argv += [f"--cfg-options={o}" for o in overrides] + [f"--tag={k}={v}" for k, v in (tags or {}).items()]
+    optional = {
+        "--num-sampling-steps": num_sampling_steps,
+        "--cfg-scale": cfg_scale,
+        "--val-table": val_table,
+        "--clip-model": clip_model,
+        "--fvd-extractor": fvd_extractor,
+        "--tracking-uri": (tracking or {}).get("uri"),
+        "--experiment": (tracking or {}).get("experiment"),
+        "--run-name": (tracking or {}).get("run_name"),
+    }
+    argv += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
+    argv += ["--num-eval-timesteps", str(num_eval_timesteps), "--no-progress"]
+    with tempfile.TemporaryDirectory(prefix="opensora-eval-dp-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        cmd += ["-m", "opensora_core.eval", *argv, f"--result-json={result_file}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode or not result_file.is_file():
+            raise RuntimeError(
+                f"data-parallel evaluation on {processes} ranks failed (exit {proc.returncode}):\n"
+                f"{(proc.stdout + proc.stderr)[-4000:]}"
+            )
+        return EvalResult(**json.loads(result_file.read_text(encoding="utf-8")))

@@ -64,6 +64,35 @@ def test_evaluate_without_tracking(checkpoint, tmp_path, monkeypatch):
     assert "val_loss/t0333" not in metrics_art.metadata  # KFP gets the headline numbers only
 
 
+def test_evaluate_data_parallel_equals_one_process(checkpoint, tmp_path, monkeypatch):
+    """processes=2 (the pipeline's eval_gpus) runs torchrun ranks (gloo here): same metrics, same videos."""
+    from opensora_core.data.synthetic import generate
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    generate(tmp_path / "held", 3, size=16, num_frames=8, seed=0)
+    outs = {}
+    for processes in (1, 2):
+        outs[processes] = evaluate.python_func(
+            checkpoint_uri=str(checkpoint),
+            output_uri=str(tmp_path / f"eval{processes}"),
+            eval_metrics=Metrics(uri=str(tmp_path / f"m{processes}.json")),
+            report=Artifact(uri=str(tmp_path / f"r{processes}.json")),
+            comparison=HTML(uri=str(tmp_path / f"c{processes}.html")),
+            prompts=PROMPTS + ["a green square moving down"],
+            num_sampling_steps=2,
+            run_id="r",
+            val_table=str(tmp_path / "held" / "meta.csv"),
+            num_eval_timesteps=2,
+            processes=processes,
+        )
+    assert outs[2].metrics == outs[1].metrics and "val_loss" in outs[2].metrics
+    assert outs[2].output_uri == str(tmp_path / "eval2" / "r")
+    for i in range(3):
+        one, two = (tmp_path / f"eval{n}" / "r" / "ema" / f"sample_{i}.mp4" for n in (1, 2))
+        assert two.read_bytes() == one.read_bytes()
+    assert json.loads((tmp_path / "r2.json").read_text())["global_step"] == 7
+
+
 @pytest.mark.integration
 def test_evaluate_then_register_with_mlflow(checkpoint, tmp_path, mlflow_server):
     from mlflow import MlflowClient

@@ -48,14 +48,14 @@ def parse_params(items: list[str], params_file: str | None = None) -> dict[str, 
         if not isinstance(loaded, dict):
             raise ValueError(f"{params_file} must hold a JSON object of parameter values")
         params.update(loaded)
+    from opensora_core.config import split_key_value
+
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--param {item!r} must look like KEY=VALUE")
+        key, value = split_key_value(item, "--param")
         try:
-            params[key.strip()] = json.loads(value)
+            params[key] = json.loads(value)
         except json.JSONDecodeError:
-            params[key.strip()] = value
+            params[key] = value
     return params
 
 

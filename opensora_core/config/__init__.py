@@ -15,6 +15,7 @@ from opensora_core.config.loader import (
     load_config,
     parse_override_value,
     read_config_file,
+    split_key_value,
 )
 from opensora_core.config.schema import ASPECT_TABLE_NAMES, MASK_RATIO_NAMES, RunConfig
 from opensora_core.config.sections import (
@@ -55,4 +56,5 @@ __all__ = [
     "parse_cli",
     "parse_override_value",
     "read_config_file",
+    "split_key_value",
 ]

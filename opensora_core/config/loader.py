@@ -114,6 +114,16 @@ def parse_override_value(text: str) -> Any:
         return {"true": True, "false": False, "none": None, "null": None}.get(lowered, text)
 
 
+def split_key_value(item: str, what: str, example: str = "") -> tuple[str, str]:
+    """``"a.b=c"`` -> ``("a.b", "c")`` (the key stripped, the value as given); ValueError naming ``what`` (the
+    flag or field, e.g. ``"--tag"``) and ``example`` when there is no ``=`` or no key."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        hint = f" (e.g. {example})" if example else ""
+        raise ValueError(f"{what} {item!r} must look like KEY=VALUE{hint}")
+    return key.strip(), value
+
+
 def overrides_to_dict(overrides: Overrides, source: str = "--cfg-options") -> dict[str, Any]:
     """Normalise overrides (a dict of dotted keys, or "a.b=c" strings) into {dotted key: value}."""
     if overrides is None:
@@ -125,11 +135,12 @@ def overrides_to_dict(overrides: Overrides, source: str = "--cfg-options") -> di
     out: dict[str, Any] = {}
     bad = []
     for item in overrides:
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            bad.append(f"{source} {item!r}: expected KEY=VALUE, e.g. model.depth=2")
+        try:
+            key, value = split_key_value(str(item), source, "model.depth=2")
+        except ValueError as exc:
+            bad.append(str(exc))
             continue
-        out[key.strip()] = parse_override_value(value)
+        out[key] = parse_override_value(value)
     if bad:
         raise ConfigError(source, bad)
     return out

@@ -64,12 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation CLI; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from opensora_core.config import split_key_value
     from opensora_core.eval.evaluate import REPORT_FILE
     from opensora_core.io import storage
     from opensora_core.sample.prompts import SampleInputError, read_prompt_file
 
     try:
-        tags = dict(_key_value(item, "--tag") for item in args.tag)
+        tags = dict(split_key_value(item, "--tag") for item in args.tag)
         prompts = list(args.prompt or [])
         if args.prompt_path:
             prompts += read_prompt_file(args.prompt_path)
@@ -118,13 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.result_json:
             Path(args.result_json).write_text(json.dumps(dataclasses.asdict(result)), encoding="utf-8")
     return 0
-
-
-def _key_value(item: str, flag: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ValueError(f"{flag} takes KEY=VALUE, got {item!r}")
-    return key, value
 
 
 def evaluate_data_parallel(

@@ -34,7 +34,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys):
     assert main([str(tmp_path / "missing"), str(tmp_path / "out"), "--prompt", "a cat"]) == 2
     assert "config.json" in capsys.readouterr().err
     assert main([str(tmp_path), str(tmp_path / "out"), "--tag", "no-equals-sign"]) == 2
-    assert "--tag takes KEY=VALUE" in capsys.readouterr().err
+    assert "--tag 'no-equals-sign' must look like KEY=VALUE" in capsys.readouterr().err
 
 
 def test_cli_clip_model_scores_every_prompt(tmp_path: Path):

@@ -12,6 +12,10 @@ values) are loaded into ours with our checkpoint loader (``strict=True``), and t
 (``max_abs_diff`` in the records). Mid size (default): hidden 384, depth 4, 6 heads, latent 4x16x32x32,
 batch 2, 120-token captions (``--caption-lens``), 2 threads.
 
+Precision (``--dtype``): ``fp32`` (default) or ``bf16``: both models cast to bf16 with bf16 inputs, as Open-Sora
+trains (its booster casts the model; fp32 master weights live in the optimizer, outside this step). On this
+CPU bf16 matrix multiplies run on AMX units, so the step is bound by everything around them.
+
 Modes: ``plain`` and ``ckpt`` (gradient checkpointing of every block: the reference's
 ``set_grad_checkpoint``, our ``grad_checkpointing``); ours eager and, with ``--compile``, each block
 ``torch.compile``d (inductor). The reference always runs eager.
@@ -33,7 +37,7 @@ higher is better), ``step_mem_ratio`` and ``process_mem_ratio`` (ours / referenc
 per-round times, recompiles, load average before/after, threads, machine.
 
     python benchmarks/reference_step.py --stdit /work/ref10 --stdit2 /work/ref11 --deps /work/refdeps \
-        [--compile] [--rounds 5] [--modes plain,ckpt] [--tiny] [--out results.jsonl]
+        [--compile] [--dtype bf16] [--rounds 5] [--modes plain,ckpt] [--tiny] [--out results.jsonl]
 
 A quiet 2-core machine takes about 1 minute per record (3 rounds; 8 records with --compile), so about 4
 minutes with ``--modes plain`` or ``--no-eager``; ``--tiny`` is a smoke run.
@@ -93,6 +97,24 @@ def _config(model: str, size: dict[str, Any]) -> dict[str, Any]:
     return {**common, "input_sq_size": 8 * h, "qk_norm": True}
 
 
+DTYPES = ("fp32", "bf16")
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+def cast(net, dtype: str, reference: bool):
+    """The model in ``dtype`` (the random values are drawn in fp32 first, so both precisions hold the same
+    weights); the 1.0 reference also keeps its own ``dtype`` attribute, which its forward casts inputs to."""
+    net = net.to(_torch_dtype(dtype))
+    if reference and "dtype" in vars(net):  # a plain attribute (1.0), not 1.1's PreTrainedModel property
+        net.dtype = _torch_dtype(dtype)
+    return net
+
+
 def build_reference(model: str, size: dict[str, Any]):
     """The reference model at ``size`` (float32, train mode), zero-initialised weights given random values."""
     import torch
@@ -132,8 +154,10 @@ def set_checkpointing(net, on: bool, reference: bool) -> None:
         net.grad_checkpointing = on
 
 
-def make_inputs(model: str, size: dict[str, Any], caption_lens: list[int]) -> tuple[dict[str, Any], int]:
-    """Model inputs (fixed seed) and the number of patch tokens of the batch."""
+def make_inputs(
+    model: str, size: dict[str, Any], caption_lens: list[int], dtype: str = "fp32"
+) -> tuple[dict[str, Any], int]:
+    """Model inputs (fixed seed; floating ones in ``dtype``) and the number of patch tokens of the batch."""
     import torch
 
     c, t, h, w = size["latent"]
@@ -157,6 +181,7 @@ def make_inputs(model: str, size: dict[str, Any], caption_lens: list[int]) -> tu
             ar=torch.full((b,), px_h / px_w),
             fps=torch.full((b,), 24.0),
         )
+    inputs = {k: v.to(_torch_dtype(dtype)) if v.is_floating_point() else v for k, v in inputs.items()}
     return inputs, b * t * (h // 2) * (w // 2)
 
 
@@ -201,8 +226,9 @@ def time_worker(spec: dict[str, Any]) -> dict[str, Any]:
     size = _setup(spec)
     model = spec["model"]
     ref = build_reference(model, size)
-    ours = build_ours(model, size, ref.state_dict())
-    inputs, tokens = make_inputs(model, size, spec["caption_lens"])
+    ours = cast(build_ours(model, size, ref.state_dict()), spec["dtype"], reference=False)
+    ref = cast(ref, spec["dtype"], reference=True)
+    inputs, tokens = make_inputs(model, size, spec["caption_lens"], spec["dtype"])
     with torch.no_grad():
         ref.eval(), ours.eval()
         diff = (ref(**inputs) - ours(**inputs)).abs().max().item()
@@ -239,10 +265,11 @@ def mem_worker(spec: dict[str, Any]) -> dict[str, Any]:
     size = _setup(spec)
     model, reference = spec["model"], spec["impl"] == "reference"
     net = build_reference(model, size) if reference else build_ours(model, size, None)
+    net = cast(net, spec["dtype"], reference=reference)
     set_checkpointing(net, spec["mode"] == "ckpt", reference=reference)
     if spec["compiled"]:
         compile_blocks(net)
-    inputs, _ = make_inputs(model, size, spec["caption_lens"])
+    inputs, _ = make_inputs(model, size, spec["caption_lens"], spec["dtype"])
     step(net, inputs)  # warm-up: kernels, thread pools, gradient buffers (and compilation)
     step(net, inputs)
     warm_peak = _status_kib("VmHWM")
@@ -287,6 +314,7 @@ def compare(model: str, compiled: bool, args: argparse.Namespace) -> list[dict[s
         tiny=args.tiny,
         threads=args.threads,
         caption_lens=args.caption_lens,
+        dtype=args.dtype,
     )
     load_before = os.getloadavg()
     timing = _run_worker(
@@ -307,6 +335,7 @@ def compare(model: str, compiled: bool, args: argparse.Namespace) -> list[dict[s
             "model": model,
             "mode": mode,
             "compiled": "inductor" if compiled else False,
+            "dtype": args.dtype,
             "ours_tokens_per_s": round(timing["tokens"] / ours_s, 1),
             "ref_tokens_per_s": round(timing["tokens"] / ref_s, 1),
             "speed_ratio": round(ref_s / ours_s, 3),
@@ -348,6 +377,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "--eager", action=argparse.BooleanOptionalAction, default=True, help="time ours eager"
     )
     parser.add_argument("--modes", default="plain,ckpt", help="comma list of plain, ckpt")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="precision of both models and inputs")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in every worker")
     parser.add_argument("--caption-lens", default="120", help="valid caption tokens per sample, comma list")

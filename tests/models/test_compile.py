@@ -149,3 +149,28 @@ def test_compile_blocks_counts_and_keeps_keys():
 def test_compile_blocks_refuses_a_model_without_blocks():
     with pytest.raises(ValueError, match="no transformer blocks"):
         compile_blocks(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_tanh_gelu_under_compile_on_cpu_is_the_sigmoid_form_of_the_same_function():
+    """``TanhGELU`` is ``F.gelu(approximate="tanh")`` bitwise in eager mode; captured by ``torch.compile`` on the
+    CPU it computes ``x * sigmoid(2u)`` (the same function), which agrees to float rounding, gradient too."""
+    from opensora_core.models.layers import TanhGELU, approx_gelu
+
+    gelu = approx_gelu()
+    assert isinstance(gelu, TanhGELU) and isinstance(gelu, nn.GELU) and gelu.approximate == "tanh"
+    x = torch.linspace(-8, 8, 4001, dtype=torch.float64).float().requires_grad_(True)
+    reference = torch.nn.functional.gelu(x, approximate="tanh")
+    assert torch.equal(gelu(x), reference)
+    compiled = torch.compile(gelu, backend="eager", fullgraph=True)  # graph capture: is_compiling() is True
+    out = compiled(x)
+    assert not torch.equal(out, reference)  # the sigmoid form was taken
+    assert torch.allclose(out, reference, rtol=1e-6, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (ref_grad,) = torch.autograd.grad(reference.sum(), x)
+    # atol 2e-6: where fp32 tanh saturates to -1 (x < -5) F.gelu's gradient is exactly 0, the true one ~ -1e-6
+    assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=2e-6)
+    xb = x.detach().bfloat16()  # bf16 in and out: at most one unit in the last place apart (and tiny tails:
+    # for x < -5 F.gelu gives -0.0 where the sigmoid form keeps the true ~ -1e-20)
+    out_b, ref_b = compiled(xb), torch.nn.functional.gelu(xb, approximate="tanh")
+    assert out_b.dtype == torch.bfloat16
+    assert torch.allclose(out_b.float(), ref_b.float(), rtol=2**-8, atol=1e-6)

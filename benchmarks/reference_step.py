@@ -39,8 +39,9 @@ per-round times, recompiles, load average before/after, threads, machine.
     python benchmarks/reference_step.py --stdit /work/ref10 --stdit2 /work/ref11 --deps /work/refdeps \
         [--compile] [--dtype bf16] [--rounds 5] [--modes plain,ckpt] [--tiny] [--out results.jsonl]
 
-A quiet 2-core machine takes about 1 minute per record (3 rounds; 8 records with --compile), so about 4
-minutes with ``--modes plain`` or ``--no-eager``; ``--tiny`` is a smoke run.
+A quiet 2-core machine takes about 1 minute per fp32 record (3 rounds; 8 records with --compile), so about 4
+minutes with ``--modes plain`` or ``--no-eager``; bf16 with 7 rounds takes about 16 minutes for all 8
+records. ``--tiny`` is a smoke run.
 """
 
 from __future__ import annotations

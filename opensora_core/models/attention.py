@@ -129,12 +129,12 @@ def _math_attention(
             attn = attn.masked_fill(~attn_mask, float("-inf"))
         else:
             attn = attn + attn_mask
-    if lean and attn.dtype != torch.float32:
-        attn = _LeanSoftmax.apply(attn)
-    elif attn.dtype != torch.float32:
-        attn = attn.to(torch.float32).softmax(dim=-1).to(q.dtype)
-    else:
+    if attn.dtype == torch.float32:
         attn = attn.softmax(dim=-1)
+    elif lean:
+        attn = _LeanSoftmax.apply(attn)
+    else:
+        attn = attn.to(torch.float32).softmax(dim=-1).to(q.dtype)
     if dropout_p > 0:
         attn = F.dropout(attn, p=dropout_p)
     return attn @ v

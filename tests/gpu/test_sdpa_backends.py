@@ -2,13 +2,14 @@
 
 On CUDA the model's ``"sdpa"`` backend (``opensora_core.models.attention.attention``) calls
 ``F.scaled_dot_product_attention`` and lets PyTorch pick the kernel (flash for unmasked bf16, memory-efficient
-for masked cross-attention); on the CPU it computes the ``"math"`` numerics in bf16 (faster there than the CPU
-flash kernel), which the last test pins. Here each kernel is forced with ``torch.nn.attention.sdpa_kernel``
-(through ``attention`` on CUDA, calling SDPA directly on the CPU, where its flash kernel still serves fp32) and
-compared, forward and backward, with the fp32 ``"math"`` backend on the same (bf16-rounded) q/k/v. The ``"math"`` backend in bf16 (the reference numerics:
-bf16 scores, fp32 softmax) is the yardstick: a kernel may differ from the fp32 result by at most
-``2 x (math-bf16 error) + 2e-3`` (relative L2), and never by more than 2e-2. Shapes: STDiT-XL's head dim 72 on
-CUDA (spatial 256 tokens, temporal 16, cross-attention to 120 caption tokens with padding), smaller on CPU.
+for masked cross-attention); on the CPU in bf16 with few keys it computes the ``"math"`` numerics (faster there
+than the CPU flash kernel), which the last two tests pin. Here each kernel is forced with
+``torch.nn.attention.sdpa_kernel`` (through ``attention`` on CUDA, calling SDPA directly on the CPU) and
+compared, forward and backward, with the fp32 ``"math"`` backend on the same (bf16-rounded) q/k/v. The
+``"math"`` backend in bf16 (the reference numerics: bf16 scores, fp32 softmax) is the yardstick: a kernel may
+differ from the fp32 result by at most ``2 x (math-bf16 error) + 2e-3`` (relative L2), and never by more than
+2e-2. Shapes: STDiT-XL's head dim 72 on CUDA (spatial 256 tokens, temporal 16, cross-attention to 120 caption
+tokens with padding), smaller on CPU.
 """
 
 from __future__ import annotations
